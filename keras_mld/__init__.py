@@ -1,0 +1,31 @@
+"""keras-mld: multi-label image classification heads and losses for Keras 3.
+
+Public API::
+
+    import keras_mld
+    model = keras_mld.build("efficientnetv2_s", head="mldecoder", num_classes=80)
+    keras_mld.list_models()
+    keras_mld.layers.MLDecoder, keras_mld.losses.AsymmetricLoss, keras_mld.metrics...
+
+TensorFlow-only parts (``data``, ``training``, ``export``) are imported lazily so
+that ``keras_mld.layers`` / ``keras_mld.losses`` work on the JAX backend without
+TensorFlow.
+"""
+import importlib
+
+from keras_mld import layers, losses, metrics  # noqa: F401
+from keras_mld.builders import build, list_models, register_head  # noqa: F401
+
+__version__ = "0.1.0"
+
+_LAZY = ("data", "training", "export", "zsl", "backbones", "builders", "cli")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"keras_mld.{name}")
+    raise AttributeError(f"module 'keras_mld' has no attribute {name!r}")
+
+
+__all__ = ["build", "list_models", "register_head", "layers", "losses", "metrics",
+           "data", "training", "export", "zsl", "__version__"]

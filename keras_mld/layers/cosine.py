@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+import keras
+
+
+class CosineDense(keras.layers.Layer):
+    pass

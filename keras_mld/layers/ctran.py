@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+import keras
+
+
+class CTranHead(keras.layers.Layer):
+    pass

@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+import keras
+
+
+class GroupDense(keras.layers.Layer):
+    pass

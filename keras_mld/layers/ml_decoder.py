@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+import keras
+
+
+class MLDecoder(keras.layers.Layer):
+    pass

@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+import keras
+
+
+class GlobalPoolHead(keras.layers.Layer):
+    pass

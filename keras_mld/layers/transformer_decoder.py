@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+import keras
+
+
+class TransformerDecoderHead(keras.layers.Layer):
+    pass

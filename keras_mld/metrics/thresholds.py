@@ -1,0 +1,5 @@
+"""Placeholder."""
+
+
+def tune_thresholds(*a):
+    raise NotImplementedError
