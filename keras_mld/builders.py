@@ -1,13 +1,99 @@
-"""Placeholder: build / list_models."""
+"""``keras_mld.build`` and ``keras_mld.list_models``: a backbone and a head by name.
 
+The split follows keras-hub (backbone vs task): the backbone maps normalised
+pixels to a feature map, the head maps features to logits, and :func:`build`
+joins them into one functional ``keras.Model`` that takes RGB pixels in [0, 255]
+(input ``images``) and returns logits ``[B, num_classes]`` (last layer
+``multilabel_logits`` or ``singlelabel_logits``, which also tells exporters the task).
+"""
+import keras
 
-def build(*a, **k):
-    raise NotImplementedError
+from keras_mld import backbones, heads
+from keras_mld.heads import register_head  # noqa: F401  (re-exported)
+from keras_mld.layers import ImageNormalization
+
+TASKS = ("multilabel", "singlelabel")
+NORMALIZATIONS = ("none", "unit", "symmetric", "torch", "caffe")
 
 
 def list_models():
-    raise NotImplementedError
+    """``{"backbones": [...], "heads": [...]}``: the names :func:`build` accepts."""
+    return {"backbones": backbones.list_backbones(), "heads": heads.list_heads()}
 
 
-def register_head(name):
-    raise NotImplementedError
+def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3), weights=None,
+          task="multilabel", normalization=None, name=None, **head_kwargs):
+    """Builds ``backbone`` + ``head`` as one ``keras.Model`` returning logits.
+
+    Args:
+        backbone: a name from ``list_models()["backbones"]`` or any ``keras.Model`` whose
+            output is a spatial map ``[B,H,W,C]`` or tokens ``[B,T,C]`` (a keras-cv or
+            keras-hub backbone instance included).
+        head: a name from ``list_models()["heads"]``.
+        num_classes: number of labels N (>= 1). ``task="singlelabel"`` with N classes
+            gives a softmax classifier (e.g. ImageNet, N = 1000).
+        input_shape: ``(H, W, 3)``; H and W may be ``None`` for a backbone instance.
+        weights: for a named backbone: ``None``, ``"imagenet"`` or a weights-file path.
+        task: ``"multilabel"`` (sigmoid scores) or ``"singlelabel"`` (softmax scores).
+        normalization: how RGB [0,255] is mapped for the backbone (an
+            :class:`~keras_mld.layers.ImageNormalization` mode). Default: the named
+            backbone's own convention, ``"unit"`` (x / 255) for a backbone instance.
+        name: model name (default ``<backbone>_<head>``).
+        **head_kwargs: passed to the head layer (e.g. ``num_groups=100``, ``embed_dim=768``).
+
+    Returns:
+        a functional ``keras.Model``: input ``images`` float ``[B,H,W,3]`` in [0, 255]
+        (plus ``known_labels`` for ``head="ctran", known_labels_input=True``), output
+        logits ``[B, num_classes]`` in float32 (also under mixed precision).
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+    input_shape = _check_input_shape(input_shape)
+    factory = heads.get_head(head)
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization: expected one of {NORMALIZATIONS} or None, got {normalization!r}")
+
+    if isinstance(backbone, str):
+        spec = backbones.get_spec(backbone)
+        if None in input_shape[:2]:
+            raise ValueError(f"input_shape: a named backbone needs a static (H, W, 3), got {input_shape}")
+        backbone_model = backbones.create_backbone(backbone, input_shape, weights)
+        backbone_name = backbone
+        normalization = normalization or spec.normalization
+    elif isinstance(backbone, keras.Model):
+        if weights is not None:
+            raise ValueError("weights: only for a named backbone; load weights into the instance "
+                             f"you pass instead (got weights={weights!r})")
+        backbone_model = backbone
+        backbone_name = backbone.name
+        normalization = normalization or "unit"
+    else:
+        raise ValueError(f"backbone: expected a name from {backbones.list_backbones()} or a "
+                         f"keras.Model, got {type(backbone).__name__}")
+
+    images = keras.Input(shape=input_shape, name="images", dtype="float32")
+    inputs = {"images": images}
+    x = ImageNormalization(normalization, name="normalization")(images)
+    features = backbone_model(x)
+    if isinstance(features, (list, tuple, dict)):
+        raise ValueError(f"backbone: expected a single output [B,H,W,C] or [B,T,C], got "
+                         f"{type(features).__name__} of outputs")
+    if len(features.shape) not in (3, 4):
+        raise ValueError(f"backbone: output must be [B,H,W,C] or [B,T,C], got shape {features.shape}")
+    logits = factory(features, num_classes, inputs, **head_kwargs)
+    logits = keras.layers.Identity(name=f"{task}_logits", dtype="float32")(logits)
+    model_inputs = inputs["images"] if len(inputs) == 1 else inputs
+    return keras.Model(model_inputs, logits, name=name or f"{backbone_name}_{head}".replace("+", "_"))
+
+
+def _check_input_shape(input_shape):
+    try:
+        shape = tuple(None if d is None else int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape: expected (H, W, 3), got {input_shape!r}") from None
+    if len(shape) != 3 or shape[2] != 3 or any(d is not None and d < 1 for d in shape[:2]):
+        raise ValueError(f"input_shape: expected (H, W, 3) with positive H, W (RGB), got {input_shape!r}")
+    return shape
+
