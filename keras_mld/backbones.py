@@ -22,7 +22,7 @@ class BackboneSpec:
     """
 
     name: str
-    constructor: str  # attribute of keras.applications
+    constructor: object  # attribute name of keras.applications, or a callable(**kwargs)
     normalization: str
     kwargs: tuple = ()  # extra constructor arguments, as (key, value) pairs
     min_size: int = 32
@@ -53,6 +53,30 @@ for _spec in (
     BackboneSpec("convnext_tiny", "ConvNeXtTiny", "none", _KEEP_PREPROCESSING),
 ):
     register_backbone(_spec)
+
+
+def small_convnet(include_top=False, input_shape=(64, 64, 3), weights=None, widths=(32, 64, 128)):
+    """A small VGG-style CNN (3 stages of 2 conv-BN-ReLU, stride 8) for small images.
+
+    Trains from scratch in minutes on a CPU: the embedded demo's backbone. It has
+    no pretrained weights (``weights="imagenet"`` is refused).
+    """
+    if weights == "imagenet":
+        raise ValueError("weights: small_convnet has no ImageNet weights; use None or a path")
+    del include_top  # never has a classifier
+    x_in = keras.Input(shape=input_shape)
+    x = x_in
+    for stage, width in enumerate(widths):
+        for conv in range(2):
+            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
+                                    name=f"stage{stage}_conv{conv}")(x)
+            x = keras.layers.BatchNormalization(name=f"stage{stage}_bn{conv}")(x)
+            x = keras.layers.ReLU(name=f"stage{stage}_relu{conv}")(x)
+        x = keras.layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
+    return keras.Model(x_in, x, name="small_convnet")
+
+
+register_backbone(BackboneSpec("small_convnet", small_convnet, "unit", min_size=8))
 
 
 def list_backbones():
@@ -87,7 +111,9 @@ def create_backbone(name, input_shape=(224, 224, 3), weights=None):
         path = os.fspath(weights)
         if not os.path.isfile(path):
             raise ValueError(f"weights: no such weights file {path!r} (expected None, 'imagenet' or a path)")
-    constructor = getattr(keras.applications, spec.constructor)
+    constructor = spec.constructor
+    if isinstance(constructor, str):
+        constructor = getattr(keras.applications, constructor)
     kwargs = dict(include_top=False, input_shape=tuple(input_shape),
                   weights="imagenet" if weights == "imagenet" else None, **dict(spec.kwargs))
     try:
