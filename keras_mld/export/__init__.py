@@ -1,0 +1,23 @@
+"""Export for TF Serving (SPEC section 8). TensorFlow backend only.
+
+``export_saved_model(model, base_dir, labels, ...)`` writes ``base_dir/<version>/`` (a
+SavedModel with the ``serving_default``, ``predict_images`` and ``metadata`` signatures, the
+class names and thresholds, and a warm-up file) plus an example ``base_dir/models.config``.
+See ``docs/serving.md``.
+"""
+from keras_mld.export.saved_model import (  # noqa: F401
+    SIGNATURES,
+    export_saved_model,
+    models_config_text,
+)
+from keras_mld.export.warmup import (  # noqa: F401
+    WARMUP_FILENAME,
+    build_warmup_requests,
+    read_warmup_requests,
+    warmup_inputs,
+    write_warmup_requests,
+)
+
+__all__ = ["export_saved_model", "models_config_text", "SIGNATURES", "WARMUP_FILENAME",
+           "build_warmup_requests", "write_warmup_requests", "read_warmup_requests",
+           "warmup_inputs"]

@@ -1,0 +1,393 @@
+"""TF Serving SavedModel export (SPEC section 8).
+
+``export_saved_model`` writes ``base_dir/<version>/`` atomically: everything goes to a
+hidden ``base_dir/.tmp-<version>-<random>`` (TF Serving only loads numeric directory
+names) that is renamed into place once complete, so a serving process never sees a
+half-written version. The graph is plain TensorFlow (``tf.Module`` + ``tf.function``,
+the Keras model's call traced into it) and loads with ``import tensorflow`` alone.
+
+Signatures (all batch-major, ``B`` may be 0):
+
+- ``serving_default``: ``images`` float32 ``[B, H, W, 3]`` RGB in [0, 255]
+  -> ``scores`` float32 ``[B, N]`` (sigmoid, or softmax for single-label models).
+- ``predict_images``: ``image_bytes`` string ``[B]`` (encoded JPEG/PNG/GIF/BMP, formats may be
+  mixed) decoded and resized with ``keras_mld.data.image.decode_and_resize`` (as in
+  training) -> ``scores`` ``[B, N]``; ``labels`` string ``[B, N]``: the names whose score is
+  ``>=`` their class threshold, highest score first, padded with ``""``; ``num_labels``
+  int32 ``[B]`` (non-empty entries of each ``labels`` row); ``top_k_labels`` string
+  ``[B, k]`` and ``top_k_scores`` float32 ``[B, k]`` (``k = min(top_k, N)``, best first).
+- ``metadata`` (no inputs): ``labels`` ``[N]``, ``thresholds`` ``[N]``, ``task``, ``image_size``
+  ``[2]``, ``top_k``.
+
+Class names and thresholds also travel as ``tf.Variable`` s (``loaded.labels``,
+``loaded.thresholds``) and as assets ``labels.txt`` and ``keras_mld.json``.
+"""
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mld.data.image import decode_and_resize
+from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
+                                     write_warmup_requests)
+
+TASKS = ("multilabel", "singlelabel")
+TASK_LAYER_NAMES = {"multilabel_logits": "multilabel", "singlelabel_logits": "singlelabel"}
+SIGNATURES = ("serving_default", "predict_images", "metadata")
+MODELS_CONFIG = "models.config"
+IMAGES_INPUT = "images"
+KNOWN_LABELS_INPUT = "known_labels"
+
+
+def _err(argument, accepted, got):
+    return ValueError(f"export_saved_model: {argument} must be {accepted}, got {got!r}")
+
+
+# ----------------------------------------------------------------------------- validation
+def _images_input(model):
+    inputs = list(model.inputs)
+    named = [t for t in inputs if t.name == IMAGES_INPUT]
+    candidates = named or [t for t in inputs if len(t.shape) == 4]
+    if not candidates:
+        raise ValueError("export_saved_model: the model needs an input named 'images' of "
+                         f"shape [B, H, W, 3]; its inputs are {[t.name for t in inputs]}")
+    others = [t for t in inputs if t is not candidates[0]]
+    unknown = [t.name for t in others if t.name != KNOWN_LABELS_INPUT]
+    if unknown:
+        raise ValueError("export_saved_model: only the inputs 'images' and (optional) "
+                         f"'known_labels' can be exported, the model also has {unknown}")
+    return candidates[0]
+
+
+def _num_classes(model):
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2 or \
+            model.outputs[0].shape[-1] is None:
+        raise ValueError("export_saved_model: the model must have one output, logits of "
+                         f"shape [B, N]; got {[tuple(o.shape) for o in model.outputs]}")
+    return int(model.outputs[0].shape[-1])
+
+
+def _detect_task(model, task):
+    if task is not None:
+        if task not in TASKS:
+            raise _err("task", f"one of {TASKS} or None", task)
+        return task
+    output_op = getattr(model.outputs[0], "_keras_history", None)
+    names = [getattr(getattr(output_op, "operation", None), "name", None)]
+    if model.layers:
+        names.append(model.layers[-1].name)
+    for name in names:
+        if name in TASK_LAYER_NAMES:
+            return TASK_LAYER_NAMES[name]
+    return "multilabel"
+
+
+def _check_labels(labels, n):
+    if isinstance(labels, (str, bytes)) or labels is None:
+        raise _err("labels", f"a sequence of {n} class names", labels)
+    out = []
+    for name in list(labels):
+        if isinstance(name, bytes):
+            name = name.decode("utf-8")
+        if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
+            raise _err("labels", "non-empty strings without newlines", name)
+        out.append(str(name))
+    if len(out) != n:
+        raise ValueError(f"export_saved_model: labels has {len(out)} names but the model "
+                         f"outputs {n} classes")
+    if len(set(out)) != n:
+        dup = sorted({x for x in out if out.count(x) > 1})
+        raise _err("labels", "unique class names", f"duplicates {dup}")
+    return out
+
+
+def _check_thresholds(thresholds, n):
+    if thresholds is None:
+        return np.full([n], 0.5, np.float32)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.ndim == 0:
+        t = np.full([n], float(t))
+    if t.shape != (n,):
+        raise _err("thresholds", f"None, a float or {n} floats (one per class)",
+                   f"shape {t.shape}")
+    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t > 1):
+        raise _err("thresholds", "values in [0, 1]", t.tolist())
+    return t.astype(np.float32)
+
+
+def _check_image_size(model, images_input, image_size):
+    static = tuple(images_input.shape[1:3])
+    if images_input.shape[-1] not in (None, 3):
+        raise ValueError("export_saved_model: the 'images' input must have 3 (RGB) channels, "
+                         f"got shape {tuple(images_input.shape)}")
+    if image_size is None:
+        if None in static:
+            raise ValueError("export_saved_model: the model input has no static height/width "
+                             f"(shape {tuple(images_input.shape)}); pass image_size=(H, W)")
+        return tuple(int(s) for s in static)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                 and s > 0 for s in size):
+        raise _err("image_size", "None, a positive int or (H, W) positive ints", image_size)
+    size = tuple(int(s) for s in size)
+    if any(s is not None and s != z for s, z in zip(static, size)):
+        raise ValueError(f"export_saved_model: image_size {size} differs from the model's "
+                         f"input size {static}")
+    return size
+
+
+def _numeric_versions(base_dir):
+    if not os.path.isdir(base_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(base_dir)
+                  if d.isascii() and d.isdigit() and os.path.isdir(os.path.join(base_dir, d)))
+
+
+def _check_version(version, base_dir, overwrite):
+    if version is None:
+        existing = _numeric_versions(base_dir)
+        return (existing[-1] + 1) if existing else 1
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+        raise _err("version", "a positive int or None", version)
+    version = int(version)
+    if os.path.exists(os.path.join(base_dir, str(version))) and not overwrite:
+        raise FileExistsError(
+            f"export_saved_model: version {version} already exists in {base_dir!r}; pass "
+            "overwrite=True to replace it or version=None for the next free version")
+    return version
+
+
+# ----------------------------------------------------------------------------- the graph
+def _logits_fn(model, images_input, num_classes):
+    """``images [B,H,W,3] float32`` -> float32 logits; other inputs get their inference value."""
+    if len(model.inputs) == 1:
+        return lambda images: model(images, training=False)
+    dict_input = isinstance(model.input, dict)
+    keys = {t.name: k for k, t in model.input.items()} if dict_input else None
+
+    def call(images):
+        feeds = {}
+        for t in model.inputs:
+            if t is images_input:
+                value = images
+            else:  # known_labels: every label unknown (-1), SPEC section 4 (C-Tran)
+                value = tf.fill([tf.shape(images)[0], num_classes],
+                                tf.constant(-1, dtype=t.dtype))
+            feeds[keys[t.name] if dict_input else t.name] = value
+        return model(feeds, training=False)
+
+    return call
+
+
+def _serving_module(model, labels, thresholds, assets):
+    """What is saved: the model's variables, class names, thresholds and assets."""
+    module = tf.Module(name="keras_mld_serving")
+    # Tracked so that tf.saved_model.save writes them (as keras' ExportArchive does).
+    module.model_variables = list(model.variables)
+    module.labels = tf.Variable(labels, dtype=tf.string, trainable=False, name="labels")
+    module.thresholds = tf.Variable(thresholds, dtype=tf.float32, trainable=False,
+                                    name="thresholds")
+    module.labels_file = tf.saved_model.Asset(assets["labels.txt"])
+    module.metadata_file = tf.saved_model.Asset(assets["keras_mld.json"])
+    return module
+
+
+def _signature_functions(module, model, task, image_size, top_k):
+    """``{name: tf.function}``: closures over the Keras model (whose call is traced in).
+
+    They are not attributes of ``module``: tf.saved_model.save would trace them once more
+    (slow for big heads); they are saved once, as signatures (``loaded.signatures[name]``).
+    """
+    num_classes = int(module.labels.shape[0])
+    logits_fn = _logits_fn(model, _images_input(model), num_classes)
+    height, width = image_size
+    k = min(top_k, num_classes)
+    images_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
+
+    # One trace of the Keras model, called by both image signatures.
+    @tf.function(input_signature=[images_spec], autograph=False)
+    def scores_fn(images):
+        logits = tf.cast(logits_fn(images), tf.float32)
+        if task == "singlelabel":
+            return tf.nn.softmax(logits, axis=-1)
+        return tf.math.sigmoid(logits)
+
+    def decode_batch(image_bytes):
+        return tf.map_fn(lambda b: decode_and_resize(b, (height, width)), image_bytes,
+                         fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+
+    @tf.function(input_signature=[images_spec], autograph=False)
+    def serving_default(images):
+        return {"scores": scores_fn(images)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+                 autograph=False)
+    def predict_images(image_bytes):
+        scores = scores_fn(decode_batch(image_bytes))
+        names = module.labels.read_value()
+        selected = scores >= module.thresholds.read_value()[None, :]
+        # selected first (score - 2 < 0 <= score), each group by descending score
+        order = tf.argsort(tf.where(selected, scores, scores - 2.0), axis=-1,
+                           direction="DESCENDING", stable=True)
+        num_labels = tf.reduce_sum(tf.cast(selected, tf.int32), axis=-1)
+        keep = tf.range(num_classes)[None, :] < num_labels[:, None]
+        labels_out = tf.where(keep, tf.gather(names, order), tf.constant(""))
+        top_scores, top_idx = tf.math.top_k(scores, k=k, sorted=True)
+        return {"scores": scores, "labels": labels_out, "num_labels": num_labels,
+                "top_k_labels": tf.gather(names, top_idx), "top_k_scores": top_scores}
+
+    @tf.function(input_signature=[], autograph=False)
+    def metadata():
+        return {"labels": module.labels.read_value(),
+                "thresholds": module.thresholds.read_value(),
+                "task": tf.constant(task), "image_size": tf.constant([height, width], tf.int32),
+                "top_k": tf.constant(k, tf.int32)}
+
+    return {"serving_default": serving_default, "predict_images": predict_images,
+            "metadata": metadata}
+
+
+# ----------------------------------------------------------------------------- files
+def _save(module, functions, export_dir):
+    signatures = {name: functions[name].get_concrete_function() for name in SIGNATURES}
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+
+
+def _verify_export(export_dir):
+    """Cheap completeness check before the rename: the proto lists every signature."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    found = set(proto.meta_graphs[0].signature_def)
+    missing = [s for s in SIGNATURES if s not in found]
+    if missing:
+        raise RuntimeError(f"export_saved_model: signatures {missing} missing in {export_dir}")
+    for rel in (("assets", "labels.txt"), (WARMUP_DIR, WARMUP_FILENAME)):
+        if not os.path.isfile(os.path.join(export_dir, *rel)):
+            raise RuntimeError(f"export_saved_model: {os.path.join(*rel)} was not written")
+
+
+def models_config_text(model_name, base_path, versions):
+    """TF Serving ``ModelServerConfig`` text proto serving ``versions`` of one model."""
+    lines = "\n".join(f"        versions: {v}" for v in versions)
+    return (
+        "# TF Serving model config written by keras_mld.export.export_saved_model (rewritten\n"
+        "# on every export). Use: tensorflow_model_server --model_config_file=<this file>\n"
+        "# model_version_policy alternatives: latest { num_versions: 2 } | all {}\n"
+        "model_config_list {\n"
+        "  config {\n"
+        f"    name: {json.dumps(model_name, ensure_ascii=False)}\n"
+        f"    base_path: {json.dumps(base_path, ensure_ascii=False)}\n"
+        '    model_platform: "tensorflow"\n'
+        "    model_version_policy {\n"
+        "      specific {\n"
+        f"{lines}\n"
+        "      }\n"
+        "    }\n"
+        "  }\n"
+        "}\n")
+
+
+def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_classes):
+    paths = {"labels.txt": os.path.join(staging, "labels.txt"),
+             "keras_mld.json": os.path.join(staging, "keras_mld.json")}
+    with open(paths["labels.txt"], "w", encoding="utf-8") as f:
+        f.write("".join(name + "\n" for name in labels))
+    meta = {"format": "keras_mld.export/1", "task": task, "labels": list(labels),
+            "thresholds": [float(t) for t in thresholds], "image_size": list(image_size),
+            "top_k": min(top_k, num_classes), "signatures": list(SIGNATURES)}
+    with open(paths["keras_mld.json"], "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1, ensure_ascii=False)
+    return paths
+
+
+def _move_into_place(tmp_dir, final_dir, overwrite):
+    if not os.path.exists(final_dir):
+        os.rename(tmp_dir, final_dir)
+        return
+    if not overwrite:
+        raise FileExistsError(f"export_saved_model: {final_dir!r} appeared during the export")
+    parent, name = os.path.split(final_dir)
+    aside = os.path.join(parent, f".old-{name}-{uuid.uuid4().hex[:8]}")
+    os.rename(final_dir, aside)
+    try:
+        os.rename(tmp_dir, final_dir)
+    except BaseException:
+        os.rename(aside, final_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
+                       image_size=None, task=None, top_k=5, overwrite=False):
+    """Export ``model`` (logits ``[B, N]``) for TF Serving; returns ``base_dir/<version>``.
+
+    Args:
+        model: functional ``keras.Model`` with an ``images`` input (RGB in [0, 255]) and
+            logits output; a C-Tran ``known_labels`` input is fed "all unknown" (-1).
+        base_dir: the model's base path (TF Serving ``--model_base_path``).
+        labels: ``N`` unique non-empty class names.
+        thresholds: per-class score thresholds in [0, 1] (a float broadcasts); default 0.5.
+        version: positive int; default: one more than the largest numeric version present.
+        image_size: ``(H, W)``; default: the model's static input size.
+        task: ``"multilabel"`` (sigmoid) or ``"singlelabel"`` (softmax); default: from the
+            name of the last layer (``multilabel_logits`` / ``singlelabel_logits``),
+            else multilabel.
+        top_k: number of ``top_k_labels`` / ``top_k_scores`` (capped at ``N``).
+        overwrite: replace an existing version (atomically) instead of refusing.
+
+    Also writes ``assets.extra/tf_serving_warmup_requests`` into the version and an
+    example ``base_dir/models.config`` serving this version and the newest other one.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("export_saved_model needs the TensorFlow backend "
+                           f"(KERAS_BACKEND=tensorflow), got {keras.backend.backend()!r}")
+    if not isinstance(model, keras.Model):
+        raise _err("model", "a keras.Model", type(model).__name__)
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise _err("top_k", "an int >= 1", top_k)
+    num_classes = _num_classes(model)
+    task = _detect_task(model, task)
+    labels = _check_labels(labels, num_classes)
+    thresholds = _check_thresholds(thresholds, num_classes)
+    image_size = _check_image_size(model, _images_input(model), image_size)
+    base_dir = os.path.abspath(os.fspath(base_dir))
+    version = _check_version(version, base_dir, overwrite)
+    _serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
+
+    os.makedirs(base_dir, exist_ok=True)
+    final_dir = os.path.join(base_dir, str(version))
+    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp makes 0700: a server user could not read it
+    config_tmp = None
+    try:
+        with tempfile.TemporaryDirectory() as staging:
+            assets = _write_assets(staging, labels, thresholds, task, image_size, top_k,
+                                   num_classes)
+            module = _serving_module(model, labels, thresholds, assets)
+            functions = _signature_functions(module, model, task, image_size, int(top_k))
+            _save(module, functions, tmp_dir)
+        model_name = os.path.basename(base_dir)
+        write_warmup_requests(tmp_dir, image_size, model_name=model_name)
+        _verify_export(tmp_dir)
+        others = [v for v in _numeric_versions(base_dir) if v != version]
+        config_tmp = os.path.join(base_dir, f".{MODELS_CONFIG}.tmp-{uuid.uuid4().hex[:8]}")
+        with open(config_tmp, "w", encoding="utf-8") as f:
+            f.write(models_config_text(model_name, base_dir, sorted([version] + others[-1:])))
+        _move_into_place(tmp_dir, final_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if config_tmp is not None and os.path.exists(config_tmp):
+            os.remove(config_tmp)
+        raise
+    os.replace(config_tmp, os.path.join(base_dir, MODELS_CONFIG))
+    return final_dir

@@ -1,0 +1,391 @@
+"""keras_mld.export.export_saved_model (SPEC section 8).
+
+The central check: every signature of every export, run in a fresh interpreter where only
+TensorFlow can be imported (``tf_only_runner.py``), matches the in-process Keras model to
+1e-5. ``tiny_models()`` is the list of models checked; extend it with new model kinds.
+"""
+import base64
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from typing import Callable
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mld
+from keras_mld.data.image import decode_and_resize
+from keras_mld.export import export_saved_model, saved_model as sm
+from keras_mld.export.warmup import encode_image, sample_image
+
+pytestmark = pytest.mark.tf_only
+
+N = 5
+LABELS = ["person", "bicycle", "traffic light", "čaj", "dog"]
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_only_runner.py")
+
+
+@dataclasses.dataclass
+class ModelCase:
+    id: str
+    make: Callable[[], keras.Model]
+    task: str                      # the task export must detect / is given
+    export_kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+def _features(inputs, normalise=True):
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs) if normalise else inputs
+    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu")(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.GlobalAveragePooling2D()(x)
+
+
+def _tiny(logits_name, shape=(32, 32, 3)):
+    def make():
+        images = keras.Input(shape, name="images")
+        x = keras.layers.Dropout(0.3)(_features(images))
+        logits = keras.layers.Dense(N)(x)
+        if logits_name:
+            logits = keras.layers.Identity(name=logits_name)(logits)
+        return keras.Model(images, logits)
+    return make
+
+
+def _tiny_known_labels():
+    images = keras.Input((32, 32, 3), name="images")
+    known = keras.Input((N,), name="known_labels")
+    x = keras.layers.Concatenate()([_features(images), keras.layers.Dense(4)(known)])
+    logits = keras.layers.Identity(name="multilabel_logits")(keras.layers.Dense(N)(x))
+    return keras.Model([images, known], logits)
+
+
+def _tiny_mixed_float16():
+    images = keras.Input((32, 32, 3), name="images")
+    x = keras.layers.Rescaling(1.0 / 255.0, dtype="mixed_float16")(images)
+    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu", dtype="mixed_float16")(x)
+    x = keras.layers.GlobalAveragePooling2D(dtype="mixed_float16")(x)
+    logits = keras.layers.Dense(N, dtype="mixed_float16")(x)  # float16 logits
+    return keras.Model(images, keras.layers.Identity(name="multilabel_logits")(logits))
+
+
+def _tiny_backbone():
+    images = keras.Input((32, 32, 3))
+    return keras.Model(images, keras.layers.Conv2D(8, 3, strides=4, padding="same")(images))
+
+
+BUILD_HEAD_KWARGS = {}  # head name -> extra keras_mld.build kwargs, where a head needs them
+
+
+def builder_cases():
+    """One case per head of ``keras_mld.build``; empty only while the builder is a placeholder."""
+    try:
+        heads = keras_mld.list_models()["heads"]
+    except NotImplementedError:  # the placeholder builders.py; anything else must fail loudly
+        return []
+    return [ModelCase(f"build-{h}", lambda h=h: keras_mld.build(
+        _tiny_backbone(), head=h, num_classes=N, input_shape=(32, 32, 3),
+        **BUILD_HEAD_KWARGS.get(h, {})), task="multilabel") for h in heads]
+
+
+def tiny_models():
+    return [
+        ModelCase("multilabel", _tiny("multilabel_logits"), "multilabel",
+                  {"thresholds": [0.3, 0.4, 0.5, 0.6, 0.7], "top_k": 3}),
+        ModelCase("singlelabel", _tiny("singlelabel_logits"), "singlelabel",
+                  {"thresholds": [0.15, 0.2, 0.25, 0.2, 0.15]}),
+        ModelCase("unnamed-default-multilabel", _tiny(None), "multilabel", {"thresholds": 0.5}),
+        ModelCase("forced-singlelabel", _tiny(None), "singlelabel",
+                  {"task": "singlelabel", "thresholds": 0.2, "top_k": 10}),
+        ModelCase("dynamic-size", _tiny("multilabel_logits", (None, None, 3)), "multilabel",
+                  {"image_size": (24, 40)}),
+        ModelCase("known-labels", _tiny_known_labels, "multilabel"),
+        ModelCase("mixed-float16", _tiny_mixed_float16, "multilabel"),
+    ] + builder_cases()
+
+
+CASES = tiny_models()
+
+
+# ----------------------------------------------------------------------------- references
+def keras_scores(model, images, task):
+    feeds = images
+    if any(t.name == "known_labels" for t in model.inputs):
+        feeds = {"images": images, "known_labels": -np.ones([len(images), N], np.float32)}
+    logits = tf.cast(model(feeds, training=False), tf.float32)
+    return (tf.nn.softmax(logits) if task == "singlelabel" else tf.sigmoid(logits)).numpy()
+
+
+def test_images():
+    rgba = np.concatenate([sample_image(20, 30, seed=7), np.full([20, 30, 1], 128, np.uint8)], -1)
+    return [encode_image(sample_image(40, 50, seed=4), "png"),
+            encode_image(sample_image(30, 20, seed=5), "jpeg"),
+            tf.io.encode_png(sample_image(33, 33, seed=6)[..., :1]).numpy(),  # grey
+            tf.io.encode_png(rgba).numpy()]
+
+
+test_images.__test__ = False  # a helper, not a test
+
+
+def expected_packed_labels(scores, thresholds):
+    out = []
+    for row in scores:
+        chosen = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
+        out.append([LABELS[i] for i in chosen] + [""] * (N - len(chosen)))
+    return np.array(out)
+
+
+# ----------------------------------------------------------------------------- fixture
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Export every case, run all signatures once in one fresh TF-only process."""
+    root = tmp_path_factory.mktemp("exports")
+    rng = np.random.default_rng(0)
+    blobs = test_images()
+    results, job = {}, {"cases": [], "report": str(root / "report.json")}
+    for case in CASES:
+        res = results[case.id] = {"case": case}
+        try:
+            keras.utils.set_random_seed(1)
+            model = case.make()
+            path = export_saved_model(model, root / case.id, LABELS, **case.export_kwargs)
+        except Exception as e:  # raised again by the tests of this case only
+            res["error"] = e
+            continue
+        size = tuple(json.load(open(os.path.join(path, "assets", "keras_mld.json")))["image_size"])
+        images = rng.uniform(0, 255, size=(3,) + size + (3,)).astype(np.float32)
+        np.savez(root / f"{case.id}-in.npz", **{"serving_default/images": images})
+        res.update(model=model, path=path, images=images, blobs=blobs, size=size)
+        if case.id == "multilabel":  # runs while the other cases export (tracing is 1 core)
+            res["cli"] = subprocess.Popen(
+                ["saved_model_cli", "show", "--all", "--dir", path], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        job["cases"].append({
+            "id": case.id, "export_dir": path, "inputs": str(root / f"{case.id}-in.npz"),
+            "outputs": str(root / f"{case.id}-out.npz"),
+            "string_inputs": {"predict_images/image_bytes":
+                              [base64.b64encode(b).decode() for b in blobs]}})
+    with open(root / "job.json", "w", encoding="utf-8") as f:
+        json.dump(job, f)
+    proc = subprocess.run([sys.executable, RUNNER, str(root / "job.json")],
+                          capture_output=True, text=True, cwd=str(root), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(job["report"]))
+    for case in job["cases"]:
+        res = results[case["id"]]
+        res["report"] = report["cases"].get(case["id"])
+        res["runner_error"] = report["errors"].get(case["id"])
+        if res["report"]:
+            res["out"] = dict(np.load(case["outputs"], allow_pickle=False))
+    return results, report
+
+
+def _result(exports, case_id):
+    res = exports[0][case_id]
+    if "error" in res:
+        raise res["error"]
+    assert res["runner_error"] is None, res["runner_error"]
+    return res
+
+
+# ----------------------------------------------------------------------------- tests
+def test_fresh_process_imported_only_tensorflow(exports):
+    results, report = exports
+    assert report["imported_blocked_modules"] == []
+    assert report["errors"] == {}
+    assert set(report["cases"]) == {k for k, r in results.items() if "error" not in r}
+    for case_id, case_report in report["cases"].items():
+        assert case_report["unregistered_ops"] == [], case_id
+        assert not [op for op in case_report["ops"] if ">" in op], case_id  # namespaced custom ops
+        assert {"DecodeImage", "ResizeBilinear"} <= set(case_report["ops"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_signatures_match_keras_in_fresh_tf_only_process(exports, case):
+    res = _result(exports, case.id)
+    model, out, task = res["model"], res["out"], case.task
+    assert set(res["report"]["signatures"]) >= set(sm.SIGNATURES)
+    assert res["path"].endswith(os.sep + "1")
+    # serving_default: images -> scores
+    np.testing.assert_allclose(out["serving_default/scores"],
+                               keras_scores(model, res["images"], task), atol=1e-5, rtol=0)
+    # predict_images: bytes -> decode_and_resize (as in training) -> model
+    decoded = np.stack([decode_and_resize(b, res["size"]).numpy() for b in res["blobs"]])
+    ref = keras_scores(model, decoded, task)
+    scores = out["predict_images/scores"]
+    np.testing.assert_allclose(scores, ref, atol=1e-5, rtol=0)
+    if task == "singlelabel":
+        np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
+    # labels: names >= per-class threshold, best first, "" padded
+    thresholds = np.broadcast_to(np.float32(case.export_kwargs.get("thresholds", 0.5)), [N])
+    np.testing.assert_array_equal(out["predict_images/labels"],
+                                  expected_packed_labels(scores, thresholds))
+    np.testing.assert_array_equal(out["predict_images/num_labels"],
+                                  (scores >= thresholds).sum(-1))
+    clear = np.abs(ref - thresholds) > 1e-5  # away from the boundary Keras decides the same
+    np.testing.assert_array_equal((scores >= thresholds)[clear], (ref >= thresholds)[clear])
+    # top-k
+    k = min(case.export_kwargs.get("top_k", 5), N)
+    np.testing.assert_allclose(out["predict_images/top_k_scores"], -np.sort(-ref)[:, :k],
+                               atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(out["predict_images/top_k_labels"],
+                                  np.array(LABELS)[np.argsort(-scores, kind="stable")[:, :k]])
+    # metadata
+    np.testing.assert_array_equal(out["metadata/labels"], LABELS)
+    np.testing.assert_allclose(out["metadata/thresholds"], thresholds)
+    assert str(out["metadata/task"]) == task
+    np.testing.assert_array_equal(out["metadata/image_size"], res["size"])
+    assert int(out["metadata/top_k"]) == k
+    assert res["report"]["labels_variable"] == LABELS
+
+
+def test_assets_hold_labels_and_thresholds(exports):
+    res = _result(exports, "multilabel")
+    with open(os.path.join(res["path"], "assets", "labels.txt"), encoding="utf-8") as f:
+        assert f.read().splitlines() == LABELS
+    meta = json.load(open(os.path.join(res["path"], "assets", "keras_mld.json"), encoding="utf-8"))
+    assert meta["labels"] == LABELS and meta["task"] == "multilabel"
+    np.testing.assert_allclose(meta["thresholds"], [0.3, 0.4, 0.5, 0.6, 0.7], atol=1e-7)
+
+
+def test_saved_model_cli_lists_signatures(exports):
+    res = _result(exports, "multilabel")
+    stdout, stderr = res["cli"].communicate(timeout=300)  # saved_model_cli show --all --dir
+    assert res["cli"].returncode == 0, stderr[-2000:]
+    for text in ("signature_def['serving_default']", "signature_def['predict_images']",
+                 "signature_def['metadata']", "inputs['images']", "inputs['image_bytes']",
+                 "outputs['scores']", "outputs['labels']", "outputs['top_k_labels']",
+                 "outputs['top_k_scores']", "shape: (-1, 32, 32, 3)"):
+        assert text in stdout, text
+
+
+@pytest.fixture(scope="module")
+def loaded(exports):
+    res = _result(exports, "multilabel")
+    return tf.saved_model.load(res["path"]), res
+
+
+def test_garbage_bytes_raise_invalid_argument(loaded):
+    module, res = loaded
+    fn = module.signatures["predict_images"]
+    cases = [([b"definitely not an image"], "Unknown image file format"),
+             ([res["blobs"][0], b"\x89PNG\r\n\x1a\n broken"], "Invalid PNG")]
+    for batch, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message) as info:
+            fn(image_bytes=tf.constant(batch))
+        assert "DecodeImage" in str(info.value)
+
+
+def test_mixed_png_jpeg_batch_and_empty_batch(loaded):
+    module, res = loaded
+    png = encode_image(sample_image(64, 48, seed=9), "png")
+    jpeg = encode_image(sample_image(20, 70, seed=10), "jpeg")
+    out = module.signatures["predict_images"](image_bytes=tf.constant([jpeg, png, jpeg]))
+    ref = keras_scores(res["model"], np.stack(
+        [decode_and_resize(b, (32, 32)).numpy() for b in (jpeg, png, jpeg)]), "multilabel")
+    np.testing.assert_allclose(out["scores"].numpy(), ref, atol=1e-5, rtol=0)
+    empty = module.signatures["predict_images"](image_bytes=tf.constant([], tf.string))
+    assert empty["scores"].shape == (0, N) and empty["labels"].shape == (0, N)
+    assert empty["top_k_labels"].shape == (0, 3)
+
+
+# ----------------------------------------------------------------------------- atomicity
+@pytest.fixture(scope="module")
+def small():
+    keras.utils.set_random_seed(2)
+    return _tiny("multilabel_logits", (16, 16, 3))()
+
+
+def _listing(base):
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
+
+
+def _raise(*a, **k):
+    raise RuntimeError("injected crash")
+
+
+@pytest.mark.parametrize("where", ["_save", "write_warmup_requests", "_verify_export",
+                                   "_move_into_place"])
+def test_crash_mid_export_leaves_nothing(small, tmp_path, monkeypatch, where):
+    real = getattr(sm, where)
+
+    def crash_after(*a, **k):  # let the step write its files, then fail
+        real(*a, **k) if where != "_move_into_place" else None
+        raise RuntimeError("injected crash")
+
+    monkeypatch.setattr(sm, where, crash_after)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        export_saved_model(small, tmp_path / "m", LABELS)
+    assert _listing(tmp_path / "m") == []  # no version, no .tmp-*, no models.config
+
+
+def test_crash_during_overwrite_keeps_old_version(small, tmp_path, monkeypatch):
+    base = tmp_path / "m"
+    path = export_saved_model(small, base, LABELS)
+    open(os.path.join(path, "marker"), "w").close()
+    monkeypatch.setattr(sm, "_verify_export", _raise)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        export_saved_model(small, base, LABELS, version=1, overwrite=True)
+    assert _listing(base) == ["1", "models.config"]
+    assert os.path.exists(os.path.join(path, "marker"))
+
+
+def test_versions_increment_refuse_and_overwrite(small, tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    base = tmp_path / "coco"
+    for d in ("1", "7", "notaversion", ".tmp-9-stale"):
+        os.makedirs(base / d)
+    path = export_saved_model(small, base, LABELS)
+    assert path == str(base / "8") and os.path.isfile(os.path.join(path, "saved_model.pb"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o777 & ~umask  # like os.makedirs, not mkdtemp
+    with pytest.raises(FileExistsError, match="version 8 already exists"):
+        export_saved_model(small, base, LABELS, version=8)
+    open(os.path.join(path, "old-marker"), "w").close()
+    assert export_saved_model(small, base, LABELS, version=8, overwrite=True,
+                              thresholds=0.9) == path
+    assert not os.path.exists(os.path.join(path, "old-marker"))
+    assert json.load(open(os.path.join(path, "assets", "keras_mld.json")))["thresholds"][0] == \
+        pytest.approx(0.9)
+    assert export_saved_model(small, base, LABELS, version=3).endswith(os.sep + "3")
+    assert [d for d in _listing(base) if d.startswith(".") and d != ".tmp-9-stale"] == []
+    config = text_format.Parse(open(base / "models.config").read(),
+                               model_server_config_pb2.ModelServerConfig())
+    (entry,) = config.model_config_list.config
+    assert entry.name == "coco" and entry.base_path == str(base)
+    assert entry.model_platform == "tensorflow"
+    assert list(entry.model_version_policy.specific.versions) == [3, 8]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"labels": LABELS[:4]}, "labels has 4 names"),
+    ({"labels": LABELS[:4] + ["person"]}, "unique"),
+    ({"labels": LABELS[:4] + [""]}, "non-empty"),
+    ({"labels": "abcde"}, "labels must be"),
+    ({"thresholds": [0.5] * 4}, "thresholds must be"),
+    ({"thresholds": [0.5, 0.5, 0.5, 0.5, 1.5]}, r"values in \[0, 1\]"),
+    ({"thresholds": [0.5, 0.5, 0.5, 0.5, float("nan")]}, r"values in \[0, 1\]"),
+    ({"version": 0}, "version must be"),
+    ({"version": True}, "version must be"),
+    ({"version": "2"}, "version must be"),
+    ({"task": "multiclass"}, "task must be"),
+    ({"top_k": 0}, "top_k must be"),
+    ({"image_size": (20, 16)}, "differs from the model"),
+])
+def test_invalid_arguments(small, tmp_path, kwargs, match):
+    kwargs = {"labels": LABELS, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        export_saved_model(small, tmp_path / "m", **kwargs)
+    assert _listing(tmp_path / "m") == []
+
+
+def test_dynamic_input_needs_image_size(tmp_path):
+    model = _tiny("multilabel_logits", (None, None, 3))()
+    with pytest.raises(ValueError, match="pass image_size"):
+        export_saved_model(model, tmp_path / "m", LABELS)
