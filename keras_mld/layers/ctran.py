@@ -1,6 +1,128 @@
-"""Placeholder: being written."""
+"""C-Tran head: transformer encoder over visual tokens and label/state embeddings (SPEC 4)."""
 import keras
+import numpy as np
+from keras import ops
+
+from keras_mld.layers.transformer_decoder import (
+    _LN_EPS, PostNormEncoderLayer, _check_heads, _check_int, _check_rate, _flatten_tokens)
 
 
+@keras.saving.register_keras_serializable(package="keras_mld")
 class CTranHead(keras.layers.Layer):
-    pass
+    """C-Tran classification head (Lanchantin et al., CVPR 2021, "General Multi-label Image
+    Classification with Transformers"; SPEC section 4): logits ``[B, N]``.
+
+    With visual tokens ``z = Dense_D(x)`` (``x [B,H,W,C]`` flattened row-major to
+    ``[B, HW, C]``, or tokens ``[B, T, C]``), label embeddings ``l_n`` (``[N, D]``,
+    trainable) and state embeddings ``s(k)`` for the known state ``k`` of label n:
+
+        s(-1 unknown) = 0,  s(0 negative) = e_neg,  s(1 positive) = e_pos
+        u = LayerNorm(concat(z, [l_n + s(k_n)]_n))                 [B, HW + N, D]
+        u = EncoderLayer_L(... EncoderLayer_1(u))                   (post-norm, no pos. enc.)
+        logit_n = W_n . u_{HW + n} + b_n                            (per-label linear readout)
+
+    As in the official code: the unknown state embedding is the zero vector (its
+    ``padding_idx=0``), so "all unknown" and "no state" are the same input; there is no
+    positional encoding (official default ``pos_emb=False``); the FFN width defaults to
+    ``embed_dim`` (official ``d_model * 1``); the readout is the diagonal of one
+    ``Linear(D, N)``, i.e. ``logit_n = W_n . h_n + b_n``. Unlike the official model (which
+    runs at the backbone width, 2048, without projection) the visual tokens are projected
+    to ``embed_dim`` (default 512) by a Dense layer.
+
+    ``call(features, known_labels=None)``: ``known_labels [B, N]`` with -1 unknown,
+    0 known negative, 1 known positive (any other value counts as unknown); ``None`` =
+    all unknown, the inference default. In a functional model pass it by keyword:
+    ``CTranHead(80)(feature_map, known_labels=known_input)``. Train with label-mask
+    training: :func:`keras_mld.data.label_mask.ctran_label_mask_dataset`.
+
+    Args:
+        num_classes: N >= 1. embed_dim: D (default 512), divisible by ``num_heads``.
+        num_layers: encoder layers (default 3, paper). num_heads: default 4 (paper).
+        ff_dim: FFN width, ``None`` = ``embed_dim``. dropout: in [0, 1), default 0.1.
+    """
+
+    def __init__(self, num_classes, embed_dim=512, num_layers=3, num_heads=4, ff_dim=None,
+                 dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        self.num_classes = _check_int(name, "num_classes", num_classes, 1)
+        self.embed_dim = _check_int(name, "embed_dim", embed_dim, 1)
+        self.num_layers = _check_int(name, "num_layers", num_layers, 1)
+        self.num_heads = _check_int(name, "num_heads", num_heads, 1)
+        self.ff_dim = None if ff_dim is None else _check_int(name, "ff_dim", ff_dim, 1)
+        self.dropout = _check_rate(name, dropout)
+        _check_heads(name, "embed_dim", self.embed_dim, self.num_heads)
+
+    def _check_input(self, input_shape):
+        name = type(self).__name__
+        if len(input_shape) not in (3, 4):
+            raise ValueError(f"{name}: features must have rank 4 [batch, height, width, "
+                             f"channels] or rank 3 [batch, tokens, channels], got shape "
+                             f"{tuple(input_shape)}")
+        if input_shape[-1] is None:
+            raise ValueError(f"{name}: the channel dimension of features must be known, got "
+                             f"shape {tuple(input_shape)}")
+
+    def _check_known(self, shape):
+        n = self.num_classes
+        if len(shape) != 2 or (shape[-1] is not None and shape[-1] != n):
+            raise ValueError(f"{type(self).__name__}: known_labels must have shape "
+                             f"[batch, num_classes={n}] with values in {{-1, 0, 1}}, got "
+                             f"shape {tuple(shape)}")
+
+    def build(self, input_shape):
+        self._check_input(input_shape)
+        d, n = self.embed_dim, self.num_classes
+        self.input_proj = keras.layers.Dense(d, dtype=self.dtype_policy)
+        self.input_proj.build(tuple(input_shape))
+        seq_shape = (input_shape[0], None, d)
+        self.input_norm = keras.layers.LayerNormalization(epsilon=_LN_EPS,
+                                                          dtype=self.dtype_policy)
+        self.input_norm.build(seq_shape)
+        self.encoder_layers = []
+        for _ in range(self.num_layers):
+            layer = PostNormEncoderLayer(d, self.num_heads, self.ff_dim or d, self.dropout,
+                                         dtype=self.dtype_policy)
+            layer.build(seq_shape)
+            self.encoder_layers.append(layer)
+        bound = 1.0 / float(np.sqrt(d))  # official weights_init: U(-1/sqrt(D), 1/sqrt(D))
+        init = keras.initializers.RandomUniform(-bound, bound)
+        self.label_embeddings = self.add_weight(name="label_embeddings", shape=(n, d),
+                                                initializer=init)
+        # rows: [known negative, known positive]; unknown is the zero vector (official)
+        self.state_embeddings = self.add_weight(name="state_embeddings", shape=(2, d),
+                                                initializer=init)
+        self.class_kernel = self.add_weight(name="class_kernel", shape=(n, d), initializer=init)
+        self.class_bias = self.add_weight(name="class_bias", shape=(n,), initializer=init)
+        self.built = True
+
+    def call(self, features, known_labels=None, training=None):
+        self._check_input(features.shape)
+        tokens = _flatten_tokens(self.input_proj(features))  # [B, T, D]
+        dtype = tokens.dtype
+        labels = ops.cast(self.label_embeddings, dtype)[None]  # [1, N, D]
+        batch = ops.shape(tokens)[0]
+        labels = ops.broadcast_to(labels, (batch, self.num_classes, self.embed_dim))
+        if known_labels is not None:
+            self._check_known(known_labels.shape)
+            known = ops.cast(known_labels, "float32")
+            neg = ops.cast(ops.equal(known, 0.0), dtype)[..., None]
+            pos = ops.cast(ops.equal(known, 1.0), dtype)[..., None]
+            states = ops.cast(self.state_embeddings, dtype)
+            labels = labels + neg * states[0] + pos * states[1]
+        u = self.input_norm(ops.concatenate([tokens, labels], axis=1))
+        for layer in self.encoder_layers:
+            u = layer(u, training=training)
+        h = u[:, -self.num_classes:, :]
+        kernel = ops.cast(self.class_kernel, h.dtype)
+        return ops.einsum("bnd,nd->bn", h, kernel) + ops.cast(self.class_bias, h.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, embed_dim=self.embed_dim,
+                      num_layers=self.num_layers, num_heads=self.num_heads,
+                      ff_dim=self.ff_dim, dropout=self.dropout)
+        return config

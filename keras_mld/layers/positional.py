@@ -1,6 +1,104 @@
-"""Placeholder: being written."""
+"""Sine 2-D positional encoding (DETR, used by Query2Label; SPEC section 4)."""
+import math
+
 import keras
+import numpy as np
+from keras import ops
 
 
+@keras.saving.register_keras_serializable(package="keras_mld")
 class SinePositionalEncoding2D(keras.layers.Layer):
-    pass
+    """Fixed sine/cosine 2-D positional encoding of a feature map.
+
+    The "sine" position embedding of DETR (Carion et al., 2020, section 3 and the
+    official ``PositionEmbeddingSine``), which Query2Label (SPEC section 4) adds to the
+    keys of its attention over image features. With ``F = num_channels / 2``
+    channels per axis, no padding mask, and 1-based row index ``y`` and column
+    index ``x`` of an ``H x W`` map:
+
+        y' = y / (H + eps) * scale,   x' = x / (W + eps) * scale   (normalize=True)
+        a_k(p) = p / temperature ** (2k / F),   k = 0 .. F/2 - 1
+        pe_y = [sin a_0(y'), cos a_0(y'), sin a_1(y'), cos a_1(y'), ...]   (F values)
+        pe_x = the same for x'
+        pe[y, x] = concat(pe_y, pe_x)          (the first half encodes y, the second x)
+
+    Defaults are DETR's: ``normalize=True``, ``scale=2*pi``, ``temperature=10000``,
+    ``eps=1e-6``. With ``normalize=False`` the raw indices 1..H, 1..W are used and
+    ``scale`` is ignored.
+
+    Input: a feature map ``[B, H, W, C]`` (only its shape is read). Output:
+    ``[B, H, W, num_channels]`` (``num_channels`` defaults to ``C``), in the layer's
+    compute dtype. ``num_channels`` must be a multiple of 4 (sin/cos pairs per axis).
+    The layer has no weights.
+    """
+
+    def __init__(self, num_channels=None, temperature=10000.0, normalize=True,
+                 scale=2.0 * math.pi, eps=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        if num_channels is not None:
+            if (isinstance(num_channels, bool) or not isinstance(num_channels, (int, np.integer))
+                    or num_channels < 4 or num_channels % 4):
+                raise ValueError(f"{name}: num_channels must be None or a positive multiple "
+                                 f"of 4, got {num_channels!r}")
+            num_channels = int(num_channels)
+        if not temperature > 0:
+            raise ValueError(f"{name}: temperature must be > 0, got {temperature!r}")
+        if not scale > 0:
+            raise ValueError(f"{name}: scale must be > 0, got {scale!r}")
+        if not eps >= 0:
+            raise ValueError(f"{name}: eps must be >= 0, got {eps!r}")
+        self.num_channels = num_channels
+        self.temperature = float(temperature)
+        self.normalize = bool(normalize)
+        self.scale = float(scale)
+        self.eps = float(eps)
+
+    def _channels(self, input_shape):
+        name = type(self).__name__
+        if len(input_shape) != 4:
+            raise ValueError(f"{name}: inputs must have rank 4 [batch, height, width, channels], "
+                             f"got shape {tuple(input_shape)}")
+        channels = self.num_channels if self.num_channels is not None else input_shape[-1]
+        if channels is None or channels < 4 or channels % 4:
+            raise ValueError(f"{name}: the encoding width (num_channels, or the input channels "
+                             f"when num_channels is None) must be a positive multiple of 4, "
+                             f"got {channels!r}")
+        return int(channels)
+
+    def build(self, input_shape):
+        self._channels(input_shape)
+        self.built = True
+
+    def _axis_encoding(self, length, half):
+        # length: int or scalar tensor; returns [length, half] float32
+        pos = ops.cast(ops.arange(1, length + 1), "float32")
+        if self.normalize:
+            pos = pos / (ops.cast(length, "float32") + self.eps) * self.scale
+        k = np.arange(half // 2, dtype=np.float64)
+        inv_freq = (1.0 / self.temperature ** (2.0 * k / half)).astype(np.float32)
+        angles = pos[:, None] * ops.convert_to_tensor(inv_freq)[None, :]  # [L, half/2]
+        enc = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [L, half/2, 2]
+        return ops.reshape(enc, (-1, half))
+
+    def call(self, inputs):
+        channels = self._channels(inputs.shape)
+        half = channels // 2
+        shape = ops.shape(inputs)
+        height, width = shape[1], shape[2]
+        pe_y = self._axis_encoding(height, half)  # [H, half]
+        pe_x = self._axis_encoding(width, half)  # [W, half]
+        pe_y = ops.broadcast_to(pe_y[:, None, :], (height, width, half))
+        pe_x = ops.broadcast_to(pe_x[None, :, :], (height, width, half))
+        pe = ops.concatenate([pe_y, pe_x], axis=-1)[None]
+        pe = ops.broadcast_to(pe, (shape[0], height, width, channels))
+        return ops.cast(pe, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:3]) + (self._channels(input_shape),)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_channels=self.num_channels, temperature=self.temperature,
+                      normalize=self.normalize, scale=self.scale, eps=self.eps)
+        return config
