@@ -1,6 +1,86 @@
-"""Placeholder: being written."""
+"""Global-pooling classification head, the GAP baseline (SPEC section 4 "GAP")."""
 import keras
+from keras import ops
+
+from keras_mld.layers.cosine import CosineDense
+
+POOLINGS = ("avg", "avg+max")
 
 
+@keras.saving.register_keras_serializable(package="keras_mld")
 class GlobalPoolHead(keras.layers.Layer):
-    pass
+    """Global pooling then a linear classifier: the usual GAP head (SPEC section 4
+    "GAP"; the GAP baseline of ML-Decoder's Table 1 and SPEC section 9).
+
+        ``v = GAP(x)``  (``pooling="avg"``), or
+        ``v = GAP(x) + GMP(x)``  (``pooling="avg+max"``: the graph-attention head of
+        papers/metric-learning-attention-heads.txt 3.3, SPEC section 4),
+        ``logits = Dense_N(Dropout(v))``, or ``cos = CosineDense_N(Dropout(v))`` with
+        ``cosine=True`` (cosines in [-1, 1], no bias, for the AAM loss).
+
+    Pooling is over all spatial positions of ``[B, H, W, C]`` or all tokens of
+    ``[B, T, C]``; it is computed in float32. Output ``[B, num_classes]`` in
+    ``compute_dtype`` (float16 under ``mixed_float16``; cast for the loss, as the
+    losses do, or build the head with ``dtype="float32"``).
+    """
+
+    def __init__(self, num_classes, pooling="avg", dropout=0.0, cosine=False, use_bias=True,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(
+                f"GlobalPoolHead: num_classes must be an int >= 1, got {num_classes!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"GlobalPoolHead: pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"GlobalPoolHead: dropout must be a float in [0, 1), got {dropout!r}")
+        if not isinstance(cosine, bool):
+            raise ValueError(f"GlobalPoolHead: cosine must be True or False, got {cosine!r}")
+        self.num_classes, self.pooling, self.dropout = num_classes, pooling, float(dropout)
+        self.cosine, self.use_bias = cosine, use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        sub = {"dtype": self.dtype_policy}
+        self.drop = keras.layers.Dropout(self.dropout, name="dropout", **sub)
+        if cosine:
+            self.classifier = CosineDense(num_classes, kernel_initializer=kernel_initializer,
+                                          name="classifier", **sub)
+        else:
+            self.classifier = keras.layers.Dense(num_classes, use_bias=use_bias,
+                                                 kernel_initializer=kernel_initializer,
+                                                 name="classifier", **sub)
+
+    def _check_rank(self, shape):
+        if len(shape) not in (3, 4) or shape[-1] is None:
+            raise ValueError(
+                "GlobalPoolHead: inputs must have rank 4 ([batch, height, width, channels]) or "
+                f"rank 3 ([batch, tokens, channels]) with known channels, got shape {tuple(shape)}")
+
+    def build(self, input_shape):
+        self._check_rank(input_shape)
+        self.classifier.build((input_shape[0], input_shape[-1]))
+
+    def call(self, inputs, training=None):
+        self._check_rank(inputs.shape)
+        x = ops.cast(inputs, "float32")
+        axes = tuple(range(1, len(x.shape) - 1))
+        v = ops.mean(x, axis=axes)
+        if self.pooling == "avg+max":
+            v = v + ops.max(x, axis=axes)
+        v = self.drop(ops.cast(v, self.compute_dtype), training=training)
+        return self.classifier(v)
+
+    def compute_output_shape(self, input_shape):
+        self._check_rank(input_shape)
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "pooling": self.pooling,
+            "dropout": self.dropout,
+            "cosine": self.cosine,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

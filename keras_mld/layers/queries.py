@@ -1,0 +1,79 @@
+"""Query construction for ML-Decoder (papers/ml-decoder.txt 2.3; SPEC section 2 step 2).
+
+Every query type is a layer registered under a name in ``QUERY_TYPES``; ML-Decoder
+builds its queries with ``make_queries(query_type, num_queries, embed_dim)`` and
+calls them on the visual tokens ``e [B, T, D]`` to get ``q [B, K, D]`` (the batch
+size comes from ``e``). A new type (e.g. ``word`` queries, SPEC section 3) is a
+subclass of ``Queries`` added with ``register_query_type("word", WordQueries)``;
+its ``call`` may take extra inputs (word vectors) after the tokens.
+"""
+import keras
+from keras import ops
+
+QUERY_TYPES = {}
+
+
+def register_query_type(name, cls):
+    """Make ``cls`` (a ``Queries`` subclass) available as ``query_type=name``."""
+    QUERY_TYPES[name] = cls
+    return cls
+
+
+def make_queries(query_type, num_queries, embed_dim, **kwargs):
+    """Instantiate the query layer for ``query_type`` (one of ``QUERY_TYPES``)."""
+    if query_type not in QUERY_TYPES:
+        raise ValueError(f"query_type must be one of {sorted(QUERY_TYPES)}, got {query_type!r}")
+    return QUERY_TYPES[query_type](num_queries=num_queries, embed_dim=embed_dim, **kwargs)
+
+
+class Queries(keras.layers.Layer):
+    """Base class: ``call(tokens, ...)`` returns queries ``[B, num_queries, embed_dim]``."""
+
+    def __init__(self, num_queries, embed_dim, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("num_queries", num_queries), ("embed_dim", embed_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be an int >= 1, "
+                                 f"got {value!r}")
+        self.num_queries = num_queries
+        self.embed_dim = embed_dim
+
+    def compute_output_shape(self, tokens_shape, *args):
+        return (tokens_shape[0], self.num_queries, self.embed_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_queries": self.num_queries,
+                "embed_dim": self.embed_dim}
+
+
+@keras.saving.register_keras_serializable(package="keras_mld")
+class LearnableQueries(Queries):
+    """``query_type="learnable"``: a trainable ``q [K, D]`` initialised from N(0, 1)
+    (the official ``nn.Embedding`` init), broadcast over the batch."""
+
+    query_trainable = True
+
+    def build(self, tokens_shape, *args):
+        self.queries = self.add_weight(
+            name="queries", shape=(self.num_queries, self.embed_dim),
+            initializer=keras.initializers.RandomNormal(mean=0.0, stddev=1.0),
+            trainable=self.query_trainable)
+
+    def call(self, tokens):
+        q = ops.cast(self.queries, self.compute_dtype)
+        batch = ops.shape(tokens)[0]
+        return ops.broadcast_to(q[None], (batch, self.num_queries, self.embed_dim))
+
+
+@keras.saving.register_keras_serializable(package="keras_mld")
+class FixedQueries(LearnableQueries):
+    """``query_type="fixed"`` (ML-Decoder default): ``q [K, D]`` drawn once from
+    N(0, 1) and never trained. Stored as a non-trainable weight, so a saved model
+    reloads the very same queries (and ``layer.trainable = True`` does not make it
+    trainable)."""
+
+    query_trainable = False
+
+
+register_query_type("fixed", FixedQueries)
+register_query_type("learnable", LearnableQueries)
