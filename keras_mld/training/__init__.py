@@ -1,0 +1,22 @@
+"""Training strategy of SPEC section 7 (TensorFlow backend).
+
+SAM (:class:`SAMModel`), OneCycle (:class:`OneCycle`), weight decay without biases and
+normalisation variables (:func:`configure_weight_decay`), EMA evaluation and the papers'
+early stopping (:mod:`keras_mld.training.callbacks`), learning-rate range test
+(:func:`lr_range_test`) and the :func:`fit` recipe helper.
+"""
+from keras_mld.training.callbacks import (  # noqa: F401
+    BestModelCheckpoint, EarlyStoppingRule, EMAEarlyStopping, EMAEvaluation,
+    atomic_save_model, atomic_write_json, ema_variables, swapped_ema_weights)
+from keras_mld.training.fit import DEFAULT_RECIPE, fit, make_loss, make_optimizer  # noqa: F401
+from keras_mld.training.lr_finder import lr_range_test  # noqa: F401
+from keras_mld.training.sam import SAMModel, sam_gradients  # noqa: F401
+from keras_mld.training.schedules import OneCycle  # noqa: F401
+from keras_mld.training.weight_decay import (  # noqa: F401
+    configure_weight_decay, is_norm_layer, weight_decay_exclusions)
+
+__all__ = ["SAMModel", "sam_gradients", "OneCycle", "configure_weight_decay",
+           "weight_decay_exclusions", "is_norm_layer", "EMAEvaluation", "EMAEarlyStopping",
+           "EarlyStoppingRule", "BestModelCheckpoint", "swapped_ema_weights", "ema_variables",
+           "atomic_save_model", "atomic_write_json", "lr_range_test", "fit", "make_loss",
+           "make_optimizer", "DEFAULT_RECIPE"]

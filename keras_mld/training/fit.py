@@ -1,0 +1,233 @@
+"""The training recipe of SPEC section 7 wired into ``keras.Model.fit``.
+
+``fit(model, train_data, validation_data, recipe, run_dir)``:
+
+- optimizer (``adam`` | ``adamw`` | ``sgd``) with decoupled weight decay excluding biases
+  and normalisation variables (:mod:`.weight_decay`), optional EMA of the weights
+  (``use_ema=True``), learning-rate schedule (``onecycle`` | ``cosine`` | ``constant``);
+  ``lr: "auto"`` runs :func:`.lr_range_test` first (the result is stored in
+  ``run_dir/recipe.json`` and reused when the run resumes);
+- SAM (:class:`.SAMModel`) when ``sam_rho`` is set; compiled with ``jit_compile`` (turned
+  off with a warning under a multi-replica ``tf.distribute`` strategy: Keras compiles the
+  whole ``strategy.run`` step, which XLA cannot place across devices);
+- callbacks, in this order: :class:`.EMAEvaluation` (``val_ema_*``), the papers' early
+  stopping, atomic best-model checkpoint ``run_dir/best.keras``, ``CSVLogger``
+  (``run_dir/log.csv``, appended on resume), ``TensorBoard`` (``run_dir/tensorboard``;
+  recipe ``tensorboard: "auto"`` enables it when the ``tensorboard`` package is installed),
+  ``TerminateOnNaN``, ``BackupAndRestore`` (``run_dir/backup``: a killed run started
+  again with the same arguments resumes at the last finished epoch), then the caller's
+  ``callbacks`` (they run after the backup is written). Keras progress bars (``verbose``).
+- the final inner model is written atomically to ``run_dir/final.keras``. It holds what
+  ``model`` holds after Keras' ``fit``: with EMA, Keras ends ``fit`` by copying the EMA
+  weights into the model (``optimizer.finalize_variable_values``), unless early stopping
+  with ``restore_best_weights`` put the best epoch's weights back afterwards.
+
+Returns the ``keras.callbacks.History`` of this call (after a resume: the remaining
+epochs only; ``log.csv`` has them all).
+"""
+import importlib.util
+import os
+import warnings
+
+import keras
+import tensorflow as tf
+
+from keras_mld.training.callbacks import (BestModelCheckpoint, EMAEarlyStopping,
+                                          EMAEvaluation, atomic_save_model, atomic_write_json)
+from keras_mld.training.lr_finder import lr_range_test
+from keras_mld.training.sam import SAMModel
+from keras_mld.training.schedules import OneCycle
+from keras_mld.training.weight_decay import configure_weight_decay
+
+__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer"]
+
+#: ML-Decoder MS-COCO recipe (SPEC 7), plus OneCycle and early stopping.
+DEFAULT_RECIPE = {
+    "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "epochs": 40,
+    "sam_rho": None, "ema_momentum": 0.9997,
+    "schedule": "onecycle", "pct_start": 0.2, "div_factor": 25.0, "final_div_factor": 1e4,
+    "loss": {"name": "asl", "gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05},
+    "metrics": ["mAP"], "map_capacity": 50_000,
+    "monitor": "val_mAP",
+    "early_stopping": {"patience": 5, "smoothing": 0.8, "rule": "paper"},
+    "jit_compile": True, "exclude_1d_from_decay": True,
+    "lr_range": {"min_lr": 1e-7, "max_lr": 1.0, "num_steps": 100},
+    "tensorboard": "auto",
+}
+
+_LOSSES = {"asl": "AsymmetricLoss", "asl_single": "AsymmetricLossSingleLabel", "aam": "AAMLoss"}
+
+
+def make_loss(spec):
+    """Loss from a recipe entry: a ``keras.losses.Loss``, a name, or ``{"name": ..., **kw}``.
+
+    Names: ``asl``, ``asl_single``, ``aam`` (keras_mld losses), ``bce`` / ``ce`` (Keras
+    cross-entropies on logits), or any name ``keras.losses.get`` knows.
+    """
+    if isinstance(spec, keras.losses.Loss) or (callable(spec)
+                                               and not isinstance(spec, (str, dict))):
+        return spec
+    kwargs = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    name = kwargs.pop("name", None)
+    if name in _LOSSES:
+        from keras_mld import losses
+        return getattr(losses, _LOSSES[name])(**kwargs)
+    if name == "bce":
+        return keras.losses.BinaryCrossentropy(from_logits=True, **kwargs)
+    if name == "ce":
+        return keras.losses.CategoricalCrossentropy(from_logits=True, **kwargs)
+    if isinstance(name, str) and not kwargs:
+        return keras.losses.get(name)
+    raise ValueError(f"fit: loss must be a Loss, a name in {sorted(_LOSSES) + ['bce', 'ce']} "
+                     f"or a dict with 'name', got {spec!r}")
+
+
+def _make_metrics(recipe, model):
+    out = []
+    for m in recipe["metrics"]:
+        if m == "mAP":
+            from keras_mld.metrics import MeanAveragePrecision
+            out.append(MeanAveragePrecision(num_classes=int(model.output_shape[-1]),
+                                            capacity=recipe["map_capacity"], name="mAP"))
+        else:
+            out.append(m)
+    return out
+
+
+def make_optimizer(recipe, learning_rate):
+    """Keras optimizer of ``recipe`` (decoupled weight decay, optional EMA)."""
+    name = recipe["optimizer"]
+    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+               "sgd": keras.optimizers.SGD}
+    if name not in classes:
+        raise ValueError(f"fit: optimizer must be one of {sorted(classes)}, got {name!r}")
+    kwargs = {"learning_rate": learning_rate, "weight_decay": recipe["weight_decay"] or None}
+    if name == "sgd":
+        kwargs.update(momentum=recipe.get("momentum", 0.9), nesterov=recipe.get("nesterov", False))
+    if recipe["ema_momentum"]:
+        kwargs.update(use_ema=True, ema_momentum=float(recipe["ema_momentum"]))
+    if recipe.get("clipnorm"):
+        kwargs["clipnorm"] = float(recipe["clipnorm"])
+    return classes[name](**kwargs)
+
+
+def _steps_per_epoch(train_data, steps_per_epoch):
+    if steps_per_epoch:
+        return int(steps_per_epoch)
+    if isinstance(train_data, tf.data.Dataset):
+        n = int(train_data.cardinality())
+        if n > 0:
+            return n
+    elif hasattr(train_data, "__len__"):
+        return len(train_data)
+    raise ValueError("fit: steps_per_epoch is required when the length of train_data is unknown")
+
+
+def _schedule(recipe, lr, total_steps):
+    name = recipe["schedule"]
+    if name == "onecycle":
+        return OneCycle(lr, total_steps, pct_start=recipe["pct_start"],
+                        div_factor=recipe["div_factor"],
+                        final_div_factor=recipe["final_div_factor"])
+    if name == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, total_steps)
+    if name in ("constant", None):
+        return lr
+    raise ValueError(f"fit: schedule must be 'onecycle', 'cosine' or 'constant', got {name!r}")
+
+
+def _use_tensorboard(flag):
+    """``"auto"``: on when the ``tensorboard`` package (needed by ``tf.summary``) is installed."""
+    installed = importlib.util.find_spec("tensorboard") is not None
+    if flag == "auto":
+        if not installed:
+            warnings.warn("fit: the tensorboard package is not installed; no TensorBoard logs")
+        return installed
+    if flag and not installed:
+        raise ValueError("fit: tensorboard=True needs the tensorboard package "
+                         "(pip install tensorboard)")
+    return bool(flag)
+
+
+def _resolve_recipe(recipe, run_dir, model, train_data, loss):
+    unknown = set(recipe or {}) - set(DEFAULT_RECIPE) - {"momentum", "nesterov", "clipnorm"}
+    if unknown:
+        raise ValueError(f"fit: unknown recipe keys {sorted(unknown)}; accepted: "
+                         f"{sorted(DEFAULT_RECIPE) + ['clipnorm', 'momentum', 'nesterov']}")
+    r = {**DEFAULT_RECIPE, **(recipe or {})}
+    saved_path = os.path.join(run_dir, "recipe.json")
+    resuming = os.path.isdir(os.path.join(run_dir, "backup"))
+    if r["lr"] == "auto":
+        if resuming and os.path.exists(saved_path):
+            import json
+            with open(saved_path) as f:
+                r["lr"] = json.load(f)["lr"]
+        else:
+            _, _, r["lr"] = lr_range_test(model, train_data, loss=loss, **r["lr_range"])
+    if not isinstance(r["lr"], (int, float)) or not r["lr"] > 0:
+        raise ValueError(f"fit: lr must be a float > 0 or 'auto', got {r['lr']!r}")
+    serialisable = {k: v for k, v in r.items() if isinstance(v, (int, float, str, list, dict,
+                                                                 type(None)))}
+    atomic_write_json(saved_path, serialisable)
+    return r
+
+
+def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/default",
+        callbacks=(), steps_per_epoch=None, validation_steps=None, verbose="auto"):
+    """Train ``model`` (built, uncompiled) with ``recipe``; returns the ``History``.
+
+    ``recipe`` keys (defaults in :data:`DEFAULT_RECIPE`): ``optimizer``, ``lr`` (float or
+    ``"auto"``), ``weight_decay``, ``epochs``, ``sam_rho`` (None: no SAM),
+    ``ema_momentum`` (None: no EMA), ``schedule``, ``pct_start``, ``div_factor``,
+    ``final_div_factor``, ``loss``, ``metrics`` (``"mAP"`` = exact streaming mAP),
+    ``map_capacity``, ``monitor`` (for early stopping and ``best.keras``; ``val_ema_mAP``
+    selects the EMA weights), ``early_stopping`` (dict of :class:`EMAEarlyStopping`
+    arguments, or None), ``jit_compile``, ``exclude_1d_from_decay``, ``lr_range``,
+    ``tensorboard``, and optionally ``momentum``/``nesterov`` (SGD), ``clipnorm``.
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError("fit: model must be a built keras.Model")
+    os.makedirs(run_dir, exist_ok=True)
+    loss = make_loss((recipe or {}).get("loss", DEFAULT_RECIPE["loss"]))
+    r = _resolve_recipe(recipe, run_dir, model, train_data, loss)
+    if r["monitor"].startswith("val_ema_") and not r["ema_momentum"]:
+        raise ValueError(f"fit: monitor {r['monitor']!r} needs ema_momentum")
+    steps = _steps_per_epoch(train_data, steps_per_epoch)
+    strategy = model.distribute_strategy
+    jit = bool(r["jit_compile"])
+    if jit and strategy.num_replicas_in_sync > 1:
+        warnings.warn("fit: jit_compile disabled under a multi-replica tf.distribute strategy")
+        jit = False
+    with strategy.scope():
+        optimizer = make_optimizer(r, _schedule(r, float(r["lr"]), r["epochs"] * steps))
+        configure_weight_decay(optimizer, model, exclude_1d=r["exclude_1d_from_decay"])
+        train_model = SAMModel(model, rho=r["sam_rho"]) if r["sam_rho"] else model
+        train_model.compile(optimizer=optimizer, loss=loss, metrics=_make_metrics(r, model),
+                            jit_compile=jit)
+    monitor = r["monitor"]
+    has_monitor = validation_data is not None or not monitor.startswith("val_")
+    state = os.path.join(run_dir, "callback_state")
+    cbs = []
+    if r["ema_momentum"] and validation_data is not None:
+        cbs.append(EMAEvaluation(validation_data, steps=validation_steps))
+    if r["early_stopping"] and has_monitor:
+        cbs.append(EMAEarlyStopping(monitor=monitor, **r["early_stopping"],
+                                    state_path=os.path.join(state, "early_stopping.json")))
+    if has_monitor:
+        cbs.append(BestModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
+                                       model_to_save=model,
+                                       state_path=os.path.join(state, "best.json")))
+    cbs.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=True))
+    if _use_tensorboard(r["tensorboard"]):
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
+                                               write_graph=False, profile_batch=0))
+    cbs.append(keras.callbacks.TerminateOnNaN())
+    cbs.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
+                                                double_checkpoint=True))
+    cbs.extend(callbacks)
+    history = train_model.fit(train_data, validation_data=validation_data, epochs=r["epochs"],
+                              steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                              callbacks=cbs, verbose=verbose,
+                              shuffle=not isinstance(train_data, tf.data.Dataset))
+    atomic_save_model(model, os.path.join(run_dir, "final.keras"))
+    return history

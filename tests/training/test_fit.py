@@ -1,0 +1,77 @@
+"""The fit recipe helper (SPEC 7): wiring, recipe validation, files written."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mld import losses
+from keras_mld.training import SAMModel, fit, make_loss
+
+pytestmark = pytest.mark.tf_only
+
+
+def _setup():
+    keras.utils.set_random_seed(0)
+    rs = np.random.RandomState(0)
+    x = rs.rand(32, 5).astype("float32")
+    y = (x @ rs.randn(5, 3) > 0).astype("float32")
+    inp = keras.Input((5,))
+    h = keras.layers.LayerNormalization()(keras.layers.Dense(8, activation="relu")(inp))
+    model = keras.Model(inp, keras.layers.Dense(3)(h))
+    return model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+
+
+def test_no_validation_lr_auto_sgd(tmp_path):
+    model, ds = _setup()
+    recipe = {"epochs": 1, "lr": "auto", "optimizer": "sgd", "weight_decay": 1e-3,
+              "lr_range": {"min_lr": 1e-4, "max_lr": 1e-1, "num_steps": 6},
+              "loss": {"name": "asl", "gamma_neg": 2.0}, "metrics": [], "ema_momentum": None,
+              "early_stopping": None, "schedule": "constant", "jit_compile": False,
+              "tensorboard": False}
+    hist = fit(model, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0)
+    assert hist.epoch == [0] and hist.model is model  # no SAM: the model itself is trained
+    saved = json.load(open(tmp_path / "recipe.json"))
+    assert 1e-4 <= saved["lr"] <= 1e-1
+    assert sorted(os.listdir(tmp_path)) == ["final.keras", "log.csv", "recipe.json"]
+    opt = model.optimizer
+    assert not opt._use_weight_decay(model.layers[-1].bias)
+    assert not opt._use_weight_decay(model.layers[2].gamma)  # LayerNorm
+    assert opt._use_weight_decay(model.layers[-1].kernel)
+
+
+def test_sam_onecycle_wiring(tmp_path):
+    model, ds = _setup()
+    recipe = {"epochs": 2, "lr": 0.01, "sam_rho": 0.1, "ema_momentum": 0.9, "metrics": [],
+              "loss": "bce", "monitor": "val_ema_loss", "jit_compile": False,
+              "tensorboard": False}
+    hist = fit(model, ds, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0)
+    sam = hist.model
+    assert isinstance(sam, SAMModel) and sam.inner_model is model and sam.rho == 0.1
+    sched = sam.optimizer.learning_rate  # OneCycle over 2 epochs x 4 steps
+    assert sam.optimizer._learning_rate.total_steps == 8
+    assert float(sched) == pytest.approx(0.01 / 25 / 1e4, rel=1e-3)  # finished the cycle
+    assert {"val_loss", "val_ema_loss"} <= set(hist.history)
+    loaded = keras.models.load_model(tmp_path / "best.keras", safe_mode=True)
+    assert type(loaded).__name__ == "Functional"
+
+
+def test_recipe_errors(tmp_path):
+    model, ds = _setup()
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        fit(model, ds, recipe={"learning_rate": 0.1}, run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="optimizer"):
+        fit(model, ds, recipe={"optimizer": "rmsprop", "metrics": []}, run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="ema_momentum"):
+        fit(model, ds, ds, recipe={"monitor": "val_ema_mAP", "ema_momentum": None},
+            run_dir=str(tmp_path))
+
+
+def test_make_loss():
+    assert isinstance(make_loss({"name": "asl", "gamma_neg": 2.0}), losses.AsymmetricLoss)
+    assert isinstance(make_loss("aam"), losses.AAMLoss)
+    assert isinstance(make_loss("bce"), keras.losses.BinaryCrossentropy)
+    with pytest.raises(ValueError, match="loss"):
+        make_loss({"name": "nope", "x": 1})
