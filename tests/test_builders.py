@@ -61,10 +61,6 @@ def test_backbone_normalisation_is_inside_the_model():
     np.testing.assert_allclose(to_np(norm(x)), expected, rtol=1e-6, atol=1e-4)
 
 
-def _clone_weights(src, dst):
-    dst.set_weights(src.get_weights())
-
-
 @pytest.mark.parametrize("head", HEADS)
 def test_every_head_trains_with_xla_and_matches_no_xla(head):
     """Two SGD steps with jit_compile=True give the same losses as without XLA.
@@ -76,14 +72,14 @@ def test_every_head_trains_with_xla_and_matches_no_xla(head):
     if head != "gap":
         kwargs["dropout"] = 0.0
     losses = {}
-    ref = None
+    initial = None
     for jit in (False, True):
         model = keras_mld.build(tiny_backbone(), head=head, num_classes=5, input_shape=(32, 32, 3),
                                 **kwargs)
-        if ref is None:
-            ref = model
+        if initial is None:
+            initial = model.get_weights()
         else:
-            _clone_weights(ref, model)
+            model.set_weights(initial)
         model.compile(optimizer=keras.optimizers.SGD(0.05),
                       loss=keras_mld.losses.AsymmetricLoss(), jit_compile=jit)
         x, y = _images(), _labels()
@@ -143,7 +139,7 @@ def test_single_label_1000_classes_trains_with_softmax_losses():
 
 def test_keras_cv_backbone_instance_offline(no_network):
     keras_cv = pytest.importorskip("keras_cv")
-    bb = keras_cv.models.ResNetV2Backbone(stackwise_filters=[8, 16], stackwise_blocks=[1, 1],
+    bb = keras_cv.models.ResNetV2Backbone(stackwise_filters=[8, 16], stackwise_blocks=[2, 2],
                                           stackwise_strides=[1, 2], include_rescaling=False,
                                           input_shape=(32, 32, 3))
     model = keras_mld.build(bb, head="mldecoder", num_classes=5, input_shape=(32, 32, 3),
@@ -154,7 +150,7 @@ def test_keras_cv_backbone_instance_offline(no_network):
 def test_keras_hub_backbone_instance_offline(no_network):
     keras_hub = pytest.importorskip("keras_hub")
     bb = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8], input_conv_kernel_sizes=[3], stackwise_num_filters=[8, 16],
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128],
         stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
         image_shape=(32, 32, 3))
     model = keras_mld.build(bb, head="query2label", num_classes=5, input_shape=(32, 32, 3),
