@@ -49,9 +49,30 @@ def gap_head(features, num_classes, inputs, **kwargs):
 
 
 @register_head("mldecoder")
-def mldecoder_head(features, num_classes, inputs, **kwargs):
-    """ML-Decoder (Ridnik et al. 2023): group-decoding cross-attention head, linear in N."""
-    return layers.MLDecoder(num_classes, name="ml_decoder", **kwargs)(features)
+def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=None, **kwargs):
+    """ML-Decoder (Ridnik et al. 2023): group-decoding cross-attention head, linear in N.
+
+    ``query_type="word"`` (zero-shot, SPEC section 3) needs ``word_dim`` d_w and adds a
+    second model input ``label_vectors`` ``[M, d_w]`` (``keras.Input(shape=(d_w,))``: its
+    leading axis is the label axis M, not the batch; feed the whole label set with every
+    batch) and gives logits ``[B, M]`` (:class:`~keras_mld.layers.ZSLMLDecoder`). Full
+    decoding unless ``group_size`` or ``num_groups`` is given (``num_groups`` K with the
+    ``num_classes`` N training labels gives ``group_size = ceil(N / K)``).
+    """
+    if query_type != "word":
+        return layers.MLDecoder(num_classes, name="ml_decoder", query_type=query_type,
+                                **kwargs)(features)
+    if isinstance(word_dim, bool) or not isinstance(word_dim, int) or word_dim < 1:
+        raise ValueError("head 'mldecoder': query_type='word' needs word_dim, the size d_w of "
+                         f"the label word vectors (an int >= 1), got {word_dim!r}")
+    num_groups = kwargs.pop("num_groups", None)
+    if num_groups is not None and "group_size" not in kwargs:
+        kwargs["group_size"] = layers.zsl_group_size(num_classes, num_groups,
+                                                     kwargs.get("embed_dim", 768))
+    head = layers.ZSLMLDecoder(word_dim, name="ml_decoder", **kwargs)
+    vectors = keras.Input(shape=(word_dim,), name="label_vectors", dtype="float32")
+    inputs["label_vectors"] = vectors
+    return head(features, vectors)
 
 
 @register_head("query2label")
@@ -73,3 +94,102 @@ def ctran_head(features, num_classes, inputs, known_labels_input=False, **kwargs
     known = keras.Input(shape=(num_classes,), name="known_labels", dtype="float32")
     inputs["known_labels"] = known
     return head(features, known_labels=known)
+
+
+# --- graph heads (SPEC section 4 "GraphAttentionReweight", "ML-GCN") -----------------------
+# ``label_vectors``: label word vectors ``[num_classes, d_w]`` (keras_mld.zsl.label_vectors).
+# ``label_graph``: the label correlation matrix ``Z [num_classes, num_classes]``,
+# ``Z_ij = P(j | i)`` from the training labels (keras_mld.zsl.conditional_probability);
+# not the labels themselves. ``tau`` (0.4) binarises it; ``p`` (0.2) re-weights it (ML-GCN).
+# GraphAttentionReweight options take a ``gat_`` prefix (``gat_num_heads=4``) so that they
+# never collide with the options of the head that follows (MLDecoder's ``num_heads``, ...).
+_GAT_OPTIONS = ("hidden_dim", "num_layers", "num_heads", "attention_dropout", "negative_slope",
+                "weight_activation", "kernel_initializer")
+
+
+def _graph_constants(head, num_classes, label_vectors, label_graph):
+    import numpy as np
+
+    hint = ("label_vectors=keras_mld.zsl.label_vectors(class_names, "
+            "keras_mld.zsl.load_word_vectors('glove-6b-50d'))")
+    if label_vectors is None:
+        raise ValueError(f"head {head!r}: label_vectors is required: word vectors "
+                         f"[num_classes={num_classes}, d_w] of the class names, e.g. {hint}")
+    if label_graph is None:
+        raise ValueError(f"head {head!r}: label_graph is required: the label correlation matrix "
+                         f"Z [{num_classes}, {num_classes}], e.g. "
+                         "label_graph=keras_mld.zsl.conditional_probability(train_labels)")
+    try:
+        g = np.asarray(label_vectors, dtype="float32")
+        z = np.asarray(label_graph, dtype="float32")
+    except (TypeError, ValueError):
+        raise ValueError(f"head {head!r}: label_vectors and label_graph must be float arrays") \
+            from None
+    if g.ndim != 2 or g.shape[0] != num_classes or g.shape[1] < 1:
+        raise ValueError(f"head {head!r}: label_vectors must have shape [num_classes="
+                         f"{num_classes}, d_w], got {g.shape}")
+    if z.shape != (num_classes, num_classes):
+        raise ValueError(f"head {head!r}: label_graph must be the correlation matrix Z of shape "
+                         f"[{num_classes}, {num_classes}] (keras_mld.zsl.conditional_probability"
+                         f"(train_labels)), got shape {z.shape}")
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(z))):
+        raise ValueError(f"head {head!r}: label_vectors and label_graph must be finite")
+    if z.min() < 0 or z.max() > 1:
+        raise ValueError(f"head {head!r}: label_graph entries are probabilities P(j | i) in "
+                         f"[0, 1], got range [{z.min()}, {z.max()}]")
+    return g, z
+
+
+def _reweight_layer(head, features, num_classes, kwargs):
+    from keras_mld import zsl
+
+    g, z = _graph_constants(head, num_classes, kwargs.pop("label_vectors", None),
+                            kwargs.pop("label_graph", None))
+    tau = kwargs.pop("tau", 0.4)
+    options = {k: kwargs.pop("gat_" + k) for k in _GAT_OPTIONS if "gat_" + k in kwargs}
+    return layers.GraphAttentionReweight(int(features.shape[-1]), label_vectors=g,
+                                         adjacency=zsl.gat_adjacency(z, tau),
+                                         name="graph_attention", **options)
+
+
+@register_head("gat")
+def gat_head(features, num_classes, inputs, **kwargs):
+    """Graph-attention channel re-weighting, then GAP + GMP and Dense (metric-learning paper 3.3).
+
+    Needs ``label_vectors`` ``[N, d_w]`` and ``label_graph`` ``Z [N, N]`` (see above);
+    ``tau`` and the :class:`~keras_mld.layers.GraphAttentionReweight` options prefixed with
+    ``gat_`` (``gat_hidden_dim``, ``gat_num_layers``, ``gat_num_heads``, ``gat_attention_dropout``,
+    ``gat_negative_slope``, ``gat_weight_activation``, ``gat_kernel_initializer``); the rest goes to
+    :class:`~keras_mld.layers.GlobalPoolHead` (``pooling`` defaults to ``"avg+max"``).
+    """
+    kwargs = dict(kwargs)
+    reweighted = _reweight_layer("gat", features, num_classes, kwargs)(features)
+    kwargs.setdefault("pooling", "avg+max")
+    return layers.GlobalPoolHead(num_classes, name="gap_head", **kwargs)(reweighted)
+
+
+@register_head("gat+mldecoder")
+def gat_mldecoder_head(features, num_classes, inputs, **kwargs):
+    """Graph-attention channel re-weighting, then ML-Decoder on the re-weighted features.
+
+    Graph kwargs as for ``gat``; the rest goes to :class:`~keras_mld.layers.MLDecoder`.
+    """
+    kwargs = dict(kwargs)
+    reweighted = _reweight_layer("gat+mldecoder", features, num_classes, kwargs)(features)
+    return layers.MLDecoder(num_classes, name="ml_decoder", **kwargs)(reweighted)
+
+
+@register_head("mlgcn")
+def mlgcn_head(features, num_classes, inputs, label_vectors=None, label_graph=None, tau=0.4,
+               p=0.2, **kwargs):
+    """ML-GCN (Chen et al. 2019): GCN over label word vectors gives the classifiers, GMP features.
+
+    Needs ``label_vectors`` ``[N, d_w]`` and ``label_graph`` ``Z [N, N]`` (see above);
+    ``tau`` (0.4) and ``p`` (0.2) build the adjacency (:func:`keras_mld.zsl.mlgcn_adjacency`);
+    the rest goes to :class:`~keras_mld.layers.MLGCNHead` (``hidden_dim``, ...).
+    """
+    from keras_mld import zsl
+
+    g, z = _graph_constants("mlgcn", num_classes, label_vectors, label_graph)
+    return layers.MLGCNHead(num_classes, label_vectors=g, adjacency=zsl.mlgcn_adjacency(z, tau, p),
+                            name="mlgcn", **kwargs)(features)

@@ -12,3 +12,6 @@ from keras_mld.layers.preprocessing import ImageNormalization  # noqa: F401
 from keras_mld.layers.queries import (  # noqa: F401
     QUERY_TYPES, FixedQueries, LearnableQueries, Queries, make_queries, register_query_type)
 from keras_mld.layers.transformer_decoder import TransformerDecoderHead  # noqa: F401
+from keras_mld.layers.query_augmentation import (  # noqa: F401
+    QueryNoise, RandomQueries, RandomQueryLoss)
+from keras_mld.layers.zsl_decoder import WordQueries, ZSLMLDecoder, zsl_group_size  # noqa: F401

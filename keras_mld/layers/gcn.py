@@ -84,11 +84,12 @@ class MLGCNHead(keras.layers.Layer):
                                              initializer="zeros", trainable=False)
         self.adjacency = self.add_weight(shape=(n, n), name="adjacency", dtype="float32",
                                          initializer="zeros", trainable=False)
+        # created trainable, then flagged: the saved variable order must not depend on `frozen`
         self.kernel1 = self.add_weight(shape=(d, hidden), name="kernel1", dtype="float32",
-                                       initializer=self._initializer(hidden),
-                                       trainable=not self.frozen)
+                                       initializer=self._initializer(hidden))
         self.kernel2 = self.add_weight(shape=(hidden, c), name="kernel2", dtype="float32",
-                                       initializer=self._initializer(c), trainable=not self.frozen)
+                                       initializer=self._initializer(c))
+        self.kernel1.trainable = self.kernel2.trainable = not self.frozen
         self.frozen_classifiers = self.add_weight(shape=(n, c), name="frozen_classifiers",
                                                   dtype="float32", initializer="zeros",
                                                   trainable=False)

@@ -156,7 +156,7 @@ class GraphAttentionReweight(keras.layers.Layer):
         _check_int(owner, "num_heads", num_heads)
         hidden_dim = channels if hidden_dim is None else hidden_dim
         _check_int(owner, "hidden_dim", hidden_dim)
-        if hidden_dim % num_heads:
+        if num_layers > 1 and hidden_dim % num_heads:
             raise ValueError(f"{owner}: hidden_dim ({hidden_dim}) must be divisible by num_heads "
                              f"({num_heads})")
         if weight_activation not in WEIGHT_ACTIVATIONS:
@@ -292,14 +292,16 @@ def freeze_graph_branches(model):
     """Freezes every image-independent graph branch of ``model`` (for export / inference).
 
     Calls ``freeze()`` on each :class:`GraphAttentionReweight` and
-    :class:`~keras_mld.layers.MLGCNHead` found in ``model`` (nested models included), so that
-    the traced graph holds a constant multiply instead of the graph layers. Returns the
-    list of frozen layers. Trace / compile the model after this call.
+    :class:`~keras_mld.layers.MLGCNHead` in ``model`` (nested models included) that is not
+    frozen yet, so that a graph traced afterwards holds a constant multiply (GAT) or a
+    constant classifier matrix (ML-GCN) instead of the graph layers. Outputs are unchanged.
+    Returns the layers it froze (call ``unfreeze()`` on them to resume training). Trace /
+    compile the model after this call: an already traced function keeps the branch.
     """
     from keras_mld.layers.gcn import MLGCNHead
 
-    found = []
+    frozen = []
     for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, (GraphAttentionReweight, MLGCNHead)):
-            found.append(layer.freeze())
-    return found
+        if isinstance(layer, (GraphAttentionReweight, MLGCNHead)) and not layer.frozen:
+            frozen.append(layer.freeze())
+    return frozen
