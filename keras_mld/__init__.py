@@ -13,10 +13,17 @@ TensorFlow.
 """
 import importlib
 
+import keras as _keras
+
 from keras_mld import layers, losses, metrics  # noqa: F401
 from keras_mld.builders import build, list_models, register_head  # noqa: F401
 
 __version__ = "0.1.0"
+
+if _keras.backend.backend() == "tensorflow":
+    # registers the OneCycle schedule that compiled models saved by `fit` refer to, so that
+    # `keras.models.load_model` works after a plain `import keras_mld`
+    from keras_mld.training import schedules as _schedules  # noqa: F401
 
 _LAZY = ("data", "training", "export", "zsl", "backbones", "builders", "cli")
 

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mld.layers.graph_attention import freeze_graph_branches
 from keras_mld.data.image import decode_and_resize
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
                                      write_warmup_requests)
@@ -369,6 +370,8 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
     os.umask(umask)
     os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp makes 0700: a server user could not read it
     config_tmp = None
+    # image-independent graph branches (GAT re-weighting, ML-GCN) go in as constants
+    frozen = freeze_graph_branches(model)
     try:
         with tempfile.TemporaryDirectory() as staging:
             assets = _write_assets(staging, labels, thresholds, task, image_size, top_k,
@@ -389,5 +392,8 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
         if config_tmp is not None and os.path.exists(config_tmp):
             os.remove(config_tmp)
         raise
+    finally:
+        for layer in frozen:
+            layer.unfreeze()
     os.replace(config_tmp, os.path.join(base_dir, MODELS_CONFIG))
     return final_dir

@@ -77,7 +77,26 @@ def _tiny_backbone():
     return keras.Model(images, keras.layers.Conv2D(8, 3, strides=4, padding="same")(images))
 
 
-BUILD_HEAD_KWARGS = {}  # head name -> extra keras_mld.build kwargs, where a head needs them
+def _graph_kwargs():
+    """Word vectors and a label graph for the graph heads (gat, gat+mldecoder, mlgcn)."""
+    from keras_mld import zsl
+
+    rng = np.random.default_rng(0)
+    labels = (rng.uniform(size=(32, N)) < 0.4).astype("float32")
+    return {"label_vectors": rng.normal(size=(N, 7)).astype("float32"),
+            "label_graph": zsl.conditional_probability(labels)}
+
+
+# head name -> extra keras_mld.build kwargs, where a head needs them (small sizes: fast)
+BUILD_HEAD_KWARGS = {
+    "mldecoder": {"num_groups": 3, "embed_dim": 16, "num_heads": 2, "ff_dim": 32},
+    "query2label": {"hidden_dim": 16, "num_heads": 2, "ff_dim": 32},
+    "ctran": {"embed_dim": 16, "num_heads": 2, "ff_dim": 32},
+    "gat": _graph_kwargs(),
+    "gat+mldecoder": {**_graph_kwargs(), "num_groups": 3, "embed_dim": 16, "num_heads": 2,
+                      "ff_dim": 32},
+    "mlgcn": {**_graph_kwargs(), "hidden_dim": 8},
+}
 
 
 def builder_cases():
@@ -389,3 +408,26 @@ def test_dynamic_input_needs_image_size(tmp_path):
     model = _tiny("multilabel_logits", (None, None, 3))()
     with pytest.raises(ValueError, match="pass image_size"):
         export_saved_model(model, tmp_path / "m", LABELS)
+
+
+def test_gat_branch_is_exported_as_a_constant(tmp_path):
+    """The image-independent GAT branch is folded: no graph-attention ops in the SavedModel,
+    outputs equal to the Keras model, and the model stays trainable (unfrozen) afterwards."""
+    model = keras_mld.build(_tiny_backbone(), head="gat", num_classes=N, input_shape=(32, 32, 3),
+                            **BUILD_HEAD_KWARGS["gat"])
+    images = np.random.default_rng(5).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = 1.0 / (1.0 + np.exp(-np.asarray(model(images, training=False))))
+    path = export_saved_model(model, tmp_path / "gat", labels=[f"c{i}" for i in range(N)])
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
+    ops = {node.op for mg in proto.meta_graphs for fn in mg.graph_def.library.function
+           for node in fn.node_def} | {node.op for mg in proto.meta_graphs
+                                       for node in mg.graph_def.node}
+    assert not ops & {"LeakyRelu", "Elu", "Softmax"}, ops & {"LeakyRelu", "Elu", "Softmax"}
+    loaded = tf.saved_model.load(path)
+    got = loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    gat = [layer for layer in model.layers if isinstance(layer, keras_mld.layers.GraphAttentionReweight)]
+    assert gat and not gat[0].frozen

@@ -1,0 +1,99 @@
+"""The main job end to end at a tiny size, and the CLI around it (real subprocesses)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf_only
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_MLD_CACHE_DIR": str(out / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "keras_mld", "demo", "--tiny", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_demo_reports_both_heads_and_writes_artifacts(demo_run):
+    out, stdout = demo_run
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["results"]) == {"gap", "mldecoder"}
+    for head, r in report["results"].items():
+        assert 0.0 <= r["report"]["at_0.5"]["mAP"] <= 1.0
+        assert r["inference_images_per_s"] > 0 and r["train_images_per_s"] > 0
+        assert len(r["thresholds"]) == 10
+        assert f"{head:<10}" in stdout
+    assert "mAP" in stdout and "infer img/s" in stdout
+    for png in report["plots"]:
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert report["class_names"][:3] == ["zero", "one", "two"]
+    # the embedded data went through the real COCO loader path
+    assert (out / "data" / "instances_train.json").exists() or any(
+        p.name.startswith("instances_train") for p in (out / "data").rglob("*.json"))
+
+
+def test_demo_exports_a_servable_model(demo_run):
+    import tensorflow as tf
+
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    loaded = tf.saved_model.load(report["export"])
+    png = tf.io.encode_png(tf.zeros([64, 64, 3], tf.uint8))
+    result = loaded.signatures["predict_images"](image_bytes=tf.stack([png]))
+    assert result["scores"].shape == (1, 10)
+
+
+def test_cli_evaluate_predict_and_export_on_the_demo_run(demo_run, tmp_path):
+    out, _ = demo_run
+    model = out / "runs" / "mldecoder" / "final.keras"
+    # labels.json beside the model is written by `train`; the demo run has none: give them
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                 "eight", "nine"]))
+    image = next((out / "data").rglob("*.png"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-m", "keras_mld", "predict", str(image), "--model",
+                           str(model), "--labels", str(labels)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith(str(image)) and any(n in line for n in ("zero", "one", "nine", "five"))
+    proc = subprocess.run([sys.executable, "-m", "keras_mld", "export", "--model", str(model),
+                           "--labels", str(labels), "--out", str(tmp_path / "exp")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "exp" / "1" / "saved_model.pb").exists()
+
+
+def test_cli_errors_are_clear(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-m", "keras_mld", "train", "--recipe", "nope",
+                           "--data", str(tmp_path), "--out", str(tmp_path / "r")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "recipe" in proc.stderr
+
+
+def test_train_and_evaluate_workflow(tmp_path):
+    """`keras-mld train` path: COCO json in, run dir with labels.json out, then evaluate."""
+    from keras_mld import data, workflows
+
+    built = data.make_digits_dataset(tmp_path / "d", num_train=48, num_val=24, image_size=64,
+                                     seed=3)
+    recipe = {"name": "t", "model": {"backbone": "small_convnet", "input_size": 64, "head": "gap"},
+              "data": {"batch_size": 16, "augment": None},
+              "train": {"optimizer": "adam", "lr": 1e-3, "epochs": 1, "schedule": "constant", "ema_momentum": None,
+                        "metrics": [], "monitor": "val_loss", "early_stopping": None,
+                        "tensorboard": False}}
+    run = tmp_path / "run"
+    history = workflows.train(recipe, built.train_annotations, str(run),
+                              val_data=built.val_annotations, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert json.loads((run / "labels.json").read_text())["labels"][0] == "zero"
+    result = workflows.evaluate(str(run / "final.keras"), built.val_annotations)
+    assert 0.0 <= result["at_0.5"]["mAP"] <= 1.0 and "OF1" in result["top_3"]

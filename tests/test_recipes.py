@@ -1,0 +1,45 @@
+"""zoo/ recipes are data: they load, carry SPEC's numbers, and drive the fit recipe."""
+import pytest
+
+from keras_mld.recipes import list_recipes, load_recipe
+
+
+def test_every_recipe_loads_with_known_sections():
+    from keras_mld.training import DEFAULT_RECIPE
+
+    names = list_recipes()
+    for expected in ("demo", "mldecoder_coco", "aam_coco", "aam_voc", "aam_nus_wide", "aam_vg500"):
+        assert expected in names
+    for name in names:
+        recipe = load_recipe(name)
+        unknown = set(recipe["train"]) - set(DEFAULT_RECIPE)
+        assert not unknown, (name, unknown)
+
+
+@pytest.mark.parametrize("name, s, gneg, gpos, lr", [
+    ("aam_coco", 23, 1, 0, 0.007), ("aam_voc", 17, 2, 1, 0.005),
+    ("aam_nus_wide", 23, 2, 1, 0.009), ("aam_vg500", 25, 1, 0, 0.005)])
+def test_aam_recipes_match_spec_section_5(name, s, gneg, gpos, lr):
+    r = load_recipe(name)
+    loss = r["train"]["loss"]
+    assert (loss["name"], loss["s"], loss["gamma_neg"], loss["gamma_pos"], loss["m"], loss["k"]) \
+        == ("aam", s, gneg, gpos, 0.0, 0.7)
+    assert r["train"]["lr"] == lr and r["train"]["sam_rho"] == 0.05
+    assert r["train"]["ema_momentum"] == 0.9997 and r["train"]["schedule"] == "onecycle"
+
+
+def test_mldecoder_coco_recipe_is_the_official_one():
+    r = load_recipe("mldecoder_coco")
+    t = r["train"]
+    assert (t["optimizer"], t["lr"], t["weight_decay"], t["epochs"]) == ("adam", 1e-4, 1e-4, 40)
+    assert t["loss"] == {"name": "asl", "gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
+    assert r["data"]["batch_size"] == 56 and r["model"]["input_size"] == 448
+
+
+def test_unknown_recipe_and_bad_sections(tmp_path):
+    with pytest.raises(ValueError, match="recipe"):
+        load_recipe("no_such_recipe")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {}\noptimiser: {}\n")
+    with pytest.raises(ValueError, match="optimiser"):
+        load_recipe(str(bad))
