@@ -55,24 +55,28 @@ for _spec in (
     register_backbone(_spec)
 
 
-def small_convnet(include_top=False, input_shape=(64, 64, 3), weights=None, widths=(32, 64, 128)):
-    """A small VGG-style CNN (3 stages of 2 conv-BN-ReLU, stride 8) for small images.
+def small_convnet(include_top=False, input_shape=(64, 64, 3), weights=None,
+                  widths=(24, 32, 64, 128), depths=(1, 1, 2, 2)):
+    """A small VGG-style CNN for small images: a stride-2 stem, then conv-BN-ReLU stages
+    separated by max-pooling; output stride 8 (64x64 in -> 8x8x128 features, ~36 MMACs).
 
-    Trains from scratch in minutes on a CPU: the embedded demo's backbone. It has
-    no pretrained weights (``weights="imagenet"`` is refused).
+    Trains from scratch in minutes on a CPU: the embedded demo's backbone. It has no
+    pretrained weights (``weights="imagenet"`` is refused).
     """
     if weights == "imagenet":
         raise ValueError("weights: small_convnet has no ImageNet weights; use None or a path")
     del include_top  # never has a classifier
     x_in = keras.Input(shape=input_shape)
     x = x_in
-    for stage, width in enumerate(widths):
-        for conv in range(2):
-            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
+    for stage, (width, depth) in enumerate(zip(widths, depths)):
+        if stage > 1:
+            x = keras.layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
+        for conv in range(depth):
+            stride = 2 if stage == 0 else 1
+            x = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False,
                                     name=f"stage{stage}_conv{conv}")(x)
             x = keras.layers.BatchNormalization(name=f"stage{stage}_bn{conv}")(x)
             x = keras.layers.ReLU(name=f"stage{stage}_relu{conv}")(x)
-        x = keras.layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
     return keras.Model(x_in, x, name="small_convnet")
 
 
