@@ -26,8 +26,15 @@ def _parser():
     t.add_argument("--backbone")
     t.add_argument("--head")
     t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--batch-size", "--global-batch-size", type=int, dest="batch_size",
+                   help="global batch size, summed over all replicas and workers")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--strategy", default="default",
+                   choices=("default", "mirrored", "multiworker", "tpu"),
+                   help="tf.distribute strategy (multiworker reads TF_CONFIG; "
+                        "see docs/distributed.md)")
+    t.add_argument("--lr-scaling", default="none", choices=("none", "linear", "sqrt"),
+                   help="scale the recipe lr from its reference batch to the global batch")
 
     e = sub.add_parser("evaluate", help="multi-label report of a .keras model on a dataset")
     e.add_argument("--model", required=True)
@@ -78,7 +85,8 @@ def _run(args):
     if args.command == "train":
         workflows.train(args.recipe, args.data, args.out, val_data=args.val_data,
                         backbone=args.backbone, head=args.head, epochs=args.epochs,
-                        batch_size=args.batch_size, seed=args.seed)
+                        batch_size=args.batch_size, seed=args.seed,
+                        strategy=args.strategy, lr_scaling=args.lr_scaling)
         return 0
     if args.command == "evaluate":
         print(json.dumps(workflows.evaluate(args.model, args.data, args.batch_size), indent=1))

@@ -39,23 +39,31 @@ def _model_kwargs(recipe, source, overrides):
 
 
 def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=None,
-          batch_size=None, seed=0, verbose="auto"):
+          batch_size=None, seed=0, verbose="auto", strategy="default", lr_scaling="none"):
     """Trains the recipe's model on ``data`` (validating on ``val_data``) into ``out``.
 
     Writes ``out/labels.json`` (class names and task) beside the fit recipe's files
     (``best.keras``, ``final.keras``, ``log.csv``, ``backup/``...). Returns the History.
+    ``strategy``: a name of :data:`keras_mld.training.distribute.STRATEGIES` or a
+    ``tf.distribute.Strategy``; ``batch_size`` is global (all replicas); ``lr_scaling``
+    (``none``/``linear``/``sqrt``) scales the recipe's lr from its reference batch
+    (``data.reference_batch_size``, else ``data.batch_size``). See docs/distributed.md.
     """
     from keras_mld import data as data_lib
     from keras_mld import training
+    from keras_mld.training import distribute
 
+    # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op
+    if isinstance(strategy, str):
+        strategy = distribute.make_strategy(strategy)
     recipe = load_recipe(recipe) if not isinstance(recipe, dict) else recipe
     source = load_source(data)
     val_source = load_source(val_data, class_names=source.class_names) if val_data else None
     if val_source is not None and list(val_source.class_names) != list(source.class_names):
         raise ValueError("val_data: its classes differ from the training data's classes")
     kwargs = _model_kwargs(recipe, source, {"backbone": backbone, "head": head})
-    model = builders.build(**kwargs)
     bs = int(batch_size or recipe["data"].get("batch_size", 32))
+    distribute.per_replica_batch_size(bs, strategy)
     size = kwargs["input_shape"][:2]
     train_ds = data_lib.make_dataset(source, size, bs, training=True,
                                      augment=recipe["data"].get("augment"), seed=seed)
@@ -67,11 +75,16 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
         train_recipe["loss"] = {"name": "asl_single"}
     if val_ds is None:
         train_recipe["monitor"] = "loss"
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, LABELS_FILE), "w", encoding="utf-8") as f:
-        json.dump({"labels": list(source.class_names), "task": source.task}, f, indent=1)
-    return training.fit(model, train_ds, val_ds, recipe=train_recipe, run_dir=out,
-                        verbose=verbose)
+    train_recipe["lr"] = distribute.scale_learning_rate(
+        train_recipe.get("lr", training.DEFAULT_RECIPE["lr"]), bs,
+        distribute.reference_batch_size(recipe) or bs, lr_scaling)
+    if distribute.is_chief(strategy):
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, LABELS_FILE), "w", encoding="utf-8") as f:
+            json.dump({"labels": list(source.class_names), "task": source.task}, f, indent=1)
+    return distribute.distributed_fit(lambda: builders.build(**kwargs), train_ds, val_ds,
+                                      recipe=train_recipe, run_dir=out, strategy=strategy,
+                                      verbose=verbose)[1]
 
 
 def load_labels(model_path, labels=None):
