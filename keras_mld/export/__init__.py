@@ -17,7 +17,8 @@ from keras_mld.export.warmup import (  # noqa: F401
     warmup_inputs,
     write_warmup_requests,
 )
+from keras_mld.export.zero_shot import export_zero_shot_saved_model  # noqa: F401
 
 __all__ = ["export_saved_model", "models_config_text", "SIGNATURES", "WARMUP_FILENAME",
            "build_warmup_requests", "write_warmup_requests", "read_warmup_requests",
-           "warmup_inputs"]
+           "warmup_inputs", "export_zero_shot_saved_model"]

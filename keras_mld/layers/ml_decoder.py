@@ -106,7 +106,8 @@ class MLDecoder(keras.layers.Layer):
         num_heads, ff_dim, num_layers, dropout: decoder sizes (8, 2048, 1, 0.1);
             ``dropout`` is used for the four residual/FF dropouts and on the attention
             probabilities.
-        query_type: one of ``queries.QUERY_TYPES`` (``"fixed"``, ``"learnable"``).
+        query_type: one of ``queries.QUERY_TYPES`` (``"fixed"``, ``"learnable"``); word
+            queries (SPEC section 3) are an input: :class:`ZSLMLDecoder` (``zsl_decoder.py``).
         cosine: if True, GroupDense L2-normalises both arguments of its dot products
             and returns cosines in [-1, 1] without bias (for ``AAMLoss``).
         layer_norm_epsilon: 1e-5 (PyTorch's default, used by the official code).
@@ -131,6 +132,11 @@ class MLDecoder(keras.layers.Layer):
         if embed_dim % num_heads:
             raise ValueError(f"MLDecoder: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")
+        if query_type == "word":
+            raise ValueError(
+                "MLDecoder: query_type='word' takes the label word vectors as a second input: "
+                "use keras_mld.layers.ZSLMLDecoder(word_dim, ...) or keras_mld.build(..., "
+                "head='mldecoder', query_type='word', word_dim=d_w)")
         if query_type not in QUERY_TYPES:
             raise ValueError(f"MLDecoder: query_type must be one of {sorted(QUERY_TYPES)}, "
                              f"got {query_type!r}")

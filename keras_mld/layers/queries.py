@@ -3,9 +3,10 @@
 Every query type is a layer registered under a name in ``QUERY_TYPES``; ML-Decoder
 builds its queries with ``make_queries(query_type, num_queries, embed_dim)`` and
 calls them on the visual tokens ``e [B, T, D]`` to get ``q [B, K, D]`` (the batch
-size comes from ``e``). A new type (e.g. ``word`` queries, SPEC section 3) is a
-subclass of ``Queries`` added with ``register_query_type("word", WordQueries)``;
-its ``call`` may take extra inputs (word vectors) after the tokens.
+size comes from ``e``). A new type is a subclass of ``Queries`` added with
+``register_query_type(name, cls)``. Word queries (SPEC section 3) are not one: the label
+word vectors are an input of the model and the label count varies between calls, so they
+live in ``zsl_decoder.py`` (``WordQueries``, ``ZSLMLDecoder``).
 """
 import keras
 from keras import ops
