@@ -47,7 +47,7 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     ``strategy``: a name of :data:`keras_mld.training.distribute.STRATEGIES` or a
     ``tf.distribute.Strategy``; ``batch_size`` is global (all replicas); ``lr_scaling``
     (``none``/``linear``/``sqrt``) scales the recipe's lr from its reference batch
-    (``data.reference_batch_size``, else ``data.batch_size``). See docs/distributed.md.
+    (``data.reference_batch_size``, else ``data.batch_size``). See the README section "Distributed and extreme-scale training".
     """
     from keras_mld import data as data_lib
     from keras_mld import training

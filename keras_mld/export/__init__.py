@@ -3,7 +3,7 @@
 ``export_saved_model(model, base_dir, labels, ...)`` writes ``base_dir/<version>/`` (a
 SavedModel with the ``serving_default``, ``predict_images`` and ``metadata`` signatures, the
 class names and thresholds, and a warm-up file) plus an example ``base_dir/models.config``.
-See ``docs/serving.md``.
+See the README section "Serving with TensorFlow Serving".
 """
 from keras_mld.export.saved_model import (  # noqa: F401
     SIGNATURES,
