@@ -32,7 +32,7 @@ def _parser():
     t.add_argument("--strategy", default="default",
                    choices=("default", "mirrored", "multiworker", "tpu"),
                    help="tf.distribute strategy (multiworker reads TF_CONFIG; "
-                        "see README "Distributed")")
+                        "see the README section on distributed training)")
     t.add_argument("--lr-scaling", default="none", choices=("none", "linear", "sqrt"),
                    help="scale the recipe lr from its reference batch to the global batch")
 
