@@ -14,9 +14,8 @@ TensorFlow is not installed. What is measured, and how:
   ``Adam.stateless_apply``, buffers donated); JAX is always jitted.
   Training: random images, random multi-hot labels, ``AsymmetricLoss``, Adam.
 * GFLOPs / image: counted for the inference forward pass at batch 1. JAX: XLA
-  ``jax.jit(f).lower(...).cost_analysis()["flops"]`` of the lowered (backend-independent)
-  forward pass at the inference batch, divided by the batch (the compiled GPU executable
-  would count cuDNN convolutions as 0). TF: the graph of
+  ``cost_analysis()["flops"]`` of the forward pass compiled for the CPU at batch 1 (a GPU
+  executable counts its cuDNN convolutions as 0 FLOPs). TF: the graph of
   ``tf.function(model).get_concrete_function`` through
   ``tensorflow.python.profiler.model_analyzer`` (float_operation), plus ``Einsum``
   ops, which the profiler does not count, counted here as 2 x product of all index sizes.
@@ -197,13 +196,14 @@ class JaxConfig(Config):
             return model.stateless_call(tv, ntv, x, training=False)[0]
 
         # one compilation each (the AOT-compiled executables are the ones timed)
-        lowered = jax.jit(forward).lower(self.tv, self.ntv, self.x)
-        self._infer = lowered.compile()
-        # FLOPs of the *lowered* (backend-independent) HLO: after GPU compilation,
-        # convolutions become cuDNN custom calls that XLA's cost analysis counts as 0
-        cost = lowered.cost_analysis() or self._infer.cost_analysis()
+        self._infer = jax.jit(forward).lower(self.tv, self.ntv, self.x).compile()
+        # FLOPs from a CPU compilation at batch 1: on a GPU, XLA turns convolutions into
+        # cuDNN custom calls that its cost analysis counts as 0 FLOPs
+        cpu = jax.devices("cpu")[0]
+        on_cpu = jax.device_put((self.tv, self.ntv, self.x[:1]), cpu)
+        cost = jax.jit(forward).lower(*on_cpu).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        self.gflops = float(cost["flops"]) / self.batch / 1e9
+        self.gflops = float(cost["flops"]) / 1e9
         if not self.train_enabled:
             return
         optimizer = keras.optimizers.Adam(1e-4)

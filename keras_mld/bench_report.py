@@ -19,7 +19,7 @@ MEMORY_METHOD = {
                       "over one training step: includes allocator effects, coarse",
 }
 FLOPS_METHOD = {
-    "jax": "XLA cost_analysis()['flops'] of the lowered (backend-independent) forward pass at the inference batch / batch",
+    "jax": "XLA cost_analysis()['flops'] of the forward pass compiled for the CPU at batch 1",
     "tensorflow": "tensorflow.python.profiler.model_analyzer float_operation on the "
                   "tf.function graph at batch 1, plus Einsum ops (2 x product of index sizes)",
 }
