@@ -363,6 +363,32 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
     version = _check_version(version, base_dir, overwrite)
     _serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
 
+    model_name = os.path.basename(base_dir)
+
+    def write(tmp_dir):
+        with tempfile.TemporaryDirectory() as staging:
+            assets = _write_assets(staging, labels, thresholds, task, image_size, top_k,
+                                   num_classes)
+            module = _serving_module(model, labels, thresholds, assets)
+            functions = _signature_functions(module, model, task, image_size, int(top_k))
+            _save(module, functions, tmp_dir)
+        write_warmup_requests(tmp_dir, image_size, model_name=model_name)
+        _verify_export(tmp_dir)
+
+    # image-independent graph branches (GAT re-weighting, ML-GCN) go in as constants
+    frozen = freeze_graph_branches(model)
+    try:
+        return publish_version(base_dir, version, overwrite, write)
+    finally:
+        for layer in frozen:
+            layer.unfreeze()
+
+
+def publish_version(base_dir, version, overwrite, write):
+    """Writes a version atomically: ``write(tmp_dir)`` fills a hidden temporary directory
+    inside ``base_dir`` (TF Serving ignores non-numeric names), which is renamed to
+    ``base_dir/<version>`` only when complete, and ``base_dir/models.config`` is rewritten
+    to serve it and the newest other version. On any error nothing is left behind."""
     os.makedirs(base_dir, exist_ok=True)
     final_dir = os.path.join(base_dir, str(version))
     tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
@@ -370,30 +396,18 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
     os.umask(umask)
     os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp makes 0700: a server user could not read it
     config_tmp = None
-    # image-independent graph branches (GAT re-weighting, ML-GCN) go in as constants
-    frozen = freeze_graph_branches(model)
     try:
-        with tempfile.TemporaryDirectory() as staging:
-            assets = _write_assets(staging, labels, thresholds, task, image_size, top_k,
-                                   num_classes)
-            module = _serving_module(model, labels, thresholds, assets)
-            functions = _signature_functions(module, model, task, image_size, int(top_k))
-            _save(module, functions, tmp_dir)
-        model_name = os.path.basename(base_dir)
-        write_warmup_requests(tmp_dir, image_size, model_name=model_name)
-        _verify_export(tmp_dir)
+        write(tmp_dir)
         others = [v for v in _numeric_versions(base_dir) if v != version]
         config_tmp = os.path.join(base_dir, f".{MODELS_CONFIG}.tmp-{uuid.uuid4().hex[:8]}")
         with open(config_tmp, "w", encoding="utf-8") as f:
-            f.write(models_config_text(model_name, base_dir, sorted([version] + others[-1:])))
+            f.write(models_config_text(os.path.basename(base_dir), base_dir,
+                                       sorted([version] + others[-1:])))
         _move_into_place(tmp_dir, final_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if config_tmp is not None and os.path.exists(config_tmp):
             os.remove(config_tmp)
         raise
-    finally:
-        for layer in frozen:
-            layer.unfreeze()
     os.replace(config_tmp, os.path.join(base_dir, MODELS_CONFIG))
     return final_dir

@@ -36,18 +36,15 @@ signature with a small label set.
 import json
 import os
 import re
-import shutil
 import tempfile
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_mld.data.image import decode_and_resize
-from keras_mld.export.saved_model import (IMAGES_INPUT, MODELS_CONFIG, _check_image_size,
-                                          _check_version, _detect_task, _move_into_place,
-                                          _numeric_versions, models_config_text)
+from keras_mld.export.saved_model import (IMAGES_INPUT, _check_image_size, _check_version,
+                                          _detect_task, publish_version)
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis, encode_image,
                                      sample_image)
 
@@ -346,19 +343,13 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
     version = _check_version(version, base_dir, overwrite)
     _serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
 
-    os.makedirs(base_dir, exist_ok=True)
-    final_dir = os.path.join(base_dir, str(version))
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_dir, 0o777 & ~umask)
-    config_tmp = None
     model_name = os.path.basename(base_dir)
     meta = {"format": "keras_mld.export.zero_shot/1", "task": task, "labels": labels,
             "image_size": list(image_size), "word_dim": word_dim, "top_k": int(top_k),
             "vocabulary_size": 0 if vocab is None else len(vocab[0]),
             "signatures": list(signatures)}
-    try:
+
+    def write(tmp_dir):
         with tempfile.TemporaryDirectory() as staging:
             module = _serving_module(model, labels, vocab, _write_assets(staging, labels, meta))
             functions = _signature_functions(module, model, task, image_size, word_dim,
@@ -368,15 +359,5 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
         _write_warmup(tmp_dir, _warmup_logs(image_size, word_dim, signatures,
                                             [] if vocab is None else vocab[0], model_name))
         _verify_export(tmp_dir, signatures)
-        others = [v for v in _numeric_versions(base_dir) if v != version]
-        config_tmp = os.path.join(base_dir, f".{MODELS_CONFIG}.tmp-{uuid.uuid4().hex[:8]}")
-        with open(config_tmp, "w", encoding="utf-8") as f:
-            f.write(models_config_text(model_name, base_dir, sorted([version] + others[-1:])))
-        _move_into_place(tmp_dir, final_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if config_tmp is not None and os.path.exists(config_tmp):
-            os.remove(config_tmp)
-        raise
-    os.replace(config_tmp, os.path.join(base_dir, MODELS_CONFIG))
-    return final_dir
+
+    return publish_version(base_dir, version, overwrite, write)
