@@ -5,6 +5,7 @@ import pytest
 
 from keras_mld.layers import CTranHead
 from tests.helpers import grad_wrt_variables, to_np
+from tests.numpy_reference import np_dense, np_ln, np_mha  # noqa: F401
 
 # every weight shape repeats across tests: on JAX each new shape costs an initializer compile
 N, C = 5, 8
@@ -12,30 +13,6 @@ CFG = dict(num_classes=N, embed_dim=8, num_layers=2, num_heads=2)
 
 
 # ----------------------------------------------------------------- numpy reference
-def np_ln(x, ln, eps=1e-5):
-    g, b = (to_np(w) for w in (ln.gamma, ln.beta))
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * g + b
-
-
-def np_dense(x, dense):
-    return x @ to_np(dense.kernel) + to_np(dense.bias)
-
-
-def np_mha(q, k, v, mha):
-    def proj(x, d):
-        return np.einsum("btd,dhk->bthk", x, to_np(d.kernel)) + to_np(d.bias)
-
-    qh, kh, vh = proj(q, mha.query_dense), proj(k, mha.key_dense), proj(v, mha.value_dense)
-    s = np.einsum("bthk,bshk->bhts", qh, kh) / np.sqrt(qh.shape[-1])
-    s = np.exp(s - s.max(-1, keepdims=True))
-    a = s / s.sum(-1, keepdims=True)
-    o = np.einsum("bhts,bshk->bthk", a, vh)
-    return np.einsum("bthk,hkd->btd", o, to_np(mha.output_dense.kernel)) + to_np(
-        mha.output_dense.bias)
-
-
 def np_encoder_layer(x, layer):
     x = np_ln(x + np_mha(x, x, x, layer.attn), layer.norm1)
     f = np_dense(np.maximum(np_dense(x, layer.ff1), 0.0), layer.ff2)

@@ -7,6 +7,7 @@ import pytest
 
 from keras_mld.layers import TransformerDecoderHead
 from tests.helpers import grad_wrt_variables, to_np
+from tests.numpy_reference import np_dense, np_ln, np_mha  # noqa: F401
 
 # every weight shape repeats across tests: on JAX each new shape costs an initializer compile
 CFG = dict(num_classes=5, hidden_dim=8, num_heads=2, ff_dim=8)
@@ -26,30 +27,6 @@ def np_sine(h, w, c, temperature=10000.0, scale=2 * math.pi, eps=1e-6):
         return np.stack([np.sin(a[..., 0::2]), np.cos(a[..., 1::2])], axis=3).reshape(h, w, f)
 
     return np.concatenate([enc(y), enc(x)], axis=-1)
-
-
-def np_ln(x, ln, eps=1e-5):
-    g, b = (to_np(w) for w in (ln.gamma, ln.beta))
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * g + b
-
-
-def np_dense(x, dense):
-    return x @ to_np(dense.kernel) + to_np(dense.bias)
-
-
-def np_mha(q, k, v, mha):
-    def proj(x, d):
-        return np.einsum("btd,dhk->bthk", x, to_np(d.kernel)) + to_np(d.bias)
-
-    qh, kh, vh = proj(q, mha.query_dense), proj(k, mha.key_dense), proj(v, mha.value_dense)
-    s = np.einsum("bthk,bshk->bhts", qh, kh) / np.sqrt(qh.shape[-1])
-    s = np.exp(s - s.max(-1, keepdims=True))
-    a = s / s.sum(-1, keepdims=True)
-    o = np.einsum("bhts,bshk->bthk", a, vh)
-    return np.einsum("bthk,hkd->btd", o, to_np(mha.output_dense.kernel)) + to_np(
-        mha.output_dense.bias)
 
 
 def np_ffn(x, layer):
