@@ -172,7 +172,9 @@ class Config:
         self.head, self.n, self.jit = head, n, jit
         self.times = {"infer": [], "train": []}
         self.error = None
+        t0 = time.perf_counter()
         self.model = _build(args, head, n)
+        self.phases = {"model": time.perf_counter() - t0}  # seconds per build phase (log)
         self.params = int(self.model.count_params())
         self.x, _ = _data(args, n, args.batch, args.seed)
         self.xt, self.yt = _data(args, n, args.train_batch, args.seed + 1)
@@ -196,14 +198,18 @@ class JaxConfig(Config):
             return model.stateless_call(tv, ntv, x, training=False)[0]
 
         # one compilation each (the AOT-compiled executables are the ones timed)
+        t0 = time.perf_counter()
         self._infer = jax.jit(forward).lower(self.tv, self.ntv, self.x).compile()
+        self.phases["forward"] = time.perf_counter() - t0
         # FLOPs from a CPU compilation at batch 1: on a GPU, XLA turns convolutions into
         # cuDNN custom calls that its cost analysis counts as 0 FLOPs
         cpu = jax.devices("cpu")[0]
         on_cpu = jax.device_put((self.tv, self.ntv, self.x[:1]), cpu)
+        t0 = time.perf_counter()
         cost = jax.jit(forward).lower(*on_cpu).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         self.gflops = float(cost["flops"]) / 1e9
+        self.phases["flops"] = time.perf_counter() - t0
         if not self.train_enabled:
             return
         optimizer = keras.optimizers.Adam(1e-4)
@@ -222,8 +228,10 @@ class JaxConfig(Config):
             tv, ov = optimizer.stateless_apply(ov, grads, tv)
             return loss, tv, ntv, ov
 
+        t0 = time.perf_counter()
         self._train = jax.jit(step, donate_argnums=(0, 1, 2)).lower(
             self.tv, self.ntv, self.ov, self.xt, self.yt).compile()
+        self.phases["train"] = time.perf_counter() - t0
         mem = self._train.memory_analysis()
         if mem is not None:
             self.memory = (mem.argument_size_in_bytes + mem.output_size_in_bytes
@@ -360,7 +368,9 @@ def _run(args, log):
                     cfg = Config.__new__(Config)
                     cfg.head, cfg.n, cfg.jit, cfg.error = head, n, jit, _short(err)
                     cfg.times, cfg.params, cfg.gflops, cfg.memory = {}, None, None, None
+                phases = ", ".join(f"{k} {v:.1f}s" for k, v in getattr(cfg, "phases", {}).items())
                 log(f"[bench] built {head} N={n} jit={jit} in {time.perf_counter() - t0:.1f}s"
+                    + (f" ({phases})" if phases else "")
                     + (f" ERROR {cfg.error}" if cfg.error else ""))
                 configs.append(cfg)
     live = [c for c in configs if not c.error]
@@ -392,7 +402,9 @@ def _run(args, log):
         rows.append({"head": cfg.head, "N": cfg.n, "jit": cfg.jit, "params": cfg.params,
                      "gflops": cfg.gflops, "memory": cfg.memory, "error": cfg.error,
                      "infer": statistics.median(t["infer"]) if t.get("infer") else None,
-                     "train": statistics.median(t["train"]) if t.get("train") else None})
+                     "train": statistics.median(t["train"]) if t.get("train") else None,
+                     "infer_reps": list(t.get("infer") or []),
+                     "train_reps": list(t.get("train") or [])})
     return info, add_ratios(rows)
 
 
@@ -401,17 +413,31 @@ def _short(err):
     return text[:120]
 
 
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def paired_ratio(row, ref, key):
+    """Throughput ratio ``row / ref`` for ``key`` ("infer" or "train").
+
+    With per-repetition throughputs for both (``<key>_reps``, same length: the round-robin
+    repetitions), the median of the per-repetition ratios: both were timed seconds apart in
+    the same repetition, so drifts of the machine's speed over the run (turbo, other load)
+    cancel. Otherwise the ratio of the medians."""
+    a, b = row.get(f"{key}_reps") or [], ref.get(f"{key}_reps") or []
+    if a and len(a) == len(b) and all(b):
+        return statistics.median(x / y for x, y in zip(a, b))
+    return ratio(row.get(key), ref.get(key))
+
+
 def add_ratios(rows):
     """Adds ratios to GAP (same N, same jit), the FLOP bound and the efficiencies."""
     gap = {(r["N"], r["jit"]): r for r in rows if r["head"] == "gap"}
 
-    def ratio(a, b):
-        return a / b if a is not None and b not in (None, 0) else None
-
     for r in rows:
         g = gap.get((r["N"], r["jit"]), {})
-        r["infer_ratio"] = ratio(r["infer"], g.get("infer"))
-        r["train_ratio"] = ratio(r["train"], g.get("train"))
+        r["infer_ratio"] = paired_ratio(r, g, "infer")
+        r["train_ratio"] = paired_ratio(r, g, "train")
         r["memory_ratio"] = ratio(r["memory"], g.get("memory"))
         r["flop_bound"] = ratio(g.get("gflops"), r["gflops"])
         r["infer_eff"] = ratio(r["infer_ratio"], r["flop_bound"])

@@ -5,6 +5,8 @@ No TensorFlow / JAX import: pure formatting over the rows ``keras_mld.bench.run`
 import os
 import re
 
+from keras_mld.bench import paired_ratio
+
 RATIO_COLUMNS = ("head", "N", "jit", "infer ratio", "train ratio", "memory ratio", "FLOP bound",
                  "infer eff.", "train eff.")
 ABS_COLUMNS = ("head", "N", "jit", "params (M)", "GFLOPs/img", "infer img/s", "train img/s",
@@ -75,8 +77,9 @@ def render(args, info, rows):
         f"- memory: {MEMORY_METHOD[mem_key]}"
         + (f"; device peak_bytes_in_use of the whole process: {info['device_peak_MiB']} MiB"
            if "device_peak_MiB" in info else ""),
-        "- ratios are to GAP at the same N and jit in this run; FLOP bound = GAP FLOPs / head "
-        "FLOPs; efficiency = throughput ratio / FLOP bound",
+        "- ratios are to GAP at the same N and jit in this run, the median over repetitions of "
+        "the ratio within each repetition; FLOP bound = GAP FLOPs / head FLOPs; efficiency = "
+        "throughput ratio / FLOP bound",
         "",
         "Ratios to GAP:",
         "",
@@ -106,11 +109,16 @@ def _command(args):
             f"benchmarks/heads.py {shlex.join(getattr(args, 'argv', []))}").rstrip()
 
 
-def _get(rows, head, n, jit, key):
+def _row(rows, head, n, jit):
     for r in rows:
         if r["head"] == head and r["N"] == n and r["jit"] == jit:
-            return r.get(key)
+            return r
     return None
+
+
+def _get(rows, head, n, jit, key):
+    row = _row(rows, head, n, jit)
+    return None if row is None else row.get(key)
 
 
 def checks(rows):
@@ -120,6 +128,10 @@ def checks(rows):
     if not ns:
         return out
     lo, hi = ns[0], ns[-1]
+    # checks of quantities the run did not measure at all (--no-train, head not run) are left out
+    has_train = any(r.get("train") is not None or r.get("memory") is not None for r in rows)
+    has_q2l = any(r["head"] == "query2label" for r in rows)
+    has_mld = any(r["head"] == "mldecoder" for r in rows)
     pair = [n for n in (100, 5000) if n in ns] if 100 in ns and 5000 in ns else [lo, hi]
     for jit in sorted({r["jit"] for r in rows}, reverse=True):
         tag = f"[jit={jit}]"
@@ -127,37 +139,41 @@ def checks(rows):
         def verdict(ok):
             return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
-        for n in pair:
+        for n in pair if has_mld else ():
             eff = _get(rows, "mldecoder", n, jit, "infer_eff")
             out.append((verdict(None if eff is None else eff >= 0.97),
                         f"{tag} ML-Decoder inference ratio >= 0.97 x FLOP bound at N={n}: "
                         f"efficiency {_fmt(eff, '.3f')}"))
-        a = _get(rows, "mldecoder", pair[0], jit, "infer")
-        b = _get(rows, "mldecoder", pair[-1], jit, "infer")
-        rel = b / a if a and b else None
-        out.append((verdict(None if rel is None else rel >= 0.97),
-                    f"{tag} ML-Decoder inference at N={pair[-1]} >= 0.97 x at N={pair[0]}: "
-                    f"{_fmt(rel, '.3f')}"))
-        for n in ns:
+        a = _row(rows, "mldecoder", pair[0], jit)
+        b = _row(rows, "mldecoder", pair[-1], jit)
+        rel = paired_ratio(b, a, "infer") if a and b else None
+        if has_mld:
+            out.append((verdict(None if rel is None else rel >= 0.97),
+                        f"{tag} ML-Decoder inference at N={pair[-1]} >= 0.97 x at N={pair[0]}: "
+                        f"{_fmt(rel, '.3f')}"))
+        has_mld_train = has_mld and has_train
+        for n in ns if has_mld_train else ():
             t = _get(rows, "mldecoder", n, jit, "train_ratio")
             out.append((verdict(None if t is None else t >= 0.80),
                         f"{tag} ML-Decoder training ratio to GAP >= 0.80 at N={n}: {_fmt(t, '.3f')}"))
-        for n in ns:
+        for n in ns if has_mld_train else ():
             m = _get(rows, "mldecoder", n, jit, "memory_ratio")
             out.append((verdict(None if m is None else m <= 1.15),
                         f"{tag} ML-Decoder peak training memory <= 1.15 x GAP at N={n}: "
                         f"{_fmt(m, '.3f')}"))
+        if not has_q2l:
+            continue
         q_lo = _get(rows, "query2label", lo, jit, "infer_ratio")
         q_hi = _get(rows, "query2label", hi, jit, "infer_ratio")
         d_hi = _get(rows, "mldecoder", hi, jit, "infer_ratio")
         ok = None
-        if q_lo and d_hi and lo != hi:
-            ok = q_hi is not None and q_hi <= 0.5 * q_lo and q_hi < d_hi
+        if q_lo and lo != hi and (d_hi or not has_mld):
+            ok = q_hi is not None and q_hi <= 0.5 * q_lo and (d_hi is None or q_hi < d_hi)
             if q_hi is None and _get(rows, "query2label", hi, jit, "error"):
                 ok = True  # failed (e.g. out of memory) at the largest N
         out.append((verdict(ok),
                     f"{tag} Query2Label collapses with N (inference ratio at N={hi} <= 0.5 x "
-                    f"at N={lo} and below ML-Decoder's): {_fmt(q_lo, '.3f')} -> "
+                    f"at N={lo}, and below ML-Decoder's where run): {_fmt(q_lo, '.3f')} -> "
                     f"{_fmt(q_hi, '.3f')} (ML-Decoder {_fmt(d_hi, '.3f')})"))
     return out
 

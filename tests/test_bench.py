@@ -148,6 +148,40 @@ def test_ratios_and_checks():
     assert verdicts == ["PASS"] * len(verdicts) and len(verdicts) == 8
 
 
+def test_checks_leave_out_what_the_run_did_not_measure():
+    def row(head, n, infer, gflops):
+        return dict(head=head, N=n, jit=False, infer=infer, train=None, memory=None,
+                    gflops=gflops)
+
+    # --no-train, no Query2Label: only the three inference checks
+    rows = bench.add_ratios([row("gap", 100, 10.0, 4.0), row("mldecoder", 100, 9.0, 4.4),
+                             row("gap", 5000, 10.0, 4.0), row("mldecoder", 5000, 9.0, 4.4)])
+    texts = [text for _, text in bench_report.checks(rows)]
+    assert len(texts) == 3 and not any("training" in t or "Query2Label" in t for t in texts)
+    # Query2Label alone: its collapse is judged without ML-Decoder
+    rows = bench.add_ratios([row("gap", 100, 10.0, 4.0), row("query2label", 100, 9.0, 4.4),
+                             row("gap", 1000, 10.0, 4.0), row("query2label", 1000, 2.0, 9.0)])
+    assert bench_report.checks(rows) == [
+        ("PASS", "[jit=False] Query2Label collapses with N (inference ratio at N=1000 <= 0.5 x "
+                 "at N=100, and below ML-Decoder's where run): 0.900 -> 0.200 (ML-Decoder -)")]
+
+
+def test_ratios_pair_the_repetitions():
+    """Per-repetition ratios (timed seconds apart) are what the median is taken of, so a
+    slowdown of the machine during one repetition does not move the ratio."""
+    gap = dict(head="gap", N=10, jit=True, infer=60.0, infer_reps=[100.0, 50.0, 60.0],
+               train=None, memory=None, gflops=1.0)
+    dec = dict(head="mldecoder", N=10, jit=True, infer=45.0, infer_reps=[90.0, 45.0, 30.0],
+               train=None, memory=None, gflops=1.0)
+    rows = bench.add_ratios([gap, dec])
+    assert rows[1]["infer_ratio"] == pytest.approx(0.9)  # ratio of medians would be 0.75
+    assert rows[1]["train_ratio"] is None
+    # no per-repetition data (or mismatched lengths): the ratio of the medians
+    assert bench.paired_ratio(dict(infer=3.0), dict(infer=4.0), "infer") == pytest.approx(0.75)
+    assert bench.paired_ratio(dict(infer=3.0, infer_reps=[3.0]),
+                              dict(infer=4.0, infer_reps=[4.0, 4.0]), "infer") == pytest.approx(0.75)
+
+
 def test_einsum_flops():
     assert bench._einsum_flops("bkd,kdg->bkg", [[2, 3, 4], [3, 4, 5]]) == 2 * 2 * 3 * 4 * 5
     assert bench._einsum_flops("bij->bji", [[2, 3, 4]]) == 0
