@@ -37,7 +37,12 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--jit", choices=("both", "on", "off"), default="both")
-    return p.parse_args(argv)
+    p.add_argument("--output", default=None, help="also write the table as a section of this "
+                                                   "markdown file (e.g. BENCHMARKS.md)")
+    p.add_argument("--section", default=None, help="section name (default profile-<backbone>-<size>)")
+    args = p.parse_args(argv)
+    args.argv = list(argv or [])
+    return args
 
 
 def parts(args):
@@ -79,8 +84,8 @@ def parts(args):
     }
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def measure(args):
+    """Rows ``{part, jit, gflops, seconds (per image, median)}``, timed round-robin."""
     import tensorflow as tf
 
     from keras_mld.bench import tf_flops
@@ -92,7 +97,7 @@ def main(argv=None):
         x = tf.constant(rng.uniform(0, 1, (args.batch,) + shape).astype("float32"))
         gflops = tf_flops(model, shape) / 1e9
         for jit in jits:
-            fn = tf.function(lambda v, m=model: m(v, training=False), jit_compile=jit)
+            fn = tf.function(model, jit_compile=jit, reduce_retracing=True)
             fn(x)  # trace + compile
             runs.append({"part": name, "jit": jit, "fn": fn, "x": x, "gflops": gflops,
                          "times": []})
@@ -103,24 +108,44 @@ def main(argv=None):
                 out = r["fn"](r["x"])
             np.asarray(out)  # wait for the result
             r["times"].append((time.perf_counter() - t0) / (args.iters * args.batch))
-    print(f"### Where the time goes: {args.backbone} {args.size}px, ML-Decoder N={args.classes} "
-          f"K={args.num_groups}, TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores\n")
-    print(f"batch {args.batch}; median of {args.reps} round-robin repetitions of {args.iters} "
-          "calls\n")
-    print("| part | jit | GFLOPs/img | ms/img | share of backbone+ML-Decoder time | "
-          "share of FLOPs | GFLOP/s | rate / backbone rate |")
-    print("|---|---|---|---|---|---|---|---|")
-    for jit in jits:
-        rs = [r for r in runs if r["jit"] == jit]
-        med = {r["part"]: statistics.median(r["times"]) for r in rs}
-        fl = {r["part"]: r["gflops"] for r in rs}
-        total_t = med["backbone"] + med["ML-Decoder head"]
-        total_f = fl["backbone"] + fl["ML-Decoder head"]
-        base_rate = fl["backbone"] / med["backbone"]
+    return [{"part": r["part"], "jit": r["jit"], "gflops": r["gflops"],
+             "seconds": statistics.median(r["times"])} for r in runs]
+
+
+def render(args, rows):
+    import tensorflow as tf
+
+    lines = [f"### Where the time goes: {args.backbone} {args.size}px, ML-Decoder "
+             f"N={args.classes} K={args.num_groups}, TensorFlow {tf.__version__}, "
+             f"{os.cpu_count()} CPU cores", "",
+             f"- command: `python benchmarks/profile_head.py {' '.join(args.argv)}`".rstrip(),
+             f"- batch {args.batch}; median of {args.reps} round-robin repetitions of "
+             f"{args.iters} calls; each part a tf.function of its own Keras model", "",
+             "| part | jit | GFLOPs/img | ms/img | share of backbone+ML-Decoder time | "
+             "share of FLOPs | GFLOP/s | rate / backbone rate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for jit in sorted({r["jit"] for r in rows}):
+        rs = [r for r in rows if r["jit"] == jit]
+        get = {r["part"]: r for r in rs}
+        total_t = get["backbone"]["seconds"] + get["ML-Decoder head"]["seconds"]
+        total_f = get["backbone"]["gflops"] + get["ML-Decoder head"]["gflops"]
+        base_rate = get["backbone"]["gflops"] / get["backbone"]["seconds"]
         for r in rs:
-            t, f = med[r["part"]], r["gflops"]
-            print(f"| {r['part']} | {jit} | {f:.3f} | {1e3 * t:.2f} | {t / total_t:.3f} | "
-                  f"{f / total_f:.3f} | {f / t:.1f} | {(f / t) / base_rate:.2f} |")
+            t, f = r["seconds"], r["gflops"]
+            lines.append(f"| {r['part']} | {jit} | {f:.3f} | {1e3 * t:.2f} | {t / total_t:.3f} | "
+                         f"{f / total_f:.3f} | {f / t:.1f} | {(f / t) / base_rate:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    text = render(args, measure(args))
+    print(text)
+    if args.output:
+        from keras_mld import bench_report
+
+        name = args.section or f"profile-{args.backbone}-{args.size}"
+        bench_report.write_section(args.output, name, text)
     return 0
 
 

@@ -68,7 +68,8 @@ def render(args, info, rows):
         f"- machine: CPU {info['cpu']} ({info['cpus']} cores), accelerator {info['accelerator']}",
         f"- backend {backend}; {versions}; dtype policy {info['dtype_policy']}",
         f"- command: `{_command(args)}`; wall time {info.get('wall_s', '?')} s",
-        f"- batch: inference {args.batch}, training {args.train_batch}; median of {args.reps} "
+        f"- batch: inference {args.batch}, training "
+        f"{'not run (--no-train)' if args.no_train else args.train_batch}; median of {args.reps} "
         f"round-robin repetitions of {args.iters} steps after {args.warmup} warm-up steps",
         f"- head kwargs: {kwargs or 'defaults'}",
         f"- timing: {TIMING_METHOD[backend]}; training = random images, multi-hot labels, "

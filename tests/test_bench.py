@@ -230,3 +230,42 @@ def test_every_head_trains_under_mixed_float16(head, mixed_float16):
     logits = model(x, training=False)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(logits)))
+
+
+def _profile_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "profile_head", os.path.join(ROOT, "benchmarks", "profile_head.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.tf_only
+def test_profile_head_stages_partition_the_head_and_the_table_is_well_formed():
+    """benchmarks/profile_head.py: the ML-Decoder stages it times add up, in counted FLOPs, to
+    the whole head (so "where the time goes" covers the whole head), the backbone part is the
+    backbone, and the report is one row per part and jit mode."""
+    profile = _profile_module()
+    args = profile.parse_args(["--backbone", "small_convnet", "--size", "32", "--classes", "30",
+                               "--num-groups", "6", "--batch", "2", "--reps", "1", "--iters", "1"])
+    parts = profile.parts(args)
+    flops = {name: bench.tf_flops(model, shape) for name, (model, shape) in parts.items()}
+    stages = sum(f for name, f in flops.items() if name.startswith("  "))
+    assert stages == pytest.approx(flops["ML-Decoder head"], rel=1e-6)
+    full = keras_mld.build("small_convnet", head="mldecoder", num_classes=30, num_groups=6,
+                           input_shape=(32, 32, 3))
+    # the whole model also normalises its input (a few FLOPs per pixel): within 0.5 %
+    assert flops["backbone"] + flops["ML-Decoder head"] == pytest.approx(
+        bench.tf_flops(full, (32, 32, 3)), rel=5e-3)
+    rows = [dict(part=name, jit=jit, gflops=f / 1e9, seconds=1e-3 * (i + 1))
+            for i, (name, f) in enumerate(flops.items()) for jit in (False, True)]
+    text = profile.render(args, rows)
+    header, body = _tables(text)[0]
+    assert header[:2] == ["part", "jit"] and len(body) == 2 * len(parts)
+    assert body[0][0] == "backbone" and body[0][-1] == "1.00"
+    # measure() times every part in both jit modes
+    measured = profile.measure(args)
+    assert {(r["part"], r["jit"]) for r in measured} == {(p, j) for p in parts for j in (False, True)}
+    assert all(r["seconds"] > 0 for r in measured)
