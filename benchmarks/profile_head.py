@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--jit", choices=("both", "on", "off"), default="both")
+    p.add_argument("--train", action="store_true",
+                   help="time forward + backward (gradients for the part's weights and its "
+                        "input, as inside a training step) instead of the forward pass")
     p.add_argument("--output", default=None, help="also write the table as a section of this "
                                                    "markdown file (e.g. BENCHMARKS.md)")
     p.add_argument("--section", default=None, help="section name (default profile-<backbone>-<size>)")
@@ -84,6 +87,20 @@ def parts(args):
     }
 
 
+def _train_step(model):
+    import tensorflow as tf
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = model(x, training=True)
+            loss = tf.reduce_sum(out * out)
+        grads = tape.gradient(loss, [x] + model.trainable_variables)
+        return tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
+
+    return step
+
+
 def measure(args):
     """Rows ``{part, jit, gflops, seconds (per image, median)}``, timed round-robin."""
     import tensorflow as tf
@@ -97,7 +114,8 @@ def measure(args):
         x = tf.constant(rng.uniform(0, 1, (args.batch,) + shape).astype("float32"))
         gflops = tf_flops(model, shape) / 1e9
         for jit in jits:
-            fn = tf.function(model, jit_compile=jit, reduce_retracing=True)
+            fn = tf.function(_train_step(model) if args.train else model, jit_compile=jit,
+                             reduce_retracing=True)
             fn(x)  # trace + compile
             runs.append({"part": name, "jit": jit, "fn": fn, "x": x, "gflops": gflops,
                          "times": []})
@@ -106,7 +124,7 @@ def measure(args):
             t0 = time.perf_counter()
             for _ in range(args.iters):
                 out = r["fn"](r["x"])
-            np.asarray(out)  # wait for the result
+            np.asarray(out)  # wait for the result (CPU; on a GPU, .numpy() syncs too)
             r["times"].append((time.perf_counter() - t0) / (args.iters * args.batch))
     return [{"part": r["part"], "jit": r["jit"], "gflops": r["gflops"],
              "seconds": statistics.median(r["times"])} for r in runs]
@@ -115,12 +133,16 @@ def measure(args):
 def render(args, rows):
     import tensorflow as tf
 
-    lines = [f"### Where the time goes: {args.backbone} {args.size}px, ML-Decoder "
+    mult = 3 if args.train else 1  # training FLOPs ~ 3 x forward (forward + 2 x backward)
+    lines = [f"### Where the time goes ({'training step' if args.train else 'inference'}): "
+             f"{args.backbone} {args.size}px, ML-Decoder "
              f"N={args.classes} K={args.num_groups}, TensorFlow {tf.__version__}, "
              f"{os.cpu_count()} CPU cores", "",
              f"- command: `python benchmarks/profile_head.py {' '.join(args.argv)}`".rstrip(),
              f"- batch {args.batch}; median of {args.reps} round-robin repetitions of "
-             f"{args.iters} calls; each part a tf.function of its own Keras model", "",
+             f"{args.iters} calls; each part a tf.function of its own Keras model"
+             + ("; training: forward + gradients for the part's weights and input, "
+                "GFLOP/s counted as 3 x forward GFLOPs" if args.train else ""), "",
              "| part | jit | GFLOPs/img | ms/img | share of backbone+ML-Decoder time | "
              "share of FLOPs | GFLOP/s | rate / backbone rate |",
              "|---|---|---|---|---|---|---|---|"]
@@ -133,7 +155,7 @@ def render(args, rows):
         for r in rs:
             t, f = r["seconds"], r["gflops"]
             lines.append(f"| {r['part']} | {jit} | {f:.3f} | {1e3 * t:.2f} | {t / total_t:.3f} | "
-                         f"{f / total_f:.3f} | {f / t:.1f} | {(f / t) / base_rate:.2f} |")
+                         f"{f / total_f:.3f} | {mult * f / t:.1f} | {(f / t) / base_rate:.2f} |")
     return "\n".join(lines) + "\n"
 
 

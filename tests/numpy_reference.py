@@ -27,3 +27,14 @@ def np_mha(q, k, v, mha):
     o = np.einsum("bhts,bshk->bthk", a, vh)
     return np.einsum("bthk,hkd->btd", o, to_np(mha.output_dense.kernel)) + to_np(
         mha.output_dense.bias)
+
+
+def finite_diff(f, x, h=1e-6):
+    """Central differences of the scalar ``f`` at ``x`` (float64), one coordinate at a time."""
+    x = np.asarray(x, np.float64)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i] = h
+        g[i] = (f(x + d) - f(x - d)) / (2 * h)
+    return g

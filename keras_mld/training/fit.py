@@ -7,8 +7,10 @@
   (``use_ema=True``), learning-rate schedule (``onecycle`` | ``cosine`` | ``constant``);
   ``lr: "auto"`` runs :func:`.lr_range_test` first (the result is stored in
   ``run_dir/recipe.json`` and reused when the run resumes);
-- SAM (:class:`.SAMModel`) when ``sam_rho`` is set; compiled with ``jit_compile`` (turned
-  off with a warning under a multi-replica ``tf.distribute`` strategy: Keras compiles the
+- SAM (:class:`.SAMModel`) when ``sam_rho`` is set; compiled with ``jit_compile``
+  (``"auto"``, the default: XLA when TensorFlow sees a GPU, not on a CPU, where XLA ran
+  EfficientNetV2 three times and dropout's random draws ~75 times slower than TensorFlow's
+  own kernels: BENCHMARKS.md, ``benchmarks/dropout_xla.py``; turned off with a warning under a multi-replica ``tf.distribute`` strategy: Keras compiles the
   whole ``strategy.run`` step, which XLA cannot place across devices);
 - callbacks, in this order: :class:`.EMAEvaluation` (``val_ema_*``), the papers' early
   stopping, atomic best-model checkpoint ``run_dir/best.keras``, ``CSVLogger``
@@ -39,7 +41,7 @@ from keras_mld.training.sam import SAMModel
 from keras_mld.training.schedules import OneCycle
 from keras_mld.training.weight_decay import configure_weight_decay
 
-__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer"]
+__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "resolve_jit_compile"]
 
 #: ML-Decoder MS-COCO recipe (SPEC 7), plus OneCycle and early stopping.
 DEFAULT_RECIPE = {
@@ -50,10 +52,21 @@ DEFAULT_RECIPE = {
     "metrics": ["mAP"], "map_capacity": 50_000,
     "monitor": "val_mAP",
     "early_stopping": {"patience": 5, "smoothing": 0.8, "rule": "paper"},
-    "jit_compile": True, "exclude_1d_from_decay": True,
+    "jit_compile": "auto", "exclude_1d_from_decay": True,
     "lr_range": {"min_lr": 1e-7, "max_lr": 1.0, "num_steps": 100},
     "tensorboard": "auto",
 }
+
+def resolve_jit_compile(value):
+    """``jit_compile`` of a recipe: True, False, or ``"auto"`` = True where TensorFlow sees a
+    GPU and False on a CPU (XLA:CPU runs depthwise convolutions and the random draws of
+    dropout far slower than TensorFlow's kernels; measured in BENCHMARKS.md)."""
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    raise ValueError(f"fit: jit_compile must be True, False or 'auto', got {value!r}")
+
 
 _LOSSES = {"asl": "AsymmetricLoss", "asl_single": "AsymmetricLossSingleLabel", "aam": "AAMLoss"}
 
@@ -182,7 +195,8 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     ``final_div_factor``, ``loss``, ``metrics`` (``"mAP"`` = exact streaming mAP),
     ``map_capacity``, ``monitor`` (for early stopping and ``best.keras``; ``val_ema_mAP``
     selects the EMA weights), ``early_stopping`` (dict of :class:`EMAEarlyStopping`
-    arguments, or None), ``jit_compile``, ``exclude_1d_from_decay``, ``lr_range``,
+    arguments, or None), ``jit_compile`` (True, False or ``"auto"``: see
+    :func:`resolve_jit_compile`), ``exclude_1d_from_decay``, ``lr_range``,
     ``tensorboard``, and optionally ``momentum``/``nesterov`` (SGD), ``clipnorm``.
     """
     if not isinstance(model, keras.Model) or not model.built:
@@ -194,7 +208,7 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
         raise ValueError(f"fit: monitor {r['monitor']!r} needs ema_momentum")
     steps = _steps_per_epoch(train_data, steps_per_epoch)
     strategy = model.distribute_strategy
-    jit = bool(r["jit_compile"])
+    jit = resolve_jit_compile(r["jit_compile"])
     if jit and strategy.num_replicas_in_sync > 1:
         warnings.warn("fit: jit_compile disabled under a multi-replica tf.distribute strategy")
         jit = False

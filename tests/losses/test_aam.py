@@ -5,6 +5,7 @@ import pytest
 
 from keras_mld.losses import AAM_PRESETS, AAMLoss
 from tests.helpers import grad_wrt_inputs, to_np
+from tests.numpy_reference import finite_diff
 
 
 def np_sigmoid(x):
@@ -26,16 +27,6 @@ def ref_aam_elements(c, y, s=23.0, m=0.0, k=0.7, gamma_neg=1.0, gamma_pos=0.0, e
 
 def ref_aam(c, y, **kw):
     return ref_aam_elements(c, y, **kw).sum(-1).mean()
-
-
-def finite_diff(f, x, h=1e-6):
-    x = np.asarray(x, np.float64)
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = h
-        g[i] = (f(x + d) - f(x - d)) / (2 * h)
-    return g
 
 
 # One shape everywhere: on JAX every new shape recompiles each eager op (seconds).

@@ -5,6 +5,7 @@ import pytest
 
 from keras_mld.losses import AsymmetricLoss, AsymmetricLossSingleLabel
 from tests.helpers import grad_wrt_inputs, to_np
+from tests.numpy_reference import finite_diff
 
 
 # ----------------------------------------------------------------- numpy references (SPEC 5)
@@ -41,16 +42,6 @@ def ref_asl_sl(x, onehot, valid, gamma_pos, gamma_neg, ls):
     w = np.where(onehot == 1, (1 - p) ** gamma_pos, p ** gamma_neg)
     t = onehot * (1 - ls) + ls / n
     return -(t * w * logp * valid).sum(-1)
-
-
-def finite_diff(f, x, h=1e-6):
-    x = np.asarray(x, np.float64)
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = h
-        g[i] = (f(x + d) - f(x - d)) / (2 * h)
-    return g
 
 
 # One shape everywhere: on JAX every new shape recompiles each eager op (seconds).

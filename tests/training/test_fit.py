@@ -69,6 +69,16 @@ def test_recipe_errors(tmp_path):
             run_dir=str(tmp_path))
 
 
+def test_jit_compile_auto_means_xla_only_where_a_gpu_is():
+    from keras_mld.training.fit import DEFAULT_RECIPE, resolve_jit_compile
+
+    assert DEFAULT_RECIPE["jit_compile"] == "auto"
+    assert resolve_jit_compile("auto") is bool(tf.config.list_physical_devices("GPU"))
+    assert resolve_jit_compile(True) is True and resolve_jit_compile(False) is False
+    with pytest.raises(ValueError, match="jit_compile must be True, False or 'auto', got 'yes'"):
+        resolve_jit_compile("yes")
+
+
 def test_make_loss():
     assert isinstance(make_loss({"name": "asl", "gamma_neg": 2.0}), losses.AsymmetricLoss)
     assert isinstance(make_loss("aam"), losses.AAMLoss)
