@@ -12,7 +12,9 @@ with their residual adds, and GroupDense. FLOPs are counted on each part's graph
 (``keras_mld.bench.tf_flops``); the table gives each part's FLOP rate (GFLOP/s) and its
 rate relative to the backbone's: a part whose relative rate is >= 1 runs at least as
 efficiently as the backbone, which is what the FLOP bound of ``benchmarks/heads.py``
-assumes. Parts are timed round-robin, ``--reps`` times, medians. Hand-written (not the TF
+assumes. ``--train`` times forward + gradients (for the part's weights and its input)
+instead, i.e. the part's share of a training step. Parts are timed round-robin, ``--reps``
+times, medians. Hand-written (not the TF
 profiler) because the profiler's per-op trace on CPU does not group ops by model stage.
 """
 import argparse

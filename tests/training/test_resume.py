@@ -11,11 +11,14 @@ import pytest
 
 pytestmark = pytest.mark.tf_only
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(os.path.dirname(__file__), "resume_script.py")
 
 
 def _start(run_dir, **env):
     full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **env)
+    # the repository first on the path: works from a checkout that is not pip-installed
+    full["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
     return subprocess.Popen([sys.executable, SCRIPT, str(run_dir)], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
