@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 
 def main():
@@ -23,6 +24,7 @@ def main():
     import tensorflow as tf
 
     from keras_mld.layers import MLDecoder
+    from profile_head import train_step  # the same training step as profile_head.py --train
 
     calls = {}
     mask_shape = (8, 100, 2048)
@@ -30,16 +32,6 @@ def main():
     seed = tf.constant([1, 2], tf.int64)
     drop = keras.layers.Dropout(0.1)
     feats = tf.constant(np.random.default_rng(0).uniform(size=(8, 7, 7, 2048)).astype("float32"))
-
-    def head_step(model):
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                out = model(x, training=True)
-                loss = tf.reduce_sum(out * out)
-            grads = tape.gradient(loss, [x] + model.trainable_variables)
-            return tf.add_n([tf.reduce_sum(g) for g in grads])
-        return step
 
     heads = {}
     for rate in (0.1, 0.0):
@@ -54,7 +46,7 @@ def main():
             calls[f"tf.random.stateless_uniform {list(mask_shape)}, alg={alg}", jit] = (fn, seed)
         for rate, model in heads.items():
             calls[f"ML-Decoder training step, dropout={rate}", jit] = (
-                tf.function(head_step(model), jit_compile=jit), feats)
+                tf.function(train_step(model), jit_compile=jit), feats)
     times = {}
     for key, (fn, arg) in calls.items():
         np.asarray(fn(arg))  # trace + compile

@@ -89,7 +89,8 @@ def parts(args):
     }
 
 
-def _train_step(model):
+def train_step(model):
+    """``x -> scalar``: forward (training=True) + gradients for the weights and ``x``."""
     import tensorflow as tf
 
     def step(x):
@@ -116,7 +117,7 @@ def measure(args):
         x = tf.constant(rng.uniform(0, 1, (args.batch,) + shape).astype("float32"))
         gflops = tf_flops(model, shape) / 1e9
         for jit in jits:
-            fn = tf.function(_train_step(model) if args.train else model, jit_compile=jit,
+            fn = tf.function(train_step(model) if args.train else model, jit_compile=jit,
                              reduce_retracing=True)
             fn(x)  # trace + compile
             runs.append({"part": name, "jit": jit, "fn": fn, "x": x, "gflops": gflops,

@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from keras_mld.bench_report import add_ratios, paired_ratio  # noqa: F401 (paired_ratio re-exported)
+
 DEFAULT_CLASSES = (100, 1000, 5000, 9600)
 DEFAULT_HEADS = ("gap", "mldecoder", "query2label")
 QUICK = dict(backbone="small_convnet", size=64, classes=(100, 1000), batch=8, train_batch=8,
@@ -411,38 +413,6 @@ def _run(args, log):
 def _short(err):
     text = f"{type(err).__name__}: {err}".replace("\n", " ").replace("|", "/")
     return text[:120]
-
-
-def ratio(a, b):
-    return a / b if a is not None and b not in (None, 0) else None
-
-
-def paired_ratio(row, ref, key):
-    """Throughput ratio ``row / ref`` for ``key`` ("infer" or "train").
-
-    With per-repetition throughputs for both (``<key>_reps``, same length: the round-robin
-    repetitions), the median of the per-repetition ratios: both were timed seconds apart in
-    the same repetition, so drifts of the machine's speed over the run (turbo, other load)
-    cancel. Otherwise the ratio of the medians."""
-    a, b = row.get(f"{key}_reps") or [], ref.get(f"{key}_reps") or []
-    if a and len(a) == len(b) and all(b):
-        return statistics.median(x / y for x, y in zip(a, b))
-    return ratio(row.get(key), ref.get(key))
-
-
-def add_ratios(rows):
-    """Adds ratios to GAP (same N, same jit), the FLOP bound and the efficiencies."""
-    gap = {(r["N"], r["jit"]): r for r in rows if r["head"] == "gap"}
-
-    for r in rows:
-        g = gap.get((r["N"], r["jit"]), {})
-        r["infer_ratio"] = paired_ratio(r, g, "infer")
-        r["train_ratio"] = paired_ratio(r, g, "train")
-        r["memory_ratio"] = ratio(r["memory"], g.get("memory"))
-        r["flop_bound"] = ratio(g.get("gflops"), r["gflops"])
-        r["infer_eff"] = ratio(r["infer_ratio"], r["flop_bound"])
-        r["train_eff"] = ratio(r["train_ratio"], r["flop_bound"])
-    return rows
 
 
 def main(argv=None):

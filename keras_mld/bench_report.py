@@ -1,11 +1,11 @@
 """Markdown report of :mod:`keras_mld.bench`: tables, the target checks, BENCHMARKS.md sections.
 
-No TensorFlow / JAX import: pure formatting over the rows ``keras_mld.bench.run`` returns.
+No TensorFlow / JAX import: ratios, checks and formatting over the rows
+``keras_mld.bench.run`` returns.
 """
 import os
 import re
-
-from keras_mld.bench import paired_ratio
+import statistics
 
 RATIO_COLUMNS = ("head", "N", "jit", "infer ratio", "train ratio", "memory ratio", "FLOP bound",
                  "infer eff.", "train eff.")
@@ -31,6 +31,38 @@ TIMING_METHOD = {
     "tensorflow": "model.predict_on_batch / model.train_on_batch after "
                   "model.compile(jit_compile=jit)",
 }
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def paired_ratio(row, ref, key):
+    """Throughput ratio ``row / ref`` for ``key`` ("infer" or "train").
+
+    With per-repetition throughputs for both (``<key>_reps``, same length: the round-robin
+    repetitions), the median of the per-repetition ratios: both were timed seconds apart in
+    the same repetition, so drifts of the machine's speed over the run (turbo, other load)
+    cancel. Otherwise the ratio of the medians."""
+    a, b = row.get(f"{key}_reps") or [], ref.get(f"{key}_reps") or []
+    if a and len(a) == len(b) and all(b):
+        return statistics.median(x / y for x, y in zip(a, b))
+    return ratio(row.get(key), ref.get(key))
+
+
+def add_ratios(rows):
+    """Adds ratios to GAP (same N, same jit), the FLOP bound and the efficiencies."""
+    gap = {(r["N"], r["jit"]): r for r in rows if r["head"] == "gap"}
+
+    for r in rows:
+        g = gap.get((r["N"], r["jit"]), {})
+        r["infer_ratio"] = paired_ratio(r, g, "infer")
+        r["train_ratio"] = paired_ratio(r, g, "train")
+        r["memory_ratio"] = ratio(r["memory"], g.get("memory"))
+        r["flop_bound"] = ratio(g.get("gflops"), r["gflops"])
+        r["infer_eff"] = ratio(r["infer_ratio"], r["flop_bound"])
+        r["train_eff"] = ratio(r["train_ratio"], r["flop_bound"])
+    return rows
 
 
 def repo_root():
