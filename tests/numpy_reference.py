@@ -38,3 +38,21 @@ def finite_diff(f, x, h=1e-6):
         d[i] = h
         g[i] = (f(x + d) - f(x - d)) / (2 * h)
     return g
+
+
+def decoder_layer_weights(dl):
+    """The weights of one ``MLDecoderLayer`` as float64 arrays, keyed as the numpy decoders of
+    the ML-Decoder / ZSL tests expect (g/b: LayerNorms, w/b q k v o: attention, w/c 1 2: FFN)."""
+    f = lambda v: to_np(v).astype(np.float64)  # noqa: E731
+    a = dl.attention
+    return {
+        "g1": f(dl.norm1.gamma), "b1": f(dl.norm1.beta),
+        "g2": f(dl.norm2.gamma), "b2": f(dl.norm2.beta),
+        "g3": f(dl.norm3.gamma), "b3": f(dl.norm3.beta),
+        "wq": f(a._query_dense.kernel), "bq": f(a._query_dense.bias),
+        "wk": f(a._key_dense.kernel), "bk": f(a._key_dense.bias),
+        "wv": f(a._value_dense.kernel), "bv": f(a._value_dense.bias),
+        "wo": f(a._output_dense.kernel), "bo": f(a._output_dense.bias),
+        "w1": f(dl.linear1.kernel), "c1": f(dl.linear1.bias),
+        "w2": f(dl.linear2.kernel), "c2": f(dl.linear2.bias),
+    }

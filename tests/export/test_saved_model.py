@@ -29,6 +29,18 @@ LABELS = ["person", "bicycle", "traffic light", "čaj", "dog"]
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_only_runner.py")
 
 
+def run_tf_only_job(root, job):
+    """Writes ``job`` to ``root/job.json``, runs ``tf_only_runner.py`` on it in a fresh process
+    (which imports only TensorFlow) and returns its report."""
+    with open(root / "job.json", "w", encoding="utf-8") as f:
+        json.dump(job, f)
+    proc = subprocess.run([sys.executable, RUNNER, str(root / "job.json")],
+                          capture_output=True, text=True, cwd=str(root), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(job["report"], encoding="utf-8") as f:
+        return json.load(f)
+
+
 @dataclasses.dataclass
 class ModelCase:
     id: str
@@ -187,12 +199,7 @@ def exports(tmp_path_factory):
             "outputs": str(root / f"{case.id}-out.npz"),
             "string_inputs": {"predict_images/image_bytes":
                               [base64.b64encode(b).decode() for b in blobs]}})
-    with open(root / "job.json", "w", encoding="utf-8") as f:
-        json.dump(job, f)
-    proc = subprocess.run([sys.executable, RUNNER, str(root / "job.json")],
-                          capture_output=True, text=True, cwd=str(root), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.load(open(job["report"]))
+    report = run_tf_only_job(root, job)
     for case in job["cases"]:
         res = results[case["id"]]
         res["report"] = report["cases"].get(case["id"])

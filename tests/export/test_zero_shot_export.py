@@ -6,10 +6,7 @@ export, loaded in a fresh interpreter where only TensorFlow can be imported
 vectors or as names looked up in the embedded vocabulary) like the Keras model, to 1e-5.
 """
 import base64
-import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -20,7 +17,7 @@ import keras_mld
 from keras_mld.data.image import decode_and_resize
 from keras_mld.export import export_zero_shot_saved_model, zero_shot as zs
 from keras_mld.export.warmup import read_warmup_requests, warmup_inputs
-from tests.export.test_saved_model import RUNNER, test_images
+from tests.export.test_saved_model import run_tf_only_job, test_images
 from tests.tiny import tiny_backbone
 
 pytestmark = pytest.mark.tf_only
@@ -97,12 +94,7 @@ def exports(tmp_path_factory):
                               for k, v in strings.items()}})
         results[case_id] = dict(model=model, path=path, images=images, vectors=new_vectors,
                                 blobs=blobs, names=names)
-    with open(root / "job.json", "w", encoding="utf-8") as f:
-        json.dump(job, f)
-    proc = subprocess.run([sys.executable, RUNNER, str(root / "job.json")],
-                          capture_output=True, text=True, cwd=str(root), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.load(open(job["report"]))
+    report = run_tf_only_job(root, job)
     for case in job["cases"]:
         results[case["id"]]["out"] = dict(np.load(case["outputs"], allow_pickle=False))
     return results, report

@@ -7,6 +7,7 @@ import pytest
 
 from keras_mld.layers import MLDecoder
 from tests.helpers import grad_wrt_variables, to_np
+from tests.numpy_reference import decoder_layer_weights
 
 EPS = 1e-5  # LayerNorm epsilon (PyTorch default, used by the official code)
 
@@ -64,22 +65,10 @@ def weights_of(layer):
     f = lambda v: to_np(v).astype(np.float64)  # noqa: E731
     w = {"embed_w": f(layer.embed.kernel), "embed_b": f(layer.embed.bias),
          "queries": f(layer.queries.queries),
-         "gd_w": f(layer.group_dense.kernel), "layers": []}
+         "gd_w": f(layer.group_dense.kernel)}
     if layer.group_dense.bias is not None:
         w["gd_b"] = f(layer.group_dense.bias)
-    for dl in layer.decoder_layers:
-        a = dl.attention
-        w["layers"].append({
-            "g1": f(dl.norm1.gamma), "b1": f(dl.norm1.beta),
-            "g2": f(dl.norm2.gamma), "b2": f(dl.norm2.beta),
-            "g3": f(dl.norm3.gamma), "b3": f(dl.norm3.beta),
-            "wq": f(a._query_dense.kernel), "bq": f(a._query_dense.bias),
-            "wk": f(a._key_dense.kernel), "bk": f(a._key_dense.bias),
-            "wv": f(a._value_dense.kernel), "bv": f(a._value_dense.bias),
-            "wo": f(a._output_dense.kernel), "bo": f(a._output_dense.bias),
-            "w1": f(dl.linear1.kernel), "c1": f(dl.linear1.bias),
-            "w2": f(dl.linear2.kernel), "c2": f(dl.linear2.bias),
-        })
+    w["layers"] = [decoder_layer_weights(dl) for dl in layer.decoder_layers]
     return w
 
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 import keras_mld
 from keras_mld.layers import MLDecoder, ZSLMLDecoder, zsl_group_size
 from tests.helpers import grad_wrt_variables, to_np
+from tests.numpy_reference import decoder_layer_weights
 from tests.tiny import tiny_backbone
 
 EPS = 1e-5
@@ -75,24 +76,13 @@ def reference(x, vectors, w, group_size):
 def weights_of(layer):
     f = lambda v: to_np(v).astype(np.float64)  # noqa: E731
     w = {"embed_w": f(layer.embed.kernel), "embed_b": f(layer.embed.bias),
-         "a": f(layer.word_queries.projection.kernel), "layers": []}
+         "a": f(layer.word_queries.projection.kernel)}
     if layer.group_size == 1:
         w.update(a_b=f(layer.word_queries.projection.bias), w=f(layer.group_dense.kernel),
                  b=f(layer.group_dense.bias))
     else:
         w.update(bmat=f(layer.label_projection.kernel).T, b=f(layer.bias))
-    for dl in layer.decoder_layers:
-        a = dl.attention
-        w["layers"].append({
-            "g1": f(dl.norm1.gamma), "b1": f(dl.norm1.beta),
-            "g2": f(dl.norm2.gamma), "b2": f(dl.norm2.beta),
-            "g3": f(dl.norm3.gamma), "b3": f(dl.norm3.beta),
-            "wq": f(a._query_dense.kernel), "bq": f(a._query_dense.bias),
-            "wk": f(a._key_dense.kernel), "bk": f(a._key_dense.bias),
-            "wv": f(a._value_dense.kernel), "bv": f(a._value_dense.bias),
-            "wo": f(a._output_dense.kernel), "bo": f(a._output_dense.bias),
-            "w1": f(dl.linear1.kernel), "c1": f(dl.linear1.bias),
-            "w2": f(dl.linear2.kernel), "c2": f(dl.linear2.bias)})
+    w["layers"] = [decoder_layer_weights(dl) for dl in layer.decoder_layers]
     return w
 
 
