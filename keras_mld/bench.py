@@ -43,7 +43,7 @@ QUICK = dict(backbone="small_convnet", size=64, classes=(100, 1000), batch=8, tr
              reps=3, iters=2, warmup=1, jit="off")
 QUICK_HEAD_KWARGS = {  # narrower heads than the defaults: a CPU smoke run in < 2 minutes
     "mldecoder": {"embed_dim": 256, "ff_dim": 512},
-    "query2label": {"hidden_dim": 128, "ff_dim": 256},
+    "query2label": {"hidden_dim": 128, "num_heads": 8, "ff_dim": 256},
 }
 # Query2Label as the ML-Decoder paper times it ("transformer-decoder", Ridnik et al.,
 # arXiv:2111.12933, section 2.2 and Table 9): self-attention over the N class queries in
