@@ -90,7 +90,8 @@ def randomize(model, gen, skip=("backbone.",)):
             elif "query_embed" in name:
                 val = torch.randn(p.shape, generator=gen)
             else:
-                val = torch.randn(p.shape, generator=gen) / np.sqrt(p.shape[-1])
+                fan_in = p[0].numel() if p.dim() == 4 else p.shape[-1]  # conv / linear
+                val = torch.randn(p.shape, generator=gen) / np.sqrt(fan_in)
             p.copy_(val.float())
 
 
