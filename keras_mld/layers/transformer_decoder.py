@@ -237,7 +237,7 @@ class TransformerDecoderHead(keras.layers.Layer):
        by ``nn.Identity`` and D = C) or ``F = Dense_D(x)`` (``keep_input_proj=True``: the
        official 1x1 ``Conv2d``; the paper's "linear projection layer", section 3.1).
     2. ``pos`` = the official sine encoding (:class:`SinePositionalEncoding2D`: D/2 channels
-       for the row, D/2 for the column, positions normalised to ``(0, 2*pi]`` by the map's
+       for the row, D/2 for the column, positions normalised to ``(0, 2*pi)`` by the map's
        height and width; the official code builds it once for the training map size,
        ``img_size // 32`` squared, and cannot run other sizes; here the encoding follows the
        size of every input). Token input ``[B, T, C]`` has no 2-D layout: no positional
@@ -269,9 +269,9 @@ class TransformerDecoderHead(keras.layers.Layer):
       the official code runs it only with both ``keep_*_self_attn_dec`` on.
     * ``keep_input_proj`` (``--keep_input_proj``): see 1.
 
-    Defaults are the official ones except the widths: ``hidden_dim`` = C (official 2048 =
-    ResNet-101 channels), ``num_heads=4``, ``ff_dim = 4 * hidden_dim`` (official 8192 with
-    2048), ``num_encoder_layers=1``, ``num_decoder_layers=2``, ``dropout=0.1``.
+    Defaults are the official ones: ``hidden_dim`` = C (official 2048 = ResNet-101 channels),
+    ``num_heads=4``, ``num_encoder_layers=1``, ``num_decoder_layers=2``, ``dropout=0.1``;
+    except ``ff_dim = 4 * hidden_dim`` (official: 8192 at any width, 4 x its 2048).
 
     Args:
         num_classes: N >= 1.
