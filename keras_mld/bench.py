@@ -43,8 +43,16 @@ QUICK = dict(backbone="small_convnet", size=64, classes=(100, 1000), batch=8, tr
              reps=3, iters=2, warmup=1, jit="off")
 QUICK_HEAD_KWARGS = {  # narrower heads than the defaults: a CPU smoke run in < 2 minutes
     "mldecoder": {"embed_dim": 256, "ff_dim": 512},
-    "query2label": {"hidden_dim": 128, "ff_dim": 256},
+    "query2label": {"hidden_dim": 128, "num_heads": 8, "ff_dim": 256},
 }
+# Query2Label as the ML-Decoder paper times it ("transformer-decoder", Ridnik et al.,
+# arXiv:2111.12933, section 2.2 and Table 9): self-attention over the N class queries in
+# every decoder layer (quadratic in N) and a projection to a narrower decoder. The official
+# Query2Label default removes the decoder self-attention (linear in N); pass
+# --head-kwargs '{"query2label": {"keep_first_self_attn_dec": false, ...}}' to time that one.
+Q2L_BENCH_VARIANT = {"keep_input_proj": True, "keep_first_self_attn_dec": True,
+                     "keep_other_self_attn_dec": True}
+Q2L_BENCH_WIDTH = {"hidden_dim": 256, "num_heads": 8, "ff_dim": 1024}  # full runs
 TINY = dict(backbone="small_convnet", size=32, classes=(10, 40), batch=4, train_batch=4,
             reps=2, iters=1, warmup=1, jit="off")
 TINY_HEAD_KWARGS = {
@@ -100,6 +108,9 @@ def parse_args(argv=None):
     if args.tiny or args.quick:
         kwargs = {**(TINY_HEAD_KWARGS if args.tiny else QUICK_HEAD_KWARGS), **kwargs}
     kwargs.setdefault("mldecoder", {}).setdefault("num_groups", args.num_groups)
+    q2l = kwargs.setdefault("query2label", dict(Q2L_BENCH_WIDTH))
+    for key, value in Q2L_BENCH_VARIANT.items():
+        q2l.setdefault(key, value)
     args.head_kwargs = kwargs
     if any(n < 1 for n in args.classes) or not args.classes:
         p.error(f"--classes: positive integers expected, got {args.classes}")

@@ -77,7 +77,15 @@ def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=N
 
 @register_head("query2label")
 def query2label_head(features, num_classes, inputs, **kwargs):
-    """Query2Label (Liu et al. 2021): transformer decoder with one query per class."""
+    """Query2Label (Liu et al. 2021): transformer decoder with one query per class.
+
+    Defaults are the official model's (:class:`~keras_mld.layers.TransformerDecoderHead`):
+    no decoder self-attention, no input projection (hidden width = backbone channels).
+    The ML-Decoder paper's "transformer-decoder" baseline (self-attention in every decoder
+    layer, quadratic in N): ``keep_first_self_attn_dec=True, keep_other_self_attn_dec=True``
+    (what ``keras-mld bench`` times); a narrower decoder: ``hidden_dim=...,
+    keep_input_proj=True``.
+    """
     return layers.TransformerDecoderHead(num_classes, name="query2label", **kwargs)(features)
 
 

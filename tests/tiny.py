@@ -16,6 +16,6 @@ def tiny_backbone(channels=16, tokens=False, name="tiny_backbone"):
 SMALL_HEAD_KWARGS = {
     "gap": {},
     "mldecoder": {"num_groups": 3, "embed_dim": 16, "num_heads": 2, "ff_dim": 32},
-    "query2label": {"hidden_dim": 16, "num_heads": 2, "ff_dim": 32},
+    "query2label": {"hidden_dim": 16, "num_heads": 2, "ff_dim": 32, "keep_input_proj": True},
     "ctran": {"embed_dim": 16, "num_heads": 2, "ff_dim": 32},
 }

@@ -1,4 +1,4 @@
-"""Sine 2-D positional encoding (DETR, used by Query2Label; SPEC section 4)."""
+"""Sine 2-D positional encoding (DETR, used by Query2Label)."""
 import math
 
 import keras
@@ -10,20 +10,24 @@ from keras import ops
 class SinePositionalEncoding2D(keras.layers.Layer):
     """Fixed sine/cosine 2-D positional encoding of a feature map.
 
-    The "sine" position embedding of DETR (Carion et al., 2020, section 3 and the
-    official ``PositionEmbeddingSine``), which Query2Label (SPEC section 4) adds to the
-    keys of its attention over image features. With ``F = num_channels / 2``
-    channels per axis, no padding mask, and 1-based row index ``y`` and column
-    index ``x`` of an ``H x W`` map:
+    The "sine" position embedding of DETR (Carion et al., "End-to-End Object Detection
+    with Transformers", arXiv:2005.12872, and its official ``PositionEmbeddingSine``),
+    which Query2Label (Liu et al., arXiv:2107.10834; official
+    ``lib/models/position_encoding.py``) adds to the queries and keys of its encoder and to
+    the keys of its cross-attention. With ``F = num_channels / 2`` channels per axis, no
+    padding mask, and 1-based row index ``y`` and column index ``x`` of an ``H x W`` map:
 
         y' = y / (H + eps) * scale,   x' = x / (W + eps) * scale   (normalize=True)
-        a_k(p) = p / temperature ** (2k / F),   k = 0 .. F/2 - 1
+        a_k(p) = p / temperature ** (2k / F),   k = 0 .. F/2 - 1   (float32, as official)
         pe_y = [sin a_0(y'), cos a_0(y'), sin a_1(y'), cos a_1(y'), ...]   (F values)
         pe_x = the same for x'
         pe[y, x] = concat(pe_y, pe_x)          (the first half encodes y, the second x)
 
     Defaults are DETR's: ``normalize=True``, ``scale=2*pi``, ``temperature=10000``,
-    ``eps=1e-6``. With ``normalize=False`` the raw indices 1..H, 1..W are used and
+    ``eps=1e-6``; Query2Label builds it with ``normalize=True`` (its ``build_position_encoding``)
+    and normalises by the height and width of its fixed training map, ``img_size // 32``,
+    which is the map it runs on (it cannot run any other size); here ``H`` and ``W`` are
+    those of each input. With ``normalize=False`` the raw indices 1..H, 1..W are used and
     ``scale`` is ignored.
 
     Input: a feature map ``[B, H, W, C]`` (only its shape is read). Output:
@@ -75,9 +79,10 @@ class SinePositionalEncoding2D(keras.layers.Layer):
         pos = ops.cast(ops.arange(1, length + 1), "float32")
         if self.normalize:
             pos = pos / (ops.cast(length, "float32") + self.eps) * self.scale
-        k = np.arange(half // 2, dtype=np.float64)
-        inv_freq = (1.0 / self.temperature ** (2.0 * k / half)).astype(np.float32)
-        angles = pos[:, None] * ops.convert_to_tensor(inv_freq)[None, :]  # [L, half/2]
+        # the official dim_t, float32: temperature ** (2 * (i // 2) / F) at the even i = 2k
+        k = np.arange(half // 2, dtype=np.float32)
+        dim_t = np.float32(self.temperature) ** (np.float32(2.0) * k / np.float32(half))
+        angles = pos[:, None] / ops.convert_to_tensor(dim_t.astype(np.float32))[None, :]
         enc = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [L, half/2, 2]
         return ops.reshape(enc, (-1, half))
 

@@ -1,4 +1,11 @@
-"""Query2Label transformer-decoder head (SPEC section 4) and its post-norm blocks."""
+"""Query2Label head and the DETR-style transformer layers it (and C-Tran) is built from.
+
+Query2Label: Liu, Zhang, Yang, Su, Zhu, "Query2Label: A Simple Transformer Way to
+Multi-Label Classification", arXiv:2107.10834 (section 3, eqs. 1-3 and the per-class
+linear of section 3.2), as its official code computes it (github.com/SlongLiu/query2labels,
+``lib/models/query2label.py``, ``lib/models/transformer.py``, ``lib/models/position_encoding.py``;
+the transformer is DETR's, Carion et al., arXiv:2005.12872).
+"""
 import keras
 import numpy as np
 from keras import ops
@@ -20,6 +27,12 @@ def _check_rate(cls_name, value):
     return float(value)
 
 
+def _check_bool(cls_name, arg, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{cls_name}: {arg} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_heads(cls_name, dim_arg, dim, num_heads):
     if dim % num_heads:
         raise ValueError(f"{cls_name}: {dim_arg} must be divisible by num_heads, got "
@@ -34,20 +47,27 @@ def _flatten_tokens(x):
     return ops.reshape(x, (-1, shape[1] * shape[2], x.shape[-1]))
 
 
-class _PostNormBase(keras.layers.Layer):
-    def __init__(self, hidden_dim, num_heads, ff_dim, dropout=0.1, **kwargs):
+def _add(x, pos):
+    return x if pos is None else x + pos
+
+
+class _TransformerBase(keras.layers.Layer):
+    def __init__(self, hidden_dim, num_heads, ff_dim, dropout=0.1, pre_norm=False, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
         self.hidden_dim = _check_int(name, "hidden_dim", hidden_dim, 1)
         self.num_heads = _check_int(name, "num_heads", num_heads, 1)
         self.ff_dim = _check_int(name, "ff_dim", ff_dim, 1)
         self.dropout = _check_rate(name, dropout)
+        self.pre_norm = _check_bool(name, "pre_norm", pre_norm)
         _check_heads(name, "hidden_dim", self.hidden_dim, self.num_heads)
 
     def _sub(self, cls, *args, **kwargs):
         return cls(*args, dtype=self.dtype_policy, **kwargs)
 
     def _mha(self, query_shape, value_shape):
+        # torch.nn.MultiheadAttention: q/k/v/out projections with bias, scores / sqrt(D/heads),
+        # dropout on the attention weights
         mha = self._sub(keras.layers.MultiHeadAttention, num_heads=self.num_heads,
                         key_dim=self.hidden_dim // self.num_heads, dropout=self.dropout)
         mha.build(query_shape, value_shape, value_shape)
@@ -58,15 +78,18 @@ class _PostNormBase(keras.layers.Layer):
         norm.build(shape)
         return norm
 
+    def _drop(self):
+        return self._sub(keras.layers.Dropout, self.dropout)
+
     def _ffn(self, shape):
-        self.ff1 = self._sub(keras.layers.Dense, self.ff_dim, activation="relu")
-        self.ff1.build(shape)
-        self.ff2 = self._sub(keras.layers.Dense, self.hidden_dim)
-        self.ff2.build(tuple(shape[:-1]) + (self.ff_dim,))
-        self.ff_dropout = self._sub(keras.layers.Dropout, self.dropout)
+        self.linear1 = self._sub(keras.layers.Dense, self.ff_dim, activation="relu")
+        self.linear1.build(shape)
+        self.linear2 = self._sub(keras.layers.Dense, self.hidden_dim)
+        self.linear2.build(tuple(shape[:-1]) + (self.ff_dim,))
+        self.ffn_dropout = self._drop()
 
     def _ffn_call(self, x, training):
-        return self.ff2(self.ff_dropout(self.ff1(x), training=training))
+        return self.linear2(self.ffn_dropout(self.linear1(x), training=training))
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
@@ -74,144 +97,255 @@ class _PostNormBase(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads,
-                      ff_dim=self.ff_dim, dropout=self.dropout)
+                      ff_dim=self.ff_dim, dropout=self.dropout, pre_norm=self.pre_norm)
         return config
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
-class PostNormEncoderLayer(_PostNormBase):
-    """Transformer encoder layer, post-norm (DETR / Query2Label / C-Tran official order).
+class TransformerEncoderLayer(_TransformerBase):
+    """DETR transformer encoder layer (official ``TransformerEncoderLayer`` of DETR,
+    Query2Label and C-Tran; Vaswani et al., arXiv:1706.03762, with DETR's positional term).
 
-    ``q = k = x + pos``, ``v = x``;
-    ``x = LN(x + Dropout(MHA(q, k, v)))``; ``x = LN(x + Dropout(W2 Dropout(ReLU(W1 x))))``.
+    Post-norm (``pre_norm=False``, the default of all three official codes)::
+
+        x = LN1(x + Dropout(MHA(q = x + pos, k = x + pos, v = x)))
+        x = LN2(x + Dropout(W2 Dropout(ReLU(W1 x))))
+
+    Pre-norm (``pre_norm=True``, DETR / Query2Label ``--pre_norm``)::
+
+        y = LN1(x);  x = x + Dropout(MHA(q = y + pos, k = y + pos, v = y))
+        y = LN2(x);  x = x + Dropout(W2 Dropout(ReLU(W1 y)))
+
     ``pos`` is optional (``None``: no positional term, as in C-Tran). Attention-weight
     dropout as in ``torch.nn.MultiheadAttention``. Input and output ``[B, T, hidden_dim]``.
     """
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        self.attn = self._mha(shape, shape)
-        self.attn_dropout = self._sub(keras.layers.Dropout, self.dropout)
+        self.self_attn = self._mha(shape, shape)
+        self.dropout1 = self._drop()
         self.norm1 = self._norm(shape)
         self._ffn(shape)
-        self.ffn_out_dropout = self._sub(keras.layers.Dropout, self.dropout)
+        self.dropout2 = self._drop()
         self.norm2 = self._norm(shape)
         self.built = True
 
     def call(self, x, pos=None, training=None):
-        qk = x if pos is None else x + pos
-        a = self.attn(query=qk, value=x, key=qk, training=training)
-        x = self.norm1(x + self.attn_dropout(a, training=training))
+        if self.pre_norm:
+            y = self.norm1(x)
+            qk = _add(y, pos)
+            x = x + self.dropout1(self.self_attn(query=qk, value=y, key=qk, training=training),
+                                  training=training)
+            y = self.norm2(x)
+            return x + self.dropout2(self._ffn_call(y, training), training=training)
+        qk = _add(x, pos)
+        a = self.self_attn(query=qk, value=x, key=qk, training=training)
+        x = self.norm1(x + self.dropout1(a, training=training))
         f = self._ffn_call(x, training)
-        return self.norm2(x + self.ffn_out_dropout(f, training=training))
+        return self.norm2(x + self.dropout2(f, training=training))
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
-class PostNormDecoderLayer(_PostNormBase):
-    """Transformer decoder layer, post-norm (Query2Label eqs. self-attn / cross-attn / FFN).
+class TransformerDecoderLayer(_TransformerBase):
+    """DETR transformer decoder layer with Query2Label's optional self-attention.
 
-    ``t = LN(t + Dropout(MHA(t, t, t)))``   (self-attention over the class queries);
-    ``t = LN(t + Dropout(MHA(query=t, key=memory + pos, value=memory)))``;
-    ``t = LN(t + Dropout(W2 Dropout(ReLU(W1 t))))``.
-    ``call(queries [B, N, D], memory [B, T, D], pos=None or [B, T, D])``.
+    ``call(tgt [B, N, D], memory [B, T, D], pos=None | [B, T, D], query_pos=None | [B, N, D])``;
+    ``pos`` is added to the memory keys, ``query_pos`` (the class queries) to the
+    self-attention query and key and to the cross-attention query, in every layer (DETR).
+    Post-norm (default; official ``forward_post``)::
+
+        [if self_attention]  q = tgt + query_pos
+                             tgt = LN1(tgt + Dropout(MHA(q, q, v = tgt)))
+        tgt = LN2(tgt + Dropout(MHA(q = tgt + query_pos, k = memory + pos, v = memory)))
+        tgt = LN3(tgt + Dropout(W2 Dropout(ReLU(W1 tgt))))
+
+    Pre-norm (``pre_norm=True``; official ``forward_pre``)::
+
+        [if self_attention]  y = LN1(tgt);  q = y + query_pos
+                             tgt = tgt + Dropout(MHA(q, q, v = y))
+        y = LN2(tgt);  tgt = tgt + Dropout(MHA(y + query_pos, memory + pos, memory))
+        y = LN3(tgt);  tgt = tgt + Dropout(W2 Dropout(ReLU(W1 y)))
+
+    ``self_attention=False`` is the official Query2Label default (``rm_self_attn_dec_func``
+    deletes ``self_attn``, ``dropout1`` and ``norm1``): no self-attention block and no
+    ``norm1``. The official ``forward_pre`` does not check for the removed block, so the
+    official code runs ``pre_norm`` only with self-attention kept; here ``pre_norm`` without
+    self-attention skips the block.
     """
 
-    def build(self, queries_shape, memory_shape=None):
-        q_shape = tuple(queries_shape)
+    def __init__(self, hidden_dim, num_heads, ff_dim, dropout=0.1, pre_norm=False,
+                 self_attention=True, **kwargs):
+        super().__init__(hidden_dim, num_heads, ff_dim, dropout=dropout, pre_norm=pre_norm,
+                         **kwargs)
+        self.self_attention = _check_bool(type(self).__name__, "self_attention", self_attention)
+
+    def build(self, tgt_shape, memory_shape=None):
+        q_shape = tuple(tgt_shape)
         m_shape = q_shape if memory_shape is None else tuple(memory_shape)
-        self.self_attn = self._mha(q_shape, q_shape)
-        self.self_attn_dropout = self._sub(keras.layers.Dropout, self.dropout)
-        self.norm1 = self._norm(q_shape)
+        if self.self_attention:
+            self.self_attn = self._mha(q_shape, q_shape)
+            self.dropout1 = self._drop()
+            self.norm1 = self._norm(q_shape)
         self.cross_attn = self._mha(q_shape, m_shape)
-        self.cross_attn_dropout = self._sub(keras.layers.Dropout, self.dropout)
+        self.dropout2 = self._drop()
         self.norm2 = self._norm(q_shape)
         self._ffn(q_shape)
-        self.ffn_out_dropout = self._sub(keras.layers.Dropout, self.dropout)
+        self.dropout3 = self._drop()
         self.norm3 = self._norm(q_shape)
         self.built = True
 
-    def call(self, queries, memory, pos=None, training=None):
-        t = queries
-        a = self.self_attn(query=t, value=t, key=t, training=training)
-        t = self.norm1(t + self.self_attn_dropout(a, training=training))
-        keys = memory if pos is None else memory + pos
-        a = self.cross_attn(query=t, value=memory, key=keys, training=training)
-        t = self.norm2(t + self.cross_attn_dropout(a, training=training))
-        f = self._ffn_call(t, training)
-        return self.norm3(t + self.ffn_out_dropout(f, training=training))
+    def call(self, tgt, memory, pos=None, query_pos=None, training=None):
+        keys = _add(memory, pos)
+        if self.pre_norm:
+            if self.self_attention:
+                y = self.norm1(tgt)
+                q = _add(y, query_pos)
+                a = self.self_attn(query=q, value=y, key=q, training=training)
+                tgt = tgt + self.dropout1(a, training=training)
+            y = self.norm2(tgt)
+            a = self.cross_attn(query=_add(y, query_pos), value=memory, key=keys,
+                                training=training)
+            tgt = tgt + self.dropout2(a, training=training)
+            y = self.norm3(tgt)
+            return tgt + self.dropout3(self._ffn_call(y, training), training=training)
+        if self.self_attention:
+            q = _add(tgt, query_pos)
+            a = self.self_attn(query=q, value=tgt, key=q, training=training)
+            tgt = self.norm1(tgt + self.dropout1(a, training=training))
+        a = self.cross_attn(query=_add(tgt, query_pos), value=memory, key=keys,
+                            training=training)
+        tgt = self.norm2(tgt + self.dropout2(a, training=training))
+        f = self._ffn_call(tgt, training)
+        return self.norm3(tgt + self.dropout3(f, training=training))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self_attention=self.self_attention)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class TransformerDecoderHead(keras.layers.Layer):
-    """Query2Label head (Liu et al., 2021, "Query2Label"; SPEC section 4): logits ``[B, N]``.
+    """Query2Label head: logits ``[B, N]`` (Liu et al., "Query2Label: A Simple Transformer
+    Way to Multi-Label Classification", arXiv:2107.10834), computed as the official code
+    (SlongLiu/query2labels ``lib/models/query2label.py`` and ``lib/models/transformer.py``).
 
-    1. ``F = Dense_D(x)`` (the official 1x1 ``input_proj``), x ``[B,H,W,C]`` flattened
-       row-major to ``[B, HW, D]``; ``pos`` = :class:`SinePositionalEncoding2D` (DETR sine,
-       normalised, 2*pi, temperature 10000; half the channels for y, half for x).
-       Token input ``[B, T, C]`` has no 2-D layout: no positional encoding is added
-       (the tokens are assumed to carry their own, e.g. a ViT's).
-    2. ``num_encoder_layers`` (default 1, 0 allowed) post-norm encoder layers over ``F``,
-       with ``pos`` added to queries and keys (DETR).
-    3. ``Q_0`` = N learnable class queries ``[N, D]`` (one per class); ``num_decoder_layers``
-       (default 2) post-norm decoder layers: self-attention over the queries, then
-       cross-attention to ``F`` (keys ``F + pos``, values ``F``), then FFN (the paper's
-       self-attn / cross-attn / FFN equations); a final LayerNorm (DETR's decoder norm).
-    4. Per-class linear (official ``GroupWiseLinear``): ``logit_n = W_n . h_n + b_n``.
+    With features ``x [B, H, W, C]`` (flattened row-major, ``h`` then ``w``, to ``HW``
+    tokens) and N learnable class queries ``Q [N, D]`` (official ``query_embed``):
 
-    The queries enter as the decoder input ``Q_0`` (paper). The official code instead starts
-    from zeros and re-adds the queries to every layer's attention queries (DETR
-    ``query_pos``), and by default drops the decoder self-attention; SPEC asks for it.
-    Self-attention over N queries makes the head quadratic in N: it is the baseline that
-    shows why ML-Decoder exists.
+    1. ``F = x`` (default, ``keep_input_proj=False``: the official ``input_proj`` is replaced
+       by ``nn.Identity`` and D = C) or ``F = Dense_D(x)`` (``keep_input_proj=True``: the
+       official 1x1 ``Conv2d``; the paper's "linear projection layer", section 3.1).
+    2. ``pos`` = the official sine encoding (:class:`SinePositionalEncoding2D`: D/2 channels
+       for the row, D/2 for the column, positions normalised to ``(0, 2*pi)`` by the map's
+       height and width; the official code builds it once for the training map size,
+       ``img_size // 32`` squared, and cannot run other sizes; here the encoding follows the
+       size of every input). Token input ``[B, T, C]`` has no 2-D layout: no positional
+       term (the tokens carry their own, e.g. a ViT's).
+    3. ``num_encoder_layers`` :class:`TransformerEncoderLayer` over ``F`` (``pos`` added to
+       queries and keys). With ``pre_norm`` a final LayerNorm follows the encoder (official
+       ``encoder_norm``); 0 layers: no encoder and no final norm (official).
+    4. Decoder (DETR): ``tgt_0 = 0 [B, N, D]``; ``num_decoder_layers``
+       :class:`TransformerDecoderLayer` with ``query_pos = Q`` re-added in every layer to
+       the self-attention query and key and the cross-attention query, memory keys
+       ``F + pos``, values ``F``; then a LayerNorm (official ``decoder.norm``, used with
+       both post- and pre-norm). The paper's eqs. (self-attn / cross-attn / FFN, section 3.1)
+       write the queries as the decoder input ``Q_0``; the official code, followed here,
+       starts from zeros and adds ``Q`` as a positional term to every layer.
+    5. Group-wise linear (official ``GroupWiseLinear``; paper section 3.2):
+       ``logit_n = W_n . h_n + b_n``.
 
-    Defaults: ``hidden_dim=256, num_heads=8, ff_dim=1024`` (DETR's width and head count, a
-    4x FFN as in the official Q2L 2048/8192), which keeps the O(N^2 D) head cheap next to a
-    backbone; the official runs D = backbone channels (2048), 4 heads. ``dropout=0.1``.
+    Variants (options, with the official command-line flags):
+
+    * ``keep_first_self_attn_dec=False``, ``keep_other_self_attn_dec=False`` (official
+      defaults; ``--keep_first_self_attn_dec``, ``--keep_other_self_attn_dec``): the official
+      model removes the decoder self-attention (and its LayerNorm) from the first and from
+      the other layers. Without self-attention the head is linear in N.
+    * Both ``True``: self-attention over the N queries in every decoder layer, the
+      paper's eq. "self-attn" and the "transformer-decoder" head of the ML-Decoder paper
+      (Ridnik et al., arXiv:2111.12933, section 2.2, Fig. 3): quadratic in N, the baseline
+      that shows why ML-Decoder exists.
+    * ``pre_norm`` (``--pre_norm``): pre-norm encoder and decoder layers (see the layers);
+      the official code runs it only with both ``keep_*_self_attn_dec`` on.
+    * ``keep_input_proj`` (``--keep_input_proj``): see 1.
+
+    Defaults are the official ones: ``hidden_dim`` = C (official 2048 = ResNet-101 channels),
+    ``num_heads=4``, ``num_encoder_layers=1``, ``num_decoder_layers=2``, ``dropout=0.1``;
+    except ``ff_dim = 4 * hidden_dim`` (official: 8192 at any width, 4 x its 2048).
 
     Args:
-        num_classes: N >= 1. hidden_dim: D, divisible by ``num_heads`` (and by 4 for
-        spatial input, for the sine encoding). num_encoder_layers >= 0.
-        num_decoder_layers >= 1. ff_dim: FFN width. dropout: in [0, 1).
-        temperature: of the sine encoding.
+        num_classes: N >= 1.
+        hidden_dim: D; ``None`` = the input channels C. Must equal C unless
+            ``keep_input_proj``; divisible by ``num_heads``, and by 4 for spatial input.
+        num_heads: attention heads. num_encoder_layers: >= 0. num_decoder_layers: >= 1.
+        ff_dim: FFN width, ``None`` = ``4 * hidden_dim``. dropout: in [0, 1).
+        temperature: of the sine encoding (10000).
+        keep_input_proj, keep_first_self_attn_dec, keep_other_self_attn_dec, pre_norm: bools,
+            as above.
     """
 
-    def __init__(self, num_classes, hidden_dim=256, num_heads=8, num_encoder_layers=1,
-                 num_decoder_layers=2, ff_dim=1024, dropout=0.1, temperature=10000.0,
-                 **kwargs):
+    def __init__(self, num_classes, hidden_dim=None, num_heads=4, num_encoder_layers=1,
+                 num_decoder_layers=2, ff_dim=None, dropout=0.1, temperature=10000.0,
+                 keep_input_proj=False, keep_first_self_attn_dec=False,
+                 keep_other_self_attn_dec=False, pre_norm=False, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
         self.num_classes = _check_int(name, "num_classes", num_classes, 1)
-        self.hidden_dim = _check_int(name, "hidden_dim", hidden_dim, 1)
+        self.hidden_dim = (None if hidden_dim is None
+                           else _check_int(name, "hidden_dim", hidden_dim, 1))
         self.num_heads = _check_int(name, "num_heads", num_heads, 1)
         self.num_encoder_layers = _check_int(name, "num_encoder_layers", num_encoder_layers, 0)
         self.num_decoder_layers = _check_int(name, "num_decoder_layers", num_decoder_layers, 1)
-        self.ff_dim = _check_int(name, "ff_dim", ff_dim, 1)
+        self.ff_dim = None if ff_dim is None else _check_int(name, "ff_dim", ff_dim, 1)
         self.dropout = _check_rate(name, dropout)
-        if not temperature > 0:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not temperature > 0:
             raise ValueError(f"{name}: temperature must be > 0, got {temperature!r}")
         self.temperature = float(temperature)
-        _check_heads(name, "hidden_dim", self.hidden_dim, self.num_heads)
+        self.keep_input_proj = _check_bool(name, "keep_input_proj", keep_input_proj)
+        self.keep_first_self_attn_dec = _check_bool(name, "keep_first_self_attn_dec",
+                                                    keep_first_self_attn_dec)
+        self.keep_other_self_attn_dec = _check_bool(name, "keep_other_self_attn_dec",
+                                                    keep_other_self_attn_dec)
+        self.pre_norm = _check_bool(name, "pre_norm", pre_norm)
+        if self.hidden_dim is not None:
+            _check_heads(name, "hidden_dim", self.hidden_dim, self.num_heads)
 
-    def _check_input(self, input_shape):
+    def _dim(self, input_shape):
         name = type(self).__name__
         if len(input_shape) not in (3, 4):
             raise ValueError(f"{name}: inputs must have rank 4 [batch, height, width, channels] "
                              f"or rank 3 [batch, tokens, channels], got shape "
                              f"{tuple(input_shape)}")
-        if input_shape[-1] is None:
+        c = input_shape[-1]
+        if c is None:
             raise ValueError(f"{name}: the channel dimension of inputs must be known, got "
                              f"shape {tuple(input_shape)}")
-        if len(input_shape) == 4 and self.hidden_dim % 4:
+        d = c if self.hidden_dim is None else self.hidden_dim
+        if not self.keep_input_proj and d != c:
+            raise ValueError(f"{name}: hidden_dim={d} differs from the input channels {c}: "
+                             f"pass keep_input_proj=True (a Dense projection to hidden_dim) "
+                             f"or hidden_dim=None")
+        _check_heads(name, "hidden_dim (None = the input channels)", d, self.num_heads)
+        if len(input_shape) == 4 and d % 4:
             raise ValueError(f"{name}: hidden_dim must be a multiple of 4 for spatial "
-                             f"[B,H,W,C] input (sine positional encoding), got {self.hidden_dim}")
+                             f"[B,H,W,C] input (sine positional encoding), got {d}")
+        return int(d)
+
+    def self_attention_in(self, index):
+        """Whether decoder layer ``index`` keeps its self-attention (official flags)."""
+        return self.keep_first_self_attn_dec if index == 0 else self.keep_other_self_attn_dec
 
     def build(self, input_shape):
-        self._check_input(input_shape)
-        d, n = self.hidden_dim, self.num_classes
-        kw = dict(hidden_dim=d, num_heads=self.num_heads, ff_dim=self.ff_dim,
-                  dropout=self.dropout, dtype=self.dtype_policy)
-        self.input_proj = keras.layers.Dense(d, dtype=self.dtype_policy)
-        self.input_proj.build(tuple(input_shape))
+        d = self._dim(input_shape)
+        n = self.num_classes
+        self.dim = d
+        kw = dict(hidden_dim=d, num_heads=self.num_heads, ff_dim=self.ff_dim or 4 * d,
+                  dropout=self.dropout, pre_norm=self.pre_norm, dtype=self.dtype_policy)
+        self.input_proj = None
+        if self.keep_input_proj:
+            self.input_proj = keras.layers.Dense(d, dtype=self.dtype_policy)
+            self.input_proj.build(tuple(input_shape))
         self.pos_encoding = None
         if len(input_shape) == 4:
             self.pos_encoding = SinePositionalEncoding2D(d, temperature=self.temperature,
@@ -221,12 +355,17 @@ class TransformerDecoderHead(keras.layers.Layer):
         q_shape = (input_shape[0], n, d)
         self.encoder_layers = []
         for _ in range(self.num_encoder_layers):
-            layer = PostNormEncoderLayer(**kw)
+            layer = TransformerEncoderLayer(**kw)
             layer.build(mem_shape)
             self.encoder_layers.append(layer)
+        self.encoder_norm = None
+        if self.pre_norm and self.num_encoder_layers:
+            self.encoder_norm = keras.layers.LayerNormalization(epsilon=_LN_EPS,
+                                                                dtype=self.dtype_policy)
+            self.encoder_norm.build(mem_shape)
         self.decoder_layers = []
-        for _ in range(self.num_decoder_layers):
-            layer = PostNormDecoderLayer(**kw)
+        for i in range(self.num_decoder_layers):
+            layer = TransformerDecoderLayer(**kw, self_attention=self.self_attention_in(i))
             layer.build(q_shape, mem_shape)
             self.decoder_layers.append(layer)
         self.decoder_norm = keras.layers.LayerNormalization(epsilon=_LN_EPS,
@@ -242,21 +381,26 @@ class TransformerDecoderHead(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        self._check_input(inputs.shape)
-        x = self.input_proj(inputs)
+        self._dim(inputs.shape)
+        x = inputs if self.input_proj is None else self.input_proj(inputs)
+        x = ops.cast(x, self.compute_dtype)
         pos = None
         if self.pos_encoding is not None:
             pos = _flatten_tokens(self.pos_encoding(x))
         memory = _flatten_tokens(x)
         for layer in self.encoder_layers:
             memory = layer(memory, pos=pos, training=training)
+        if self.encoder_norm is not None:
+            memory = self.encoder_norm(memory)
         queries = ops.cast(self.queries, memory.dtype)
-        t = ops.broadcast_to(queries[None], (ops.shape(memory)[0],) + tuple(queries.shape))
+        batch_shape = (ops.shape(memory)[0],) + tuple(queries.shape)
+        query_pos = ops.broadcast_to(queries[None], batch_shape)
+        tgt = ops.zeros_like(query_pos)
         for layer in self.decoder_layers:
-            t = layer(t, memory, pos=pos, training=training)
-        t = self.decoder_norm(t)
-        kernel = ops.cast(self.class_kernel, t.dtype)
-        return ops.einsum("bnd,nd->bn", t, kernel) + ops.cast(self.class_bias, t.dtype)
+            tgt = layer(tgt, memory, pos=pos, query_pos=query_pos, training=training)
+        h = self.decoder_norm(tgt)
+        kernel = ops.cast(self.class_kernel, h.dtype)
+        return ops.einsum("bnd,nd->bn", h, kernel) + ops.cast(self.class_bias, h.dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
@@ -266,5 +410,9 @@ class TransformerDecoderHead(keras.layers.Layer):
         config.update(num_classes=self.num_classes, hidden_dim=self.hidden_dim,
                       num_heads=self.num_heads, num_encoder_layers=self.num_encoder_layers,
                       num_decoder_layers=self.num_decoder_layers, ff_dim=self.ff_dim,
-                      dropout=self.dropout, temperature=self.temperature)
+                      dropout=self.dropout, temperature=self.temperature,
+                      keep_input_proj=self.keep_input_proj,
+                      keep_first_self_attn_dec=self.keep_first_self_attn_dec,
+                      keep_other_self_attn_dec=self.keep_other_self_attn_dec,
+                      pre_norm=self.pre_norm)
         return config

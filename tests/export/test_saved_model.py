@@ -102,7 +102,7 @@ def _graph_kwargs():
 # head name -> extra keras_mld.build kwargs, where a head needs them (small sizes: fast)
 BUILD_HEAD_KWARGS = {
     "mldecoder": {"num_groups": 3, "embed_dim": 16, "num_heads": 2, "ff_dim": 32},
-    "query2label": {"hidden_dim": 16, "num_heads": 2, "ff_dim": 32},
+    "query2label": {"hidden_dim": 16, "num_heads": 2, "ff_dim": 32, "keep_input_proj": True},
     "ctran": {"embed_dim": 16, "num_heads": 2, "ff_dim": 32},
     "gat": _graph_kwargs(),
     "gat+mldecoder": {**_graph_kwargs(), "num_groups": 3, "embed_dim": 16, "num_heads": 2,

@@ -1,4 +1,5 @@
-"""CTranHead vs a numpy reference written here from SPEC 4 (C-Tran)."""
+"""CTranHead vs a numpy reference of the C-Tran equations written here (the official logits
+themselves: tests/convert)."""
 import keras
 import numpy as np
 import pytest
@@ -14,15 +15,15 @@ CFG = dict(num_classes=N, embed_dim=8, num_layers=2, num_heads=2)
 
 # ----------------------------------------------------------------- numpy reference
 def np_encoder_layer(x, layer):
-    x = np_ln(x + np_mha(x, x, x, layer.attn), layer.norm1)
-    f = np_dense(np.maximum(np_dense(x, layer.ff1), 0.0), layer.ff2)
+    x = np_ln(x + np_mha(x, x, x, layer.self_attn), layer.norm1)
+    f = np_dense(np.maximum(np_dense(x, layer.linear1), 0.0), layer.linear2)
     return np_ln(x + f, layer.norm2)
 
 
 def np_ctran(x, head, known=None):
     x = x.astype(np.float64)
-    b, d = x.shape[0], head.embed_dim
-    z = np_dense(x, head.input_proj).reshape(b, -1, d)
+    b, d = x.shape[0], head.dim
+    z = (x if head.input_proj is None else np_dense(x, head.input_proj)).reshape(b, -1, d)
     lab = np.repeat(to_np(head.label_embeddings)[None], b, axis=0)
     if known is not None:
         e_neg, e_pos = to_np(head.state_embeddings)
@@ -89,6 +90,17 @@ def test_token_input_matches_numpy():
                                np_ctran(x, head, KNOWN), atol=1e-5, rtol=1e-5)
 
 
+def test_without_input_projection_matches_numpy():
+    """Official C-Tran: the features enter at the backbone width, no projection."""
+    x = np.random.rand(2, 3, 2, C).astype("float32")
+    head = make(x, embed_dim=None, input_proj=False)
+    assert head.input_proj is None and head.dim == C
+    np.testing.assert_allclose(to_np(compiled(head)(x, known_labels=KNOWN)),
+                               np_ctran(x, head, KNOWN), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="input_proj"):
+        CTranHead(**{**CFG, "embed_dim": 4, "num_heads": 2, "input_proj": False})(x)
+
+
 def test_label_order_equivariance():
     """Label token n carries label_embeddings[n] and known_labels[:, n] and feeds logit n:
     permuting labels everywhere permutes the logits."""
@@ -131,6 +143,7 @@ def test_two_input_functional_model_keras_round_trip(tmp_path):
     np.testing.assert_allclose(out, np_ctran(x, head, KNOWN), atol=1e-5, rtol=1e-5)
     cfg = loaded.layers[-1].get_config()
     assert {k: cfg[k] for k in CFG} == CFG and cfg["ff_dim"] is None
+    assert cfg["input_proj"] is True
     assert keras.saving.get_registered_name(CTranHead) == "keras_mld>CTranHead"
 
 
@@ -166,6 +179,7 @@ def test_mixed_float16_forward_finite():
     (dict(num_layers=0), "num_layers"),
     (dict(ff_dim=0), "ff_dim"),
     (dict(dropout=-0.1), "dropout"),
+    (dict(input_proj=1), "input_proj"),
 ])
 def test_bad_args(kwargs, arg):
     with pytest.raises(ValueError, match=arg):

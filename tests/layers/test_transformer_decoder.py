@@ -1,4 +1,5 @@
-"""TransformerDecoderHead (Query2Label) vs a numpy reference written here from SPEC 4."""
+"""TransformerDecoderHead (Query2Label) vs a numpy reference of the DETR / official Query2Label
+equations written here (the official logits themselves: tests/convert)."""
 import math
 
 import keras
@@ -30,26 +31,40 @@ def np_sine(h, w, c, temperature=10000.0, scale=2 * math.pi, eps=1e-6):
 
 
 def np_ffn(x, layer):
-    return np_dense(np.maximum(np_dense(x, layer.ff1), 0.0), layer.ff2)
+    return np_dense(np.maximum(np_dense(x, layer.linear1), 0.0), layer.linear2)
 
 
 def np_encoder_layer(x, pos, layer):
-    qk = x if pos is None else x + pos
-    x = np_ln(x + np_mha(qk, qk, x, layer.attn), layer.norm1)
+    """DETR encoder layer (post- or pre-norm), written from the equations."""
+    pos = 0.0 if pos is None else pos
+    if layer.pre_norm:
+        y = np_ln(x, layer.norm1)
+        x = x + np_mha(y + pos, y + pos, y, layer.self_attn)
+        return x + np_ffn(np_ln(x, layer.norm2), layer)
+    x = np_ln(x + np_mha(x + pos, x + pos, x, layer.self_attn), layer.norm1)
     return np_ln(x + np_ffn(x, layer), layer.norm2)
 
 
-def np_decoder_layer(t, mem, pos, layer):
-    t = np_ln(t + np_mha(t, t, t, layer.self_attn), layer.norm1)
+def np_decoder_layer(t, mem, pos, qpos, layer):
+    """DETR decoder layer: query_pos re-added to the self-attn q, k and the cross-attn q."""
     keys = mem if pos is None else mem + pos
-    t = np_ln(t + np_mha(t, keys, mem, layer.cross_attn), layer.norm2)
+    if layer.pre_norm:
+        if layer.self_attention:
+            y = np_ln(t, layer.norm1)
+            t = t + np_mha(y + qpos, y + qpos, y, layer.self_attn)
+        y = np_ln(t, layer.norm2)
+        t = t + np_mha(y + qpos, keys, mem, layer.cross_attn)
+        return t + np_ffn(np_ln(t, layer.norm3), layer)
+    if layer.self_attention:
+        t = np_ln(t + np_mha(t + qpos, t + qpos, t, layer.self_attn), layer.norm1)
+    t = np_ln(t + np_mha(t + qpos, keys, mem, layer.cross_attn), layer.norm2)
     return np_ln(t + np_ffn(t, layer), layer.norm3)
 
 
 def np_q2l(x, head):
     x = x.astype(np.float64)
-    f = np_dense(x, head.input_proj)
-    b, d = x.shape[0], head.hidden_dim
+    f = x if head.input_proj is None else np_dense(x, head.input_proj)
+    b, d = x.shape[0], head.dim
     pos = None
     if x.ndim == 4:
         pos = np.broadcast_to(np_sine(x.shape[1], x.shape[2], d).reshape(1, -1, d),
@@ -57,9 +72,12 @@ def np_q2l(x, head):
         f = f.reshape(b, -1, d)
     for layer in head.encoder_layers:
         f = np_encoder_layer(f, pos, layer)
-    t = np.broadcast_to(to_np(head.queries)[None], (b, head.num_classes, d))
+    if head.encoder_norm is not None:
+        f = np_ln(f, head.encoder_norm)
+    qpos = np.broadcast_to(to_np(head.queries)[None], (b, head.num_classes, d))
+    t = np.zeros_like(qpos)  # DETR: the decoder input starts at zero
     for layer in head.decoder_layers:
-        t = np_decoder_layer(t, f, pos, layer)
+        t = np_decoder_layer(t, f, pos, qpos, layer)
     t = np_ln(t, head.decoder_norm)
     return (t * to_np(head.class_kernel)).sum(-1) + to_np(head.class_bias)
 
@@ -91,19 +109,51 @@ def make(x, **kwargs):
 
 
 # ----------------------------------------------------------------------- tests
-@pytest.mark.parametrize("enc", [1, 0])
-def test_spatial_forward_matches_numpy(enc):
+VARIANTS = {
+    "official_default": dict(),
+    "self_attn_every_layer": dict(keep_first_self_attn_dec=True, keep_other_self_attn_dec=True),
+    "first_self_attn_only": dict(keep_first_self_attn_dec=True),
+    "pre_norm": dict(pre_norm=True, keep_first_self_attn_dec=True,
+                     keep_other_self_attn_dec=True),
+    "pre_norm_no_self_attn": dict(pre_norm=True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_spatial_forward_matches_numpy(variant):
     x = np.random.rand(2, 3, 4, C).astype("float32")
-    head = make(x, num_encoder_layers=enc, num_decoder_layers=2)
-    assert len(head.encoder_layers) == enc and len(head.decoder_layers) == 2
+    head = make(x, num_decoder_layers=2, **VARIANTS[variant])
+    opts = VARIANTS[variant]
+    assert [dl.self_attention for dl in head.decoder_layers] == [
+        opts.get("keep_first_self_attn_dec", False), opts.get("keep_other_self_attn_dec", False)]
+    for dl in head.decoder_layers:  # a removed self-attention leaves no LayerNorm behind
+        assert hasattr(dl, "norm1") == dl.self_attention == hasattr(dl, "self_attn")
+    assert (head.encoder_norm is not None) == opts.get("pre_norm", False)
     out = to_np(compiled(head)(x))
     assert out.shape == (2, 5)
     np.testing.assert_allclose(out, np_q2l(x, head), atol=1e-5, rtol=1e-5)
 
 
+def test_no_encoder_and_input_projection_match_numpy():
+    x = np.random.rand(2, 3, 2, 12).astype("float32")
+    head = make(x, num_encoder_layers=0, keep_input_proj=True)
+    assert head.encoder_layers == [] and head.encoder_norm is None
+    assert head.input_proj.kernel.shape == (12, 8)
+    np.testing.assert_allclose(to_np(compiled(head)(x)), np_q2l(x, head), atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_hidden_dim_defaults_to_the_input_channels_without_projection():
+    head = TransformerDecoderHead(5, num_heads=2)
+    head.build((None, 2, 2, C))
+    assert head.input_proj is None and head.dim == C
+    assert head.decoder_layers[0].linear1.kernel.shape == (C, 4 * C)  # ff_dim = 4 * hidden
+    assert not head.decoder_layers[0].self_attention  # official default: no self-attention
+
+
 def test_token_forward_matches_numpy_without_positional_encoding():
     x = np.random.rand(2, 7, C).astype("float32")
-    head = make(x, num_encoder_layers=1)
+    head = make(x, num_encoder_layers=1, **VARIANTS["self_attn_every_layer"])
     assert head.pos_encoding is None
     np.testing.assert_allclose(to_np(compiled(head)(x)), np_q2l(x, head), atol=1e-5,
                                rtol=1e-5)
@@ -111,7 +161,9 @@ def test_token_forward_matches_numpy_without_positional_encoding():
 
 def test_gradients_reach_every_trainable_weight():
     x = np.random.rand(2, 2, 3, C).astype("float32")
-    head = make(x, num_encoder_layers=1)
+    # self-attention in layer 2 only: in layer 1 its values would be tgt = 0 (DETR), so the
+    # value kernel there gets no gradient, in the official model as here
+    head = make(x, num_encoder_layers=1, keep_other_self_attn_dec=True)
     forward = compiled(head)
     grads = grad_wrt_variables(lambda: keras.ops.sum(keras.ops.square(forward(x))),
                                head.trainable_variables)
@@ -130,7 +182,8 @@ def test_dropout_active_in_training():
 
 def test_keras_round_trip_safe_mode(tmp_path):
     inp = keras.Input((None, None, C))
-    head = TransformerDecoderHead(**CFG)
+    opts = dict(pre_norm=True, keep_first_self_attn_dec=True)
+    head = TransformerDecoderHead(**CFG, **opts)
     model = keras.Model(inp, head(inp))
     randomize(head)
     x = np.random.rand(2, 3, 2, C).astype("float32")
@@ -140,6 +193,8 @@ def test_keras_round_trip_safe_mode(tmp_path):
     np.testing.assert_array_equal(to_np(compiled(loaded)(x)), to_np(compiled(model)(x)))
     cfg = loaded.layers[-1].get_config()
     assert {k: cfg[k] for k in CFG} == CFG and cfg["num_encoder_layers"] == 1
+    assert {k: cfg[k] for k in opts} == opts and cfg["keep_other_self_attn_dec"] is False
+    assert cfg["keep_input_proj"] is False
     assert keras.saving.get_registered_name(TransformerDecoderHead) == (
         "keras_mld>TransformerDecoderHead")
 
@@ -176,6 +231,10 @@ def test_mixed_float16_forward_finite():
     (dict(num_decoder_layers=0), "num_decoder_layers"),
     (dict(ff_dim=0), "ff_dim"),
     (dict(dropout=1.0), "dropout"),
+    (dict(pre_norm=1), "pre_norm"),
+    (dict(keep_input_proj="yes"), "keep_input_proj"),
+    (dict(keep_first_self_attn_dec=None), "keep_first_self_attn_dec"),
+    (dict(keep_other_self_attn_dec=0), "keep_other_self_attn_dec"),
 ])
 def test_bad_args(kwargs, arg):
     with pytest.raises(ValueError, match=arg):
@@ -188,3 +247,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="multiple of 4"):
         TransformerDecoderHead(**{**CFG, "hidden_dim": 6, "num_heads": 3})(
             np.zeros((1, 2, 2, 6), "float32"))
+    with pytest.raises(ValueError, match="keep_input_proj"):  # official: no projection
+        TransformerDecoderHead(**CFG)(np.zeros((1, 2, 2, 12), "float32"))
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        TransformerDecoderHead(5, num_heads=3)(np.zeros((1, 2, 2, 8), "float32"))

@@ -1,0 +1,81 @@
+"""Helpers shared by the state-dict converters: checked assignment of PyTorch weights."""
+import re
+
+import numpy as np
+
+
+class WeightLoader:
+    """Assigns ``state_dict`` entries to Keras variables, checking names and shapes, and
+    remembers which entries were used (:meth:`check_all_used`)."""
+
+    def __init__(self, state_dict, what):
+        self.sd = {str(k): np.asarray(v) for k, v in state_dict.items()}
+        self.what = what
+        self.used = set()
+
+    def has(self, key):
+        return key in self.sd
+
+    def get(self, key):
+        if key not in self.sd:
+            raise ValueError(f"{self.what}: state_dict has no entry {key!r} (is it a state "
+                             f"dict of the official model with these options?)")
+        self.used.add(key)
+        return self.sd[key]
+
+    def assign(self, variable, value, key):
+        value = np.asarray(value)
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(f"{self.what}: {key!r} has shape {value.shape} after conversion, "
+                             f"the Keras weight {variable.path} has {tuple(variable.shape)}")
+        variable.assign(value.astype(variable.dtype))
+
+    def dense(self, dense, key):
+        """torch Linear ``weight [out, in]`` (or 1x1 Conv2d ``[out, in, 1, 1]``) -> Dense."""
+        w = self.get(key + ".weight")
+        if w.ndim == 4:
+            w = w.reshape(w.shape[0], w.shape[1])
+        self.assign(dense.kernel, w.T, key + ".weight")
+        self.assign(dense.bias, self.get(key + ".bias"), key + ".bias")
+
+    def layer_norm(self, norm, key):
+        self.assign(norm.gamma, self.get(key + ".weight"), key + ".weight")
+        self.assign(norm.beta, self.get(key + ".bias"), key + ".bias")
+
+    def mha(self, mha, key, dim, num_heads):
+        """``torch.nn.MultiheadAttention`` (packed ``in_proj``) -> Keras ``MultiHeadAttention``.
+
+        torch: ``q = x W_q^T + b_q`` split into heads as ``[heads, dim / heads]``, output
+        ``concat_heads W_o^T + b_o``; Keras: kernels ``[dim, heads, dim / heads]`` and
+        ``[heads, dim / heads, dim]``. Both scale the scores by ``1 / sqrt(dim / heads)``.
+        """
+        hd = dim // num_heads
+        w = self.get(key + ".in_proj_weight")
+        b = self.get(key + ".in_proj_bias")
+        if w.shape != (3 * dim, dim) or b.shape != (3 * dim,):
+            raise ValueError(f"{self.what}: {key}.in_proj_weight/bias have shapes {w.shape}, "
+                             f"{b.shape}; expected ({3 * dim}, {dim}), ({3 * dim},)")
+        for i, dense in enumerate((mha.query_dense, mha.key_dense, mha.value_dense)):
+            rows = slice(i * dim, (i + 1) * dim)
+            self.assign(dense.kernel, w[rows].T.reshape(dim, num_heads, hd), key)
+            self.assign(dense.bias, b[rows].reshape(num_heads, hd), key)
+        wo = self.get(key + ".out_proj.weight")
+        self.assign(mha.output_dense.kernel, wo.T.reshape(num_heads, hd, dim),
+                    key + ".out_proj.weight")
+        self.assign(mha.output_dense.bias, self.get(key + ".out_proj.bias"),
+                    key + ".out_proj.bias")
+
+    def check_all_used(self, ignore_prefixes=()):
+        left = sorted(k for k in self.sd if k not in self.used
+                      and not any(k.startswith(p) for p in ignore_prefixes))
+        if left:
+            raise ValueError(f"{self.what}: state_dict entries not used by the Keras head "
+                             f"(options differ from the official model's?): {left[:8]}"
+                             f"{' ...' if len(left) > 8 else ''}")
+
+
+def layer_count(state_dict, prefix):
+    """Number of ``prefix.<i>.`` blocks (``max i + 1``; 0 if none)."""
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    found = [int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m]
+    return max(found) + 1 if found else 0

@@ -1,0 +1,223 @@
+"""Read PyTorch-style weight files into ``{name: numpy.ndarray}`` without running code.
+
+``.pth`` / ``.pt`` / ``.bin`` (PyTorch's zip format): with ``torch.load(weights_only=True)``
+when torch is installed, else with a restricted unpickler that only rebuilds tensors;
+``.safetensors`` with the ``safetensors`` package (numpy API); ``.npz`` with
+``numpy.load(allow_pickle=False)``. A checkpoint dict holding the weights under
+``"state_dict"`` or ``"model"`` is unwrapped.
+"""
+import collections
+import os
+import pickle
+import zipfile
+
+import numpy as np
+
+DEFAULT_MAX_BYTES = 4 * 2 ** 30  # refuse files whose (uncompressed) content exceeds 4 GiB
+
+_STORAGE_DTYPES = {
+    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
+    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+_WRAPPER_KEYS = ("state_dict", "model")
+
+
+def _error(path, why):
+    return ValueError(f"read_state_dict: cannot read {path!r}: {why}")
+
+
+def _check_size(path, size, max_bytes):
+    if size > max_bytes:
+        raise _error(path, f"its content is {size} bytes, more than max_bytes={max_bytes}")
+
+
+class _Storage:
+    def __init__(self, dtype, key, numel):
+        self.dtype, self.key, self.numel = dtype, key, numel
+
+
+class _Tensor:
+    """A tensor rebuilt from (storage, offset, size, stride); materialised after unpickling."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset = storage, int(offset)
+        self.size, self.stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+    return _Tensor(storage, offset, size, stride)
+
+
+def _rebuild_parameter(data, *unused):
+    return data
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    # Hand-written because torch (a multi-GB dependency) is the only library that reads .pth;
+    # only these globals resolve, so unpickling cannot run code.
+    _GLOBALS = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    }
+
+    def find_class(self, module, name):
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return name
+        try:
+            return self._GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed (only tensors, parameters and "
+                f"OrderedDict are read without torch)") from None
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and pid[1] in _STORAGE_DTYPES):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        return _Storage(pid[1], str(pid[2]), int(pid[4]))
+
+
+def _materialise(tensor, archive, prefix, big_endian, cache):
+    st = tensor.storage
+    if st.key not in cache:
+        dtype = _STORAGE_DTYPES[st.dtype]
+        raw_dtype = np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
+        raw = archive.read(f"{prefix}data/{st.key}")
+        if len(raw) < st.numel * raw_dtype.itemsize:
+            raise ValueError(f"storage {st.key} holds {len(raw)} bytes, fewer than its "
+                             f"{st.numel} elements")
+        arr = np.frombuffer(raw, dtype=raw_dtype.newbyteorder(">" if big_endian else "<"),
+                            count=st.numel).astype(raw_dtype)
+        if dtype == "bfloat16":  # bfloat16 is the top half of a float32
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        cache[st.key] = arr
+    flat = cache[st.key]
+    if any(s < 0 for s in tensor.stride) or any(s < 0 for s in tensor.size):
+        raise ValueError("negative size or stride")
+    last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride) if n)
+    if 0 in tensor.size:
+        return np.zeros(tensor.size, flat.dtype)
+    if tensor.offset < 0 or last >= flat.size:
+        raise ValueError(f"tensor view {tensor.size} / {tensor.stride} at offset "
+                         f"{tensor.offset} runs past its storage of {flat.size} elements")
+    view = np.lib.stride_tricks.as_strided(
+        flat[tensor.offset:], shape=tensor.size,
+        strides=[s * flat.itemsize for s in tensor.stride], writeable=False)
+    return np.array(view)
+
+
+def _read_pth_without_torch(path, max_bytes):
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise _error(path, "not a zip archive; only PyTorch's zip format (torch >= 1.6) is "
+                           "read without torch (install torch to read the legacy format)") \
+            from None
+    with archive:
+        names = archive.namelist()
+        _check_size(path, sum(i.file_size for i in archive.infolist()), max_bytes)
+        pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
+        if len(pkl) != 1:
+            raise _error(path, "no unique <archive>/data.pkl in the zip")
+        prefix = pkl[0][: -len("data.pkl")]
+        big_endian = False
+        if f"{prefix}byteorder" in names:
+            big_endian = archive.read(f"{prefix}byteorder").strip() == b"big"
+        with archive.open(pkl[0]) as f:
+            try:
+                obj = _WeightsUnpickler(f).load()
+            except pickle.UnpicklingError as e:
+                raise _error(path, str(e)) from None
+        cache = {}
+
+        def convert(x):
+            if isinstance(x, _Tensor):
+                return _materialise(x, archive, prefix, big_endian, cache)
+            if isinstance(x, dict):
+                return {k: convert(v) for k, v in x.items()}
+            return x
+
+        try:
+            return convert(obj)
+        except (ValueError, KeyError) as e:
+            raise _error(path, str(e)) from None
+
+
+def _read_pth_with_torch(path):
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+
+    def convert(x):
+        if isinstance(x, torch.Tensor):
+            x = x.detach()
+            if x.dtype == torch.bfloat16:
+                x = x.float()
+            return x.numpy().copy()
+        if isinstance(x, dict):
+            return {k: convert(v) for k, v in x.items()}
+        return x
+
+    return convert(obj)
+
+
+def _unwrap(obj, path):
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise _error(path, f"expected a state dict (name -> tensor), got {type(obj).__name__}")
+    out = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not out:
+        raise _error(path, "no tensors found")
+    return out
+
+
+def read_state_dict(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
+    """Weights of a PyTorch checkpoint as ``{name: numpy.ndarray}`` (no code is run).
+
+    Args:
+        path: a ``.pth`` / ``.pt`` / ``.bin`` (PyTorch zip format), ``.safetensors`` or
+            ``.npz`` file. A checkpoint dict with the weights under ``"state_dict"`` or
+            ``"model"`` is unwrapped; non-tensor entries are dropped.
+        use_torch: ``None`` (default) = use ``torch.load(weights_only=True)`` when torch is
+            installed, else the built-in reader; ``False``: always the built-in reader.
+        max_bytes: refuse a file whose content exceeds this many bytes (default 4 GiB).
+
+    bfloat16 tensors come back as float32; other dtypes are kept.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"read_state_dict: path must be an existing file, got {path!r}")
+    _check_size(path, os.path.getsize(path), max_bytes)
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return _unwrap(load_file(path), path)
+    if lower.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            _check_size(path, sum(i.file_size for i in z.zip.infolist()), max_bytes)
+            return _unwrap({k: z[k] for k in z.files}, path)
+    if not lower.endswith((".pth", ".pt", ".bin", ".ckpt", ".tar")):
+        raise ValueError(f"read_state_dict: path must end in .pth, .pt, .bin, .ckpt, .tar, "
+                         f".safetensors or .npz, got {path!r}")
+    if use_torch is None:
+        try:
+            import torch  # noqa: F401
+            use_torch = True
+        except ImportError:
+            use_torch = False
+    obj = _read_pth_with_torch(path) if use_torch else _read_pth_without_torch(path, max_bytes)
+    return _unwrap(obj, path)
+
+
+def strip_prefix(state_dict, prefix="module."):
+    """``state_dict`` with ``prefix`` removed from the names that start with it (DDP's
+    ``module.``)."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}

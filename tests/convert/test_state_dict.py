@@ -1,0 +1,154 @@
+"""read_state_dict: .pth without torch (restricted unpickler), .safetensors, .npz."""
+import collections
+import io
+import os
+import pickle
+import sys
+import types
+import zipfile
+
+import numpy as np
+import pytest
+
+from keras_mld.convert import read_state_dict, strip_prefix
+
+
+# ----------------------------------------------------- a PyTorch zip checkpoint, by hand
+# Written the way torch.save lays it out (archive/data.pkl with persistent storage ids,
+# archive/data/<key> raw little-endian storages), with stand-ins for torch's rebuild
+# functions registered only while pickling.
+class _FakeTensor:
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, size, stride)
+
+
+class _FakeParam:
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+class _FakeStorage:
+    def __init__(self, kind, key, data):
+        self.kind, self.key, self.data = kind, key, data
+
+
+def _write_pth(path, obj, storages, monkeypatch, prefix="archive"):
+    torch_mod, utils_mod = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called")
+
+    def _rebuild_parameter(*args):
+        raise AssertionError("never called")
+
+    for fn in (_rebuild_tensor_v2, _rebuild_parameter):
+        fn.__module__, fn.__qualname__ = "torch._utils", fn.__name__
+    utils_mod._rebuild_tensor_v2, utils_mod._rebuild_parameter = (_rebuild_tensor_v2,
+                                                                  _rebuild_parameter)
+    kinds = {}
+    for kind in ("FloatStorage", "HalfStorage", "BFloat16Storage", "LongStorage"):
+        kinds[kind] = type(kind, (), {"__module__": "torch"})
+        setattr(torch_mod, kind, kinds[kind])
+    monkeypatch.setitem(sys.modules, "torch", torch_mod)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils_mod)
+
+    class P(pickle.Pickler):
+        def persistent_id(self, x):
+            if isinstance(x, _FakeStorage):
+                return ("storage", kinds[x.kind], x.key, "cpu", x.data.size)
+            return None
+
+        def reducer_override(self, x):
+            if isinstance(x, _FakeTensor):
+                return _rebuild_tensor_v2, x.args + (False, collections.OrderedDict())
+            if isinstance(x, _FakeParam):
+                return _rebuild_parameter, (x.tensor, True, collections.OrderedDict())
+            return NotImplemented
+
+    buf = io.BytesIO()
+    P(buf, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{prefix}/data.pkl", buf.getvalue())
+        z.writestr(f"{prefix}/byteorder", "little")
+        for st in storages:
+            z.writestr(f"{prefix}/data/{st.key}", st.data.tobytes())
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.delitem(sys.modules, "torch._utils")
+
+
+def test_pth_without_torch_dtypes_views_and_checkpoint_wrapper(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    f32 = rng.normal(size=16).astype("<f4")
+    f16 = rng.normal(size=6).astype("<f2")
+    bf_src = rng.normal(size=4).astype(np.float32)
+    bf16 = (bf_src.view(np.uint32) >> 16).astype("<u2")  # truncated bfloat16 bits
+    i64 = np.arange(5, dtype="<i8")
+    st = [_FakeStorage("FloatStorage", "0", f32), _FakeStorage("HalfStorage", "1", f16),
+          _FakeStorage("BFloat16Storage", "2", bf16), _FakeStorage("LongStorage", "3", i64)]
+    sd = collections.OrderedDict([
+        ("module.w", _FakeTensor(st[0], 0, (4, 4), (4, 1))),
+        ("module.col", _FakeTensor(st[0], 1, (4,), (4,))),  # a strided view: column 1
+        ("module.p", _FakeParam(_FakeTensor(st[1], 2, (2, 2), (2, 1)))),
+        ("module.bf", _FakeTensor(st[2], 0, (4,), (1,))),
+        ("module.i", _FakeTensor(st[3], 0, (5,), (1,))),
+    ])
+    path = tmp_path / "ckpt.pth"
+    _write_pth(path, {"state_dict": sd, "epoch": 3, "best": 0.5}, st, monkeypatch)
+    out = strip_prefix(read_state_dict(path, use_torch=False))
+    assert sorted(out) == ["bf", "col", "i", "p", "w"]
+    np.testing.assert_array_equal(out["w"], f32.reshape(4, 4))
+    np.testing.assert_array_equal(out["col"], f32.reshape(4, 4)[:, 1])
+    np.testing.assert_array_equal(out["p"], f16[2:6].reshape(2, 2))
+    assert out["p"].dtype == np.float16 and out["i"].dtype == np.int64
+    np.testing.assert_array_equal(out["bf"], (bf16.astype(np.uint32) << 16).view(np.float32))
+    np.testing.assert_allclose(out["bf"], bf_src, rtol=1e-2)
+    np.testing.assert_array_equal(out["i"], i64)
+
+
+def test_pth_view_past_its_storage_is_refused(tmp_path, monkeypatch):
+    st = _FakeStorage("FloatStorage", "0", np.zeros(4, "<f4"))
+    path = tmp_path / "bad.pth"
+    _write_pth(path, {"w": _FakeTensor(st, 2, (2, 2), (2, 1))}, [st], monkeypatch)
+    with pytest.raises(ValueError, match="runs past its storage"):
+        read_state_dict(path, use_torch=False)
+
+
+def test_pth_with_code_is_refused(tmp_path):
+    """A pickle naming any other global (here os.system) is never resolved."""
+    path = tmp_path / "evil.pth"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": os.system}, protocol=2))
+    with pytest.raises(ValueError, match="not allowed"):
+        read_state_dict(path, use_torch=False)
+
+
+def test_bad_files(tmp_path):
+    legacy = tmp_path / "legacy.pth"
+    legacy.write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(ValueError, match="zip"):
+        read_state_dict(legacy, use_torch=False)
+    with pytest.raises(ValueError, match="existing file"):
+        read_state_dict(tmp_path / "missing.pth")
+    other = tmp_path / "w.h5"
+    other.write_bytes(b"x")
+    with pytest.raises(ValueError, match=".safetensors or .npz"):
+        read_state_dict(other)
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros(3))
+    with pytest.raises(ValueError, match="max_bytes"):
+        read_state_dict(empty, max_bytes=10)
+
+
+def test_npz_and_safetensors(tmp_path):
+    from safetensors.numpy import save_file
+
+    arrays = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
+              "a.bias": np.ones(2, np.float16)}
+    np.savez(tmp_path / "w.npz", **arrays)
+    save_file(arrays, str(tmp_path / "w.safetensors"))
+    for name in ("w.npz", "w.safetensors"):
+        out = read_state_dict(tmp_path / name)
+        assert sorted(out) == sorted(arrays)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(out[k], v)
+            assert out[k].dtype == v.dtype
