@@ -152,3 +152,52 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
     load_ml_decoder_weights(model.get_layer("ml_decoder"), state, num_heads=num_heads)
     return model, _class_names(meta, head_cfg["num_classes"])
 
+
+
+def convert_checkpoint_to_files(source, out, image_size=224, num_heads=8):
+    """``keras-mld convert``: a checkpoint -> a ``.keras`` model (+ ``labels.json``).
+
+    An official ML-Decoder checkpoint gives the classifier (input RGB [0, 255]) and
+    ``labels.json`` beside it, which ``keras-mld predict`` / ``export`` read. A timm / official
+    TResNet state dict without ML-Decoder head gives the TResNet backbone (input RGB in
+    [0, 1]; with its GAP + fc classifier when the state dict has ``head.fc``).
+
+    ``out``: a ``.keras`` path, or a folder (``model.keras`` and ``labels.json`` in it).
+    Files are written aside and renamed into place. Returns the model path.
+    """
+    import json
+    import os
+
+    out = os.fspath(out)
+    if out.endswith(".keras"):
+        model_path = out
+    else:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"--out: {out!r} exists and is not a folder (give a folder or a .keras path)")
+        model_path = os.path.join(out, "model.keras")
+    folder = os.path.dirname(os.path.abspath(model_path))
+    state, meta = read_checkpoint(source)
+    names = None
+    if any(k.startswith(PREFIX) for k in state):
+        model, names = convert_ml_decoder_checkpoint({**state, **meta}, image_size=image_size,
+                                                     num_heads=num_heads)
+    else:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        cfg = tresnet_convert.infer_config(tresnet_convert.to_timm_layout(state))
+        model = tresnet_convert.convert_tresnet(state, input_shape=size + (3,),
+                                                include_top=cfg["num_classes"] is not None)
+    os.makedirs(folder, exist_ok=True)
+    tmp_model = os.path.join(folder, f".tmp-{os.getpid()}-" + os.path.basename(model_path))
+    try:
+        model.save(tmp_model)
+        if names is not None:
+            tmp_labels = os.path.join(folder, f".tmp-{os.getpid()}-labels.json")
+            with open(tmp_labels, "w", encoding="utf-8") as f:
+                json.dump({"labels": names, "task": "multilabel"}, f, indent=1)
+            os.replace(tmp_labels, os.path.join(folder, "labels.json"))
+        os.replace(tmp_model, model_path)
+    finally:
+        for leftover in (tmp_model, os.path.join(folder, f".tmp-{os.getpid()}-labels.json")):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return model_path
