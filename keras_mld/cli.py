@@ -82,6 +82,10 @@ def _convert(args):
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # argparse.REMAINDER refuses a first argument like --backbone
+        from keras_mld.bench import main as bench_main
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _run(args)
