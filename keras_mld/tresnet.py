@@ -1,18 +1,19 @@
 """TResNet backbones in Keras (keras.ops only; TensorFlow and JAX).
 
 Ridnik, Lawen, Noy, Ben Baruch, Sharir, Friedman, "TResNet: High Performance
-GPU-Dedicated Architecture", arXiv:2003.13630 (WACV 2021), section 3:
+GPU-Dedicated Architecture", arXiv:2003.13630 (WACV 2021), section 2 ("TResNet Design"),
+its refinements:
 
-* 3.1 SpaceToDepth stem: a block-4 space-to-depth rearrangement, then one 3x3
+* SpaceToDepth stem: a block-4 space-to-depth rearrangement, then one 3x3
   convolution (``SpaceToDepth``);
-* 3.2 anti-aliased downsampling: every stride-2 3x3 convolution is a stride-1
+* anti-alias downsampling: every stride-2 3x3 convolution is a stride-1
   convolution followed by a fixed 3x3 binomial blur with stride 2 (``BlurPool2D``;
   the filter is a constant, not a weight);
-* 3.3 in-place activated batch norm: batch norm + leaky ReLU (slope 1e-2 in the
-  stem, 1e-3 in the blocks; the residual branch ends without activation);
-* 3.4 blocks: BasicBlock in stages 1-2, Bottleneck in stages 3-4 (``v2=True``:
-  Bottleneck everywhere), squeeze-and-excitation in stages 1-3; a stride-2 shortcut
-  is 2x2 average pooling (``ceil_mode``) followed by a 1x1 convolution.
+* in-place activated batch norm (Inplace-ABN): batch norm + leaky ReLU (slope 1e-2 in
+  the stem, 1e-3 in the blocks; the residual branch ends without activation);
+* block selection and SE layers: BasicBlock in stages 1-2, Bottleneck in stages 3-4
+  (``v2=True``: Bottleneck everywhere), squeeze-and-excitation in stages 1-3; a stride-2
+  shortcut is 2x2 average pooling (``ceil_mode``) followed by a 1x1 convolution.
 
 Input: RGB scaled to [0, 1] (x / 255, no mean / std), as in the official code.
 Layer names follow timm's parameter names with ``.`` replaced by ``_``
@@ -49,7 +50,7 @@ TRESNET_VARIANTS = {
 @keras.saving.register_keras_serializable(package="keras_mld")
 class SpaceToDepth(keras.layers.Layer):
     """SpaceToDepth stem of TResNet (Ridnik et al., "TResNet: High Performance
-    GPU-Dedicated Architecture", arXiv:2003.13630, section 3.1).
+    GPU-Dedicated Architecture", arXiv:2003.13630, section 2, "SpaceToDepth stem").
 
     ``[B, H, W, C] -> [B, H/b, W/b, b*b*C]`` with output channel
     ``(i * b + j) * C + c`` holding ``x[h*b + i, w*b + j, c]`` (the channel order of
@@ -94,7 +95,8 @@ class SpaceToDepth(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_mld")
 class BlurPool2D(keras.layers.Layer):
     """Anti-aliased stride-2 downsampling of TResNet (Ridnik et al., "TResNet: High
-    Performance GPU-Dedicated Architecture", arXiv:2003.13630, section 3.2, after
+    Performance GPU-Dedicated Architecture", arXiv:2003.13630, section 2, "Anti-Alias
+    Downsampling", after
     Zhang, "Making Convolutional Networks Shift-Invariant Again", arXiv:1904.11486).
 
     Reflect-pads H and W by 1, then convolves every channel with the fixed
@@ -144,7 +146,7 @@ def _conv_bn(x, filters, kernel_size, prefix, slope=None):
 
 
 def _se(x, channels, reduced, prefix):
-    """Squeeze-and-excitation (TResNet section 3.4): GAP -> 1x1 -> ReLU -> 1x1 -> sigmoid."""
+    """Squeeze-and-excitation (TResNet section 2, "SE layers"): GAP -> 1x1 -> ReLU -> 1x1 -> sigmoid."""
     s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_pool")(x)
     s = keras.layers.Conv2D(reduced, 1, name=f"{prefix}_fc1")(s)
     s = keras.layers.ReLU(name=f"{prefix}_relu")(s)
@@ -191,7 +193,7 @@ def _check_layers(layers):
 
 def tresnet(layers=(3, 4, 11, 3), width_factor=1.0, v2=False, include_top=False,
             input_shape=(224, 224, 3), weights=None, num_classes=1000, name="tresnet"):
-    """Builds a TResNet (Ridnik et al., arXiv:2003.13630, section 3) as a functional model.
+    """Builds a TResNet (Ridnik et al., arXiv:2003.13630, section 2) as a functional model.
 
     Args:
         layers: blocks per stage (4 ints), e.g. ``(3, 4, 11, 3)`` for TResNet-M.

@@ -1,5 +1,5 @@
 """TResNet (keras_mld/tresnet.py): its layers against numpy written from the paper
-(Ridnik et al., arXiv:2003.13630, section 3), sizes against timm / the official code,
+(Ridnik et al., arXiv:2003.13630, section 2), sizes against timm / the official code,
 registry, serialization. Runs on TensorFlow and (through tests/convert/test_tresnet_parity.py)
 on JAX."""
 import os

@@ -77,8 +77,8 @@ def read_checkpoint(source):
         if k == "class_names":
             meta["class_names"] = [str(c) for c in _to_numpy(v)]
             continue
-        if not hasattr(v, "shape"):
-            continue
+        if not hasattr(v, "shape") or k.endswith("num_batches_tracked"):
+            continue  # metadata / BN step counters: nothing a Keras weight holds
         k = k[len("module."):] if k.startswith("module.") else k
         state[k] = _to_numpy(v)
     if not state:
@@ -94,7 +94,11 @@ def _torch_load(path):
         raise ValueError(
             f"checkpoint: reading {path!r} (a PyTorch pickle) needs torch, an optional "
             "dependency (pip install torch); or convert it to .safetensors / .npz first") from None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError / RuntimeError subclasses
+        raise ValueError(f"checkpoint: {path!r} could not be read with torch.load(weights_only=True) "
+                         f"(it must hold only tensors and plain containers): {err}") from err
 
 
 def is_official_layout(state):

@@ -72,7 +72,8 @@ def test_timm_tresnet_from_safetensors(tmp_path):
     from safetensors.numpy import save_file
     data, state = _fixture("timm")
     path = os.path.join(tmp_path, "timm.safetensors")
-    save_file(state, path)
+    # a timm state dict also has BN step counters: ignored
+    save_file({**state, "body.conv1.bn.num_batches_tracked": np.array(7, np.int64)}, path)
     model = convert_tresnet(path, input_shape=(64, 64, 3), include_top=True)
     _assert_close(model(data["pixels"] / 255.0), data["logits"])
 
@@ -176,8 +177,11 @@ def test_parity_on_jax():
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-           "-k", "not jax and not cli and not sizes and not registered", "tests/convert/test_tresnet_parity.py", "tests/test_tresnet.py"]
+           # the TF-only CLI path and the big-model size / registry checks stay on TF
+           "-k", "not jax and not cli and not sizes and not registered",
+           "tests/convert/test_tresnet_parity.py", "tests/test_tresnet.py"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     tail = proc.stdout[-4000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
-    assert " passed" in proc.stdout and " failed" not in proc.stdout and "skipped" not in proc.stdout, tail
+    assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
+    assert "skipped" not in proc.stdout, tail
