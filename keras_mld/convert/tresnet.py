@@ -54,7 +54,11 @@ def read_checkpoint(source):
             if "class_names" in raw:
                 meta["class_names"] = [str(c) for c in raw.pop("class_names")]
         elif ext == ".safetensors":
-            from safetensors.numpy import load_file  # hand-parsing the format is not needed
+            try:
+                from safetensors.numpy import load_file  # the format's own reader
+            except ImportError:
+                raise ValueError(f"checkpoint: reading {path!r} needs the safetensors package "
+                                 "(pip install keras-mld[convert])") from None
             raw = load_file(path)
         elif ext in (".pth", ".pt", ".bin"):
             raw = _torch_load(path)
@@ -93,7 +97,8 @@ def _torch_load(path):
     except ImportError:
         raise ValueError(
             f"checkpoint: reading {path!r} (a PyTorch pickle) needs torch, an optional "
-            "dependency (pip install torch); or convert it to .safetensors / .npz first") from None
+            "dependency (pip install keras-mld[torch]); or convert it to .safetensors / .npz "
+            "first") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError / RuntimeError subclasses
