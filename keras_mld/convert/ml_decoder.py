@@ -48,7 +48,7 @@ def infer_head_config(state, prefix=PREFIX):
             "num_layers": int(num_layers), "in_features": int(c)}
 
 
-def load_ml_decoder_weights(head, state, prefix=PREFIX, num_heads=None):
+def load_ml_decoder_weights(head, state, prefix=PREFIX):
     """Copies an official ML-Decoder head (``state[prefix + ...]``) into a built
     :class:`keras_mld.layers.MLDecoder` ``head`` of the same sizes."""
     def get(key):
@@ -57,7 +57,7 @@ def load_ml_decoder_weights(head, state, prefix=PREFIX, num_heads=None):
         return state[prefix + key]
 
     d = head.embed_dim
-    h = num_heads or head.num_heads
+    h = head.num_heads
     _assign(head.embed.kernel, get("embed_standart.weight").T, prefix + "embed_standart.weight")
     _assign(head.embed.bias, get("embed_standart.bias"), prefix + "embed_standart.bias")
     _assign(head.queries.queries, get("query_embed.weight"), prefix + "query_embed.weight")
@@ -149,9 +149,8 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
         normalization="unit", name=name or "tresnet_mldecoder",
         num_groups=head_cfg["num_groups"], embed_dim=head_cfg["embed_dim"],
         ff_dim=head_cfg["ff_dim"], num_layers=head_cfg["num_layers"], num_heads=num_heads)
-    load_ml_decoder_weights(model.get_layer("ml_decoder"), state, num_heads=num_heads)
+    load_ml_decoder_weights(model.get_layer("ml_decoder"), state)
     return model, _class_names(meta, head_cfg["num_classes"])
-
 
 
 def convert_checkpoint_to_files(source, out, image_size=224, num_heads=8):
