@@ -31,6 +31,7 @@ setup(
         # keras_mld.convert: .safetensors weights (.pth and .npz need nothing extra; torch,
         # if installed, is used for .pth with weights_only=True)
         "convert": ["safetensors>=0.4"],
+        "torch": ["safetensors>=0.4", "torch>=2.1"],
         "test": [
             "pytest>=8", "pytest-xdist>=3",
             "mlxtend>=0.23", "scikit-learn>=1.4", "matplotlib>=3.8",

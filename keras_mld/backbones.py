@@ -82,6 +82,13 @@ def small_convnet(include_top=False, input_shape=(64, 64, 3), weights=None,
 
 register_backbone(BackboneSpec("small_convnet", small_convnet, "unit", min_size=8))
 
+# TResNet (keras_mld/tresnet.py): input x / 255, no mean / std ("unit").
+from keras_mld.tresnet import TRESNET_VARIANTS, tresnet  # noqa: E402
+
+for _name, (_layers, _width, _v2) in TRESNET_VARIANTS.items():
+    register_backbone(BackboneSpec(_name, tresnet, "unit", (("layers", _layers), ("width_factor", _width),
+                                                            ("v2", _v2), ("name", _name)), min_size=32))
+
 
 def list_backbones():
     """Sorted names accepted by :func:`create_backbone`."""

@@ -56,13 +56,36 @@ def _parser():
     r.add_argument("--top-k", type=int, default=5)
     r.add_argument("--threshold", type=float, default=0.5)
 
+    _add_convert_parser(sub)
+
     b = sub.add_parser("bench", help="head benchmarks (see benchmarks/heads.py --help)")
     b.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
+def _add_convert_parser(sub):
+    c = sub.add_parser("convert", help="official ML-Decoder / timm TResNet checkpoint -> .keras")
+    c.add_argument("checkpoint", help=".pth/.pt (needs torch), .safetensors or .npz")
+    c.add_argument("--out", required=True,
+                   help="a .keras path or a folder (model.keras + labels.json)")
+    c.add_argument("--image-size", type=int, default=224,
+                   help="input side (official: TResNet-M 224, L 448, XL 640; default 224)")
+    c.add_argument("--num-heads", type=int, default=8, help="attention heads (official: 8)")
+
+
+def _convert(args):
+    from keras_mld.convert.ml_decoder import convert_checkpoint_to_files
+    print(convert_checkpoint_to_files(args.checkpoint, args.out, image_size=args.image_size,
+                                      num_heads=args.num_heads))
+    return 0
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # argparse.REMAINDER refuses a first argument like --backbone
+        from keras_mld.bench import main as bench_main
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _run(args)
@@ -81,6 +104,8 @@ def _run(args):
         run_demo(out=args.out, recipe=args.recipe, tiny=args.tiny, seed=args.seed,
                  export=not args.no_export)
         return 0
+    if args.command == "convert":
+        return _convert(args)
     from keras_mld import workflows
     if args.command == "train":
         workflows.train(args.recipe, args.data, args.out, val_data=args.val_data,

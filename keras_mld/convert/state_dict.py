@@ -207,14 +207,28 @@ def read_state_dict(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
     if not lower.endswith((".pth", ".pt", ".bin", ".ckpt", ".tar")):
         raise ValueError(f"read_state_dict: path must end in .pth, .pt, .bin, .ckpt, .tar, "
                          f".safetensors or .npz, got {path!r}")
+    return _unwrap(read_pth(path, use_torch, max_bytes), path)
+
+
+def read_pth(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
+    """The whole object of a PyTorch zip checkpoint, tensors as ``numpy.ndarray``.
+
+    Unlike :func:`read_state_dict` nothing is unwrapped or dropped: plain entries beside the
+    weights (e.g. an official ML-Decoder checkpoint's ``idx_to_class``) are kept. Same
+    safety rules: ``torch.load(weights_only=True)`` when torch is installed (or
+    ``use_torch=True``), else the restricted reader; no code from the file runs.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"read_pth: path must be an existing file, got {path!r}")
+    _check_size(path, os.path.getsize(path), max_bytes)
     if use_torch is None:
         try:
             import torch  # noqa: F401
             use_torch = True
         except ImportError:
             use_torch = False
-    obj = _read_pth_with_torch(path) if use_torch else _read_pth_without_torch(path, max_bytes)
-    return _unwrap(obj, path)
+    return _read_pth_with_torch(path) if use_torch else _read_pth_without_torch(path, max_bytes)
 
 
 def strip_prefix(state_dict, prefix="module."):
