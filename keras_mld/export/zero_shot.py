@@ -335,7 +335,7 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
     images_input, vectors_input = _model_inputs(model)
     word_dim = int(vectors_input.shape[-1])
     task = _detect_task(model, task)
-    labels = _check_names(labels)
+    labels = _check_names(labels if labels is not None else getattr(model, "class_names", None))
     image_size = _check_image_size(model, images_input, image_size)
     vocab = None if vocabulary is None else _vocabulary_arrays(vocabulary, word_dim)
     signatures = BASE_SIGNATURES + (VOCABULARY_SIGNATURES if vocab is not None else ())

@@ -256,6 +256,21 @@ class ImageClassifier(keras.Model):
                 metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """Re-compiles a loaded model as saved (Keras skips this for a custom ``compile``).
+
+        Keras does not save ``exclude_from_weight_decay`` lists; the default exclusions
+        are applied again when the saved optimizer is AdamW."""
+        config = keras.saving.deserialize_keras_object(config)
+        optimizer = config.get("optimizer")
+        self.compile(**config)
+        if isinstance(optimizer, keras.optimizers.AdamW) and not optimizer.built:
+            from keras_mld.training.weight_decay import configure_weight_decay
+
+            configure_weight_decay(optimizer, self)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------------------------ inference
     def scores(self, logits):
         """Logits -> scores (sigmoid, or softmax over the classes for single-label)."""
