@@ -189,6 +189,46 @@ class ImageClassifier(keras.Model):
     def thresholds(self, value):
         self._thresholds = tuple(check_thresholds(value, self.class_names))
 
+    @property
+    def zero_shot_decoder(self):
+        """The head's zero-shot decoder (label set as state), or None."""
+        found = [layer for layer in self.head._flatten_layers(include_self=False)
+                 if hasattr(layer, "set_label_vectors")]
+        return found[0] if found else None
+
+    def set_labels(self, class_names, label_vectors, thresholds=None):
+        """A zero-shot model's label set: ``class_names`` (M unique names) and their word
+        vectors ``label_vectors [M, d_w]`` (``keras_mld.zsl.label_vectors``), with
+        ``thresholds`` (default 0.5). No re-build: the state is assigned, the compiled
+        functions are re-traced (and ``compile()``'s automatic metrics re-sized) on their
+        next use. Switch between seen, unseen and seen + unseen labels this way."""
+        decoder = self.zero_shot_decoder
+        if decoder is None or getattr(decoder, "label_capacity", None) is None:
+            raise ValueError("set_labels: only for zero-shot models (keras_mld.build(..., "
+                             "head='mldecoder', query_type='word', word_dim=d_w))")
+        names = check_class_names(class_names)
+        v = np.asarray(label_vectors, dtype="float32") if not isinstance(
+            label_vectors, (str, bytes)) else None
+        if v is None or v.ndim != 2 or v.shape[0] != len(names):
+            raise ValueError(f"label_vectors: expected [M={len(names)}, word_dim="
+                             f"{decoder.word_dim}] (one row per class name), got "
+                             f"{None if v is None else v.shape}")
+        thresholds = check_thresholds(thresholds, names)
+        decoder.set_label_vectors(v)
+        self._class_names, self._thresholds = tuple(names), tuple(thresholds)
+        self.train_function = self.test_function = self.predict_function = None
+        if self.compiled and getattr(self, "_auto_metrics", False):
+            kwargs = dict(getattr(self, "_compile_kwargs", {}))
+            self.compile(optimizer=self.optimizer, loss=self.loss, metrics="auto", **kwargs)
+
+    @property
+    def label_vectors(self):
+        """A zero-shot model's current label set ``[M, d_w]`` (numpy), else None."""
+        decoder = self.zero_shot_decoder
+        if decoder is None or getattr(decoder, "label_capacity", None) is None:
+            return None
+        return np.asarray(keras.ops.convert_to_numpy(decoder.label_set))[: decoder.num_labels]
+
     def get_layer(self, name=None, index=None):
         """As ``keras.Model.get_layer``; a name not found at the top level is looked up
         in ``head``, then ``preprocessor`` (e.g. ``get_layer("ml_decoder")``)."""
@@ -246,6 +286,8 @@ class ImageClassifier(keras.Model):
                 loss = AsymmetricLoss(**DEFAULT_ASL)
             else:
                 loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self._auto_metrics = isinstance(metrics, str) and metrics == "auto"
+        self._compile_kwargs = dict(kwargs)
         if isinstance(metrics, str) and metrics == "auto":
             if self.task == "multilabel":
                 from keras_mld.metrics import MeanAveragePrecision

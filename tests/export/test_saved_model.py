@@ -437,5 +437,6 @@ def test_gat_branch_is_exported_as_a_constant(tmp_path):
     loaded = tf.saved_model.load(path)
     got = loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    gat = [layer for layer in model.layers if isinstance(layer, keras_mld.layers.GraphAttentionReweight)]
+    gat = [layer for layer in model.head.layers
+           if isinstance(layer, keras_mld.layers.GraphAttentionReweight)]
     assert gat and not gat[0].frozen
