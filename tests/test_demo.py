@@ -144,18 +144,21 @@ def test_train_and_evaluate_workflow(tmp_path):
     recipe = {"name": "t", "model": {"backbone": "small_convnet", "input_size": 64, "head": "gap"},
               "data": {"batch_size": 16, "augment": None},
               "train": {"optimizer": "adam", "lr": 1e-3, "epochs": 1, "schedule": "constant", "ema_momentum": None,
-                        "metrics": [], "monitor": "val_loss", "early_stopping": None,
+                        "monitor": "val_loss", "early_stopping": None,
                         "tensorboard": False}}
     run = tmp_path / "run"
     history = workflows.train(recipe, built.train_annotations, str(run),
                               val_data=built.val_annotations, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+    assert 0.0 <= history.history["val_mAP"][0] <= 1.0  # the default recipe's exact val_mAP
+    assert "val_mAP" in (run / "log.csv").read_text().splitlines()[0].split(",")
     assert not (run / "labels.json").exists()
     import keras
     final = keras.models.load_model(run / "final.keras", safe_mode=True)
     assert final.class_names[:2] == ["zero", "one"] and final.num_classes == 10
     result = workflows.evaluate(str(run / "final.keras"), built.val_annotations)
     assert 0.0 <= result["at_0.5"]["mAP"] <= 1.0 and "OF1" in result["top_3"]
+    assert result["at_0.5"]["mAP"] == pytest.approx(history.history["val_mAP"][0], abs=1e-5)
 
 
 def test_zsl_demo_tiny_reports_against_chance(tmp_path):
