@@ -59,7 +59,9 @@ def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=N
     ``max(1024, 4 * num_classes)`` labels): ``label_vectors`` ``[num_classes, d_w]`` (the
     class names' vectors, ``keras_mld.zsl.label_vectors``) is the initial label set (zeros
     until ``ImageClassifier.set_labels`` when not given); logits ``[B, M]`` for the M
-    current labels. Full decoding unless ``group_size`` or ``num_groups`` is given
+    current labels. Fixed queries: ``num_groups`` defaults to ``min(100, num_classes)``
+    (the paper's K = 100). Word queries: full decoding unless ``group_size`` or
+    ``num_groups`` is given
     (``num_groups`` K with the ``num_classes`` N training labels gives
     ``group_size = ceil(N / K)``).
     """
@@ -67,6 +69,9 @@ def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=N
         if label_vectors is not None or label_capacity is not None:
             raise ValueError("head 'mldecoder': label_vectors and label_capacity are for "
                              "query_type='word' (zero-shot)")
+        # the paper's K = 100 groups, or full decoding below 100 classes (said, not warned:
+        # the user asked for no particular K)
+        kwargs.setdefault("num_groups", min(100, num_classes))
         return layers.MLDecoder(num_classes, name="ml_decoder", query_type=query_type,
                                 **kwargs)(features)
     if isinstance(word_dim, bool) or not isinstance(word_dim, int) or word_dim < 1:
