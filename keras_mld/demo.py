@@ -10,7 +10,6 @@ exact validation mAP of every epoch) and ``report.json``, saves the trained ML-D
 classifier (tuned thresholds inside) as a preset folder ``preset/`` and exports it as a TF
 Serving SavedModel.
 """
-import json
 import os
 import time
 

@@ -133,8 +133,6 @@ def test_threshold_setter_validates_and_accepts_names():
 
 # ----------------------------------------------------------------------------- preprocessor
 def test_preprocessor_resizes_with_the_training_function_and_normalises():
-    import tensorflow as tf
-
     from keras_mld.data import image as image_lib
     from keras_mld.models import preprocessor as pre
 
@@ -153,7 +151,6 @@ def test_preprocessor_resizes_with_the_training_function_and_normalises():
         ImageClassifierPreprocessor((0, 3))
     with pytest.raises(ValueError, match="normalization"):
         ImageClassifierPreprocessor((4, 4), "imagenet")
-    del tf
 
 
 def test_model_takes_uint8_and_float_of_any_size_resized_as_in_training():
