@@ -1,16 +1,19 @@
 """``keras_mld.build`` and ``keras_mld.list_models``: a backbone and a head by name.
 
-The split follows keras-hub (backbone vs task): the backbone maps normalised
-pixels to a feature map, the head maps features to logits, and :func:`build`
-joins them into one functional ``keras.Model`` that takes RGB pixels in [0, 255]
-(input ``images``) and returns logits ``[B, num_classes]`` (last layer
-``multilabel_logits`` or ``singlelabel_logits``, which also tells exporters the task).
+The split follows keras-hub (backbone vs task): the backbone maps normalised pixels to a
+feature map, the head maps features to logits, and :func:`build` joins them, behind an
+:class:`~keras_mld.models.ImageClassifierPreprocessor` (resize as in training, the backbone's
+normalisation), into a :class:`~keras_mld.ImageClassifier` that takes RGB pixels in
+[0, 255] of any size and returns logits ``[B, num_classes]``, and that carries its class
+names, thresholds and task.
 """
 import keras
 
 from keras_mld import backbones, heads
 from keras_mld.heads import register_head  # noqa: F401  (re-exported)
-from keras_mld.layers import ImageNormalization
+from keras_mld.models.coco import COCO_CLASS_NAMES
+from keras_mld.models.image_classifier import ImageClassifier, check_class_names
+from keras_mld.models.preprocessor import ImageClassifierPreprocessor
 
 TASKS = ("multilabel", "singlelabel")
 NORMALIZATIONS = ("none", "unit", "symmetric", "torch", "caffe")
@@ -22,8 +25,9 @@ def list_models():
 
 
 def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3), weights=None,
-          task="multilabel", normalization=None, name=None, **head_kwargs):
-    """Builds ``backbone`` + ``head`` as one ``keras.Model`` returning logits.
+          task="multilabel", normalization=None, name=None, class_names=None, thresholds=None,
+          **head_kwargs):
+    """Builds ``backbone`` + ``head`` as one :class:`~keras_mld.ImageClassifier`.
 
     Args:
         backbone: a name from ``list_models()["backbones"]`` or any ``keras.Model`` whose
@@ -31,21 +35,33 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
             keras-hub backbone instance included).
         head: a name from ``list_models()["heads"]``.
         num_classes: number of labels N (>= 1). ``task="singlelabel"`` with N classes
-            gives a softmax classifier (e.g. ImageNet, N = 1000).
-        input_shape: ``(H, W, 3)``; H and W may be ``None`` for a backbone instance.
+            gives a softmax classifier (e.g. ImageNet, N = 1000). Default: the length of
+            ``class_names``; with neither, the 80 MS-COCO classes (as ``keras.applications``
+            models default to ImageNet's classes).
+        input_shape: ``(H, W, 3)`` the backbone takes (images of any size are resized to
+            it); H and W may be ``None`` for a backbone instance (no resizing then).
         weights: for a named backbone: ``None``, ``"imagenet"`` or a weights-file path.
         task: ``"multilabel"`` (sigmoid scores) or ``"singlelabel"`` (softmax scores).
         normalization: how RGB [0,255] is mapped for the backbone (an
             :class:`~keras_mld.layers.ImageNormalization` mode). Default: the named
             backbone's own convention, ``"unit"`` (x / 255) for a backbone instance.
         name: model name (default ``<backbone>_<head>``).
+        class_names: N unique class names (default: COCO's when ``num_classes`` is None,
+            else ``"0"`` ... ``"N-1"``).
+        thresholds: per-class score thresholds in [0, 1] (default 0.5), as
+            :class:`~keras_mld.ImageClassifier` accepts them.
         **head_kwargs: passed to the head layer (e.g. ``num_groups=100``, ``embed_dim=768``).
 
     Returns:
-        a functional ``keras.Model``: input ``images`` float ``[B,H,W,3]`` in [0, 255]
+        an :class:`~keras_mld.ImageClassifier`: input ``images`` ``[B,H,W,3]`` in [0, 255]
         (plus ``known_labels`` for ``head="ctran", known_labels_input=True``), output
         logits ``[B, num_classes]`` in float32 (also under mixed precision).
     """
+    if num_classes is None and class_names is None:
+        class_names = list(COCO_CLASS_NAMES)
+    if class_names is not None:
+        class_names = check_class_names(class_names, num_classes)
+        num_classes = len(class_names)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
     if task not in TASKS:
@@ -73,19 +89,22 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
         raise ValueError(f"backbone: expected a name from {backbones.list_backbones()} or a "
                          f"keras.Model, got {type(backbone).__name__}")
 
-    images = keras.Input(shape=input_shape, name="images", dtype="float32")
-    inputs = {"images": images}
-    x = ImageNormalization(normalization, name="normalization")(images)
-    features = backbone_model(x)
-    if isinstance(features, (list, tuple, dict)):
+    size = None if None in input_shape[:2] else tuple(input_shape[:2])
+    preprocessor = ImageClassifierPreprocessor(size, normalization, name="preprocessor")
+    probe = backbone_model.compute_output_spec(keras.KerasTensor((None, *input_shape)))
+    if isinstance(probe, (list, tuple, dict)):
         raise ValueError(f"backbone: expected a single output [B,H,W,C] or [B,T,C], got "
-                         f"{type(features).__name__} of outputs")
-    if len(features.shape) not in (3, 4):
-        raise ValueError(f"backbone: output must be [B,H,W,C] or [B,T,C], got shape {features.shape}")
+                         f"{type(probe).__name__} of outputs")
+    if len(probe.shape) not in (3, 4):
+        raise ValueError(f"backbone: output must be [B,H,W,C] or [B,T,C], got shape {probe.shape}")
+    features = keras.Input(shape=probe.shape[1:], name="features", dtype=probe.dtype)
+    inputs = {"features": features}
     logits = factory(features, num_classes, inputs, **head_kwargs)
-    logits = keras.layers.Identity(name=f"{task}_logits", dtype="float32")(logits)
-    model_inputs = inputs["images"] if len(inputs) == 1 else inputs
-    return keras.Model(model_inputs, logits, name=name or f"{backbone_name}_{head}".replace("+", "_"))
+    head_model = keras.Model(list(inputs.values()) if len(inputs) > 1 else features, logits,
+                             name="head")
+    return ImageClassifier(backbone_model, head_model, preprocessor, class_names=class_names,
+                           thresholds=thresholds, task=task,
+                           name=name or f"{backbone_name}_{head}".replace("+", "_"))
 
 
 def _check_input_shape(input_shape):

@@ -44,17 +44,18 @@ def _parser():
     x = sub.add_parser("export", help="export a .keras model as a TF Serving SavedModel")
     x.add_argument("--model", required=True)
     x.add_argument("--out", required=True, help="base directory (versions go below it)")
-    x.add_argument("--labels", help="labels .txt/.json (default: labels.json beside the model)")
+    x.add_argument("--labels", help="class names, one a line (default: the model's own)")
     x.add_argument("--thresholds", help="JSON list of per-class thresholds, or one float")
     x.add_argument("--version", type=int)
     x.add_argument("--overwrite", action="store_true")
 
     r = sub.add_parser("predict", help="labels and scores for image files")
     r.add_argument("images", nargs="+")
-    r.add_argument("--model", required=True, help=".keras model (labels.json beside it)")
-    r.add_argument("--labels")
+    r.add_argument("--model", required=True,
+                   help=".keras file, preset folder or exported SavedModel directory")
     r.add_argument("--top-k", type=int, default=5)
-    r.add_argument("--threshold", type=float, default=0.5)
+    r.add_argument("--threshold", type=float,
+                   help="one threshold for every class (default: the model's per-class ones)")
 
     _add_convert_parser(sub)
 
@@ -117,16 +118,19 @@ def _run(args):
         print(json.dumps(workflows.evaluate(args.model, args.data, args.batch_size), indent=1))
         return 0
     if args.command == "predict":
-        for path, picked in workflows.predict(args.model, args.images, args.labels, args.top_k,
+        for path, picked in workflows.predict(args.model, args.images, args.top_k,
                                               args.threshold):
             print(path + ": " + ", ".join(f"{name} {score:.3f}" for name, score in picked))
         return 0
     if args.command == "export":
-        import keras
         from keras_mld.export import export_saved_model
-        model = keras.models.load_model(args.model, safe_mode=True)
+        model = workflows.load_classifier(args.model)
         thresholds = json.loads(args.thresholds) if args.thresholds else None
-        path = export_saved_model(model, args.out, workflows.load_labels(args.model, args.labels),
+        labels = None
+        if args.labels:
+            with open(args.labels, encoding="utf-8") as f:
+                labels = [line.strip() for line in f if line.strip()]
+        path = export_saved_model(model, args.out, labels,
                                   thresholds=thresholds, version=args.version,
                                   overwrite=args.overwrite)
         print(path)

@@ -5,10 +5,11 @@ written as PNG + COCO json, read back through the real loader), trains a GAP mod
 and an ML-Decoder model with the same backbone, data, loss, optimizer and epoch
 budget, and reports for each: mAP, CF1 and OF1 (at 0.5, at per-class thresholds tuned
 on one half of the validation split and reported on the other half, and at top-3),
-inference and training images/s. Saves a PR-curve PNG, a training-curve PNG and
-``report.json``, and exports the ML-Decoder model as a TF Serving SavedModel.
+inference and training images/s. Saves a PR-curve PNG, a training-curve PNG (loss and the
+exact validation mAP of every epoch) and ``report.json``, saves the trained ML-Decoder
+classifier (tuned thresholds inside) as a preset folder ``preset/`` and exports it as a TF
+Serving SavedModel.
 """
-import json
 import os
 import time
 
@@ -85,14 +86,18 @@ def _plots(out, curves, histories):
     fig.savefig(pr_path, dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, (ax, ax_map) = plt.subplots(1, 2, figsize=(10, 4.5))
     for head, hist in histories.items():
         epochs = np.arange(1, len(hist["loss"]) + 1)
         ax.plot(epochs, hist["loss"], "-o", label=f"{head} train loss")
         if "val_loss" in hist:
             ax.plot(epochs, hist["val_loss"], "--o", label=f"{head} val loss")
+        if "val_mAP" in hist:
+            ax_map.plot(epochs, 100 * np.asarray(hist["val_mAP"]), "-o", label=f"{head} val mAP")
     ax.set(xlabel="epoch", ylabel="ASL loss (sum over classes)", title="Training curves")
     ax.legend()
+    ax_map.set(xlabel="epoch", ylabel="mAP (%)", title="Validation mAP (exact) per epoch")
+    ax_map.legend()
     fig.tight_layout()
     curve_path = os.path.join(out, "training_curves.png")
     fig.savefig(curve_path, dpi=110)
@@ -136,7 +141,7 @@ def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, ve
     for head, head_kwargs in recipe["model"]["heads"].items():
         keras.utils.set_random_seed(seed)
         model = builders.build(recipe["model"]["backbone"], head=head,
-                               num_classes=len(class_names), input_shape=(size, size, 3),
+                               class_names=class_names, input_shape=(size, size, 3),
                                **(head_kwargs or {}))
         print(f"\n== training {head}: {model.count_params():,} parameters, "
               f"{train_cfg['epochs']} epochs ==", flush=True)
@@ -145,6 +150,7 @@ def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, ve
                                run_dir=os.path.join(out, "runs", head), verbose=verbose)
         train_seconds = time.perf_counter() - start
         report, y, p, thresholds = _evaluate(model, val_ds, class_names)
+        model.thresholds = np.clip(thresholds, 0.0, 1.0).tolist()  # they travel with the model
         results[head] = {
             "report": report,
             "thresholds": [float(t) for t in thresholds],
@@ -166,12 +172,21 @@ def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, ve
               "backbone": recipe["model"]["backbone"], "input_size": size,
               "epochs": train_cfg["epochs"], "results": results, "histories": histories,
               "plots": [pr_path, curve_path], "table": table}
+    if "mldecoder" in models:
+        head_recipe = {**recipe, "model": {**recipe["model"], "head": "mldecoder",
+                                           "head_kwargs": recipe["model"]["heads"]["mldecoder"]},
+                       "train": train_cfg}
+        head_recipe["model"].pop("heads")
+        report["preset"] = models["mldecoder"].save_to_preset(
+            os.path.join(out, "preset"), recipe=head_recipe,
+            validation=results["mldecoder"]["report"]["at_0.5"], overwrite=True)
+        print(f"\nsaved the ML-Decoder classifier as a preset: {report['preset']}", flush=True)
     if export and "mldecoder" in models:
         from keras_mld.export import export_saved_model
 
-        report["export"] = export_saved_model(
-            models["mldecoder"], os.path.join(out, "export"), labels=class_names,
-            thresholds=results["mldecoder"]["thresholds"], overwrite=False)
+        # class names, tuned thresholds, task and image size come from the model
+        report["export"] = export_saved_model(models["mldecoder"], os.path.join(out, "export"),
+                                              overwrite=False)
         print(f"\nexported ML-Decoder SavedModel: {report['export']}", flush=True)
     mld, gap = results.get("mldecoder"), results.get("gap")
     if mld and gap:

@@ -49,17 +49,29 @@ def gap_head(features, num_classes, inputs, **kwargs):
 
 
 @register_head("mldecoder")
-def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=None, **kwargs):
+def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=None,
+                   label_vectors=None, label_capacity=None, **kwargs):
     """ML-Decoder (Ridnik et al. 2023): group-decoding cross-attention head, linear in N.
 
-    ``query_type="word"`` (zero-shot, SPEC section 3) needs ``word_dim`` d_w and adds a
-    second model input ``label_vectors`` ``[M, d_w]`` (``keras.Input(shape=(d_w,))``: its
-    leading axis is the label axis M, not the batch; feed the whole label set with every
-    batch) and gives logits ``[B, M]`` (:class:`~keras_mld.layers.ZSLMLDecoder`). Full
-    decoding unless ``group_size`` or ``num_groups`` is given (``num_groups`` K with the
-    ``num_classes`` N training labels gives ``group_size = ceil(N / K)``).
+    ``query_type="word"`` (zero-shot, ML-Decoder section 2.3.3) needs ``word_dim`` d_w: the
+    queries come from label word vectors held as model state
+    (:class:`~keras_mld.layers.ZSLMLDecoder` with ``label_capacity``, default
+    ``max(1024, 4 * num_classes)`` labels): ``label_vectors`` ``[num_classes, d_w]`` (the
+    class names' vectors, ``keras_mld.zsl.label_vectors``) is the initial label set (zeros
+    until ``ImageClassifier.set_labels`` when not given); logits ``[B, M]`` for the M
+    current labels. Fixed queries: ``num_groups`` defaults to ``min(100, num_classes)``
+    (the paper's K = 100). Word queries: full decoding unless ``group_size`` or
+    ``num_groups`` is given
+    (``num_groups`` K with the ``num_classes`` N training labels gives
+    ``group_size = ceil(N / K)``).
     """
     if query_type != "word":
+        if label_vectors is not None or label_capacity is not None:
+            raise ValueError("head 'mldecoder': label_vectors and label_capacity are for "
+                             "query_type='word' (zero-shot)")
+        # the paper's K = 100 groups, or full decoding below 100 classes (said, not warned:
+        # the user asked for no particular K)
+        kwargs.setdefault("num_groups", min(100, num_classes))
         return layers.MLDecoder(num_classes, name="ml_decoder", query_type=query_type,
                                 **kwargs)(features)
     if isinstance(word_dim, bool) or not isinstance(word_dim, int) or word_dim < 1:
@@ -69,10 +81,17 @@ def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=N
     if num_groups is not None and "group_size" not in kwargs:
         kwargs["group_size"] = layers.zsl_group_size(num_classes, num_groups,
                                                      kwargs.get("embed_dim", 768))
-    head = layers.ZSLMLDecoder(word_dim, name="ml_decoder", **kwargs)
-    vectors = keras.Input(shape=(word_dim,), name="label_vectors", dtype="float32")
-    inputs["label_vectors"] = vectors
-    return head(features, vectors)
+    if label_capacity is None:
+        label_capacity = max(1024, 4 * num_classes)
+    head = layers.ZSLMLDecoder(word_dim, name="ml_decoder", label_capacity=label_capacity,
+                               num_labels=num_classes, **kwargs)
+    logits = head(features)
+    if label_vectors is not None:
+        head.set_label_vectors(label_vectors)
+        if head.num_labels != num_classes:
+            raise ValueError(f"label_vectors: expected {num_classes} rows (one per class), got "
+                             f"{head.num_labels}")
+    return logits
 
 
 @register_head("query2label")

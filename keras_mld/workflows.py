@@ -3,7 +3,6 @@
 Each function does one job end to end and returns plain data; ``keras_mld.cli`` only
 parses arguments and prints.
 """
-import json
 import os
 import time
 
@@ -12,9 +11,6 @@ import numpy as np
 
 from keras_mld import builders, metrics
 from keras_mld.recipes import load_recipe
-
-LABELS_FILE = "labels.json"
-
 
 def load_source(path, class_names=None):
     """A labelled image source from a path: COCO ``.json``, ``.csv`` or an image-folder root."""
@@ -34,7 +30,7 @@ def _model_kwargs(recipe, source, overrides):
     m = {**recipe["model"], **{k: v for k, v in overrides.items() if v is not None}}
     size = int(m.get("input_size", 224))
     return dict(backbone=m.get("backbone", "efficientnetv2_s"), head=m.get("head", "mldecoder"),
-                num_classes=source.num_classes, input_shape=(size, size, 3),
+                class_names=list(source.class_names), input_shape=(size, size, 3),
                 weights=m.get("weights"), task=source.task, **m.get("head_kwargs", {}))
 
 
@@ -42,8 +38,9 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
           batch_size=None, seed=0, verbose="auto", strategy="default", lr_scaling="none"):
     """Trains the recipe's model on ``data`` (validating on ``val_data``) into ``out``.
 
-    Writes ``out/labels.json`` (class names and task) beside the fit recipe's files
-    (``best.keras``, ``final.keras``, ``log.csv``, ``backup/``...). Returns the History.
+    Writes the fit recipe's files (``best.keras``, ``final.keras``, ``log.csv``,
+    ``backup/``...); the saved models carry the data's class names and task. Returns the
+    History.
     ``strategy``: a name of :data:`keras_mld.training.distribute.STRATEGIES` or a
     ``tf.distribute.Strategy``; ``batch_size`` is global (all replicas); ``lr_scaling``
     (``none``/``linear``/``sqrt``) scales the recipe's lr from its reference batch
@@ -78,35 +75,34 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     train_recipe["lr"] = distribute.scale_learning_rate(
         train_recipe.get("lr", training.DEFAULT_RECIPE["lr"]), bs,
         distribute.reference_batch_size(recipe) or bs, lr_scaling)
-    if distribute.is_chief(strategy):
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, LABELS_FILE), "w", encoding="utf-8") as f:
-            json.dump({"labels": list(source.class_names), "task": source.task}, f, indent=1)
     return distribute.distributed_fit(lambda: builders.build(**kwargs), train_ds, val_ds,
                                       recipe=train_recipe, run_dir=out, strategy=strategy,
                                       verbose=verbose)[1]
 
 
-def load_labels(model_path, labels=None):
-    """Class names for a ``.keras`` model: ``labels`` (a file or list) or ``labels.json`` beside it."""
-    if labels is None:
-        labels = os.path.join(os.path.dirname(os.path.abspath(model_path)), LABELS_FILE)
-        if not os.path.exists(labels):
-            raise ValueError(f"labels: no {LABELS_FILE} beside {model_path}; pass --labels")
-    if isinstance(labels, (list, tuple)):
-        return list(labels)
-    with open(labels, encoding="utf-8") as f:
-        if labels.endswith(".json"):
-            obj = json.load(f)
-            return list(obj["labels"] if isinstance(obj, dict) else obj)
-        return [line.strip() for line in f if line.strip()]
-
-
 def probabilities(model, logits):
-    """Softmax for single-label models (last layer ``singlelabel_logits``), else sigmoid."""
-    if model.layers[-1].name == "singlelabel_logits":
+    """Scores of ``logits``: softmax for a single-label model (``model.task``), else sigmoid."""
+    if getattr(model, "task", "multilabel") == "singlelabel":
         return np.asarray(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
     return np.asarray(keras.ops.convert_to_numpy(keras.ops.sigmoid(logits)))
+
+
+def load_classifier(path):
+    """A :class:`keras_mld.ImageClassifier` from a ``.keras`` file or a preset folder."""
+    from keras_mld.models import ImageClassifier
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return ImageClassifier.from_preset(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"model: no such file or folder {path!r} (expected a .keras file, a "
+                         "preset folder or a SavedModel directory)")
+    model = keras.models.load_model(path, safe_mode=True)
+    if not isinstance(model, ImageClassifier):
+        raise ValueError(f"model: {path} holds a {type(model).__name__}, not a "
+                         "keras_mld.ImageClassifier (which carries its class names); rebuild it "
+                         "with keras_mld.build and load its weights")
+    return model
 
 
 def scores_of(model, dataset):
@@ -124,9 +120,9 @@ def evaluate(model_path, data, batch_size=32, thresholds=None):
     """Multi-label report of a saved ``.keras`` model on ``data`` (0.5, per-class, top-3)."""
     from keras_mld import data as data_lib
 
-    model = keras.models.load_model(model_path, safe_mode=True)
-    source = load_source(data, class_names=load_labels(model_path))
-    size = tuple(model.input_shape[1:3])
+    model = load_classifier(model_path)
+    source = load_source(data, class_names=model.class_names)
+    size = model.image_size
     y, p, _ = scores_of(model, data_lib.make_dataset(source, size, batch_size))
     return {"at_0.5": metrics.multilabel_report(y, p, 0.5),
             "at_tuned": metrics.multilabel_report(y, p, thresholds) if thresholds is not None
@@ -134,23 +130,62 @@ def evaluate(model_path, data, batch_size=32, thresholds=None):
             "top_3": metrics.multilabel_report(y, p, top_k=3)}
 
 
-def predict(model_path, images, labels=None, top_k=5, threshold=0.5):
-    """``[(path, [(label, score), ...])]``: labels above ``threshold`` (at least the top one)."""
-    from keras_mld.data.image import decode_and_resize
-    import tensorflow as tf
+def _saved_model_dir(path):
+    """The SavedModel version directory of ``path`` (itself, or its newest numeric version)."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = sorted(int(d) for d in os.listdir(path) if d.isdigit()
+                      and os.path.isfile(os.path.join(path, d, "saved_model.pb")))
+    return os.path.join(path, str(versions[-1])) if versions else None
 
-    model = keras.models.load_model(model_path, safe_mode=True)
-    names = load_labels(model_path, labels)
-    size = tuple(model.input_shape[1:3])
-    if None in size:
-        raise ValueError(f"model: {model_path} has no static input size to resize images to")
-    out = []
+
+def predict(model_path, images, top_k=5, threshold=None):
+    """``[(path, [(label, score), ...])]`` for image files: the labels at or above their
+    class threshold (the model's, or ``threshold`` for every class), at least the top one.
+
+    ``model_path``: a ``.keras`` file or a preset folder (a
+    :class:`keras_mld.ImageClassifier`), or an exported SavedModel (version directory, or
+    base directory: its newest version), read through its ``predict_images`` signature.
+    """
     for path in images:
         if not os.path.isfile(path):
             raise ValueError(f"images: no such file {path!r}")
-        x = decode_and_resize(tf.io.read_file(path), size)[None]
-        scores = probabilities(model, model(x, training=False))[0]
-        order = np.argsort(-scores)[:top_k]
-        picked = [(names[i], float(scores[i])) for i in order if scores[i] >= threshold]
-        out.append((path, picked or [(names[order[0]], float(scores[order[0]]))]))
+    model_path = os.fspath(model_path)
+    served = _saved_model_dir(model_path) if os.path.isdir(model_path) else None
+    if served is not None:
+        results = _predict_served(served, images, threshold)
+    else:
+        model = load_classifier(model_path)
+        results = [(r["labels"], r["top_k"]) for r in model.predict_labels(
+            list(images), top_k=top_k, thresholds=threshold)]
+    out = []
+    for path, (picked, top) in zip(images, results):
+        out.append((path, (picked or top[:1])[:max(top_k, len(picked))]))
+    return out
+
+
+def _predict_served(export_dir, images, threshold):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(export_dir)
+    if "predict_images" not in loaded.signatures:
+        raise ValueError(f"model: {export_dir} has no predict_images signature")
+    fn = loaded.signatures["predict_images"]
+    data = tf.constant([tf.io.read_file(p).numpy() for p in images])
+    res = {k: v.numpy() for k, v in fn(image_bytes=data).items()}
+    if "labels" not in res:
+        raise ValueError(f"model: {export_dir} is a zero-shot export; pass label names")
+    names = [n.decode("utf-8") for n in loaded.signatures["metadata"]()["labels"].numpy()]
+    out = []
+    for i in range(len(images)):
+        scores = res["scores"][i]
+        top = [(n.decode("utf-8"), float(s)) for n, s in
+               zip(res["top_k_labels"][i], res["top_k_scores"][i])]
+        if threshold is None:
+            picked = [(n.decode("utf-8"), float(scores[names.index(n.decode("utf-8"))]))
+                      for n in res["labels"][i][:res["num_labels"][i]]]
+        else:
+            order = np.argsort(-scores, kind="stable")
+            picked = [(names[j], float(scores[j])) for j in order if scores[j] >= threshold]
+        out.append((picked, top))
     return out

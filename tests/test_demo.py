@@ -49,26 +49,81 @@ def test_demo_exports_a_servable_model(demo_run):
     assert result["scores"].shape == (1, 10)
 
 
-def test_cli_evaluate_predict_and_export_on_the_demo_run(demo_run, tmp_path):
-    out, _ = demo_run
-    model = out / "runs" / "mldecoder" / "final.keras"
-    # labels.json beside the model is written by `train`; the demo run has none: give them
-    labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven",
-                                 "eight", "nine"]))
-    image = next((out / "data").rglob("*.png"))
+def _cli(*args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-m", "keras_mld", "predict", str(image), "--model",
-                           str(model), "--labels", str(labels)], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    line = proc.stdout.strip().splitlines()[-1]
-    assert line.startswith(str(image)) and any(n in line for n in ("zero", "one", "nine", "five"))
-    proc = subprocess.run([sys.executable, "-m", "keras_mld", "export", "--model", str(model),
-                           "--labels", str(labels), "--out", str(tmp_path / "exp")], env=env,
+    return subprocess.run([sys.executable, "-m", "keras_mld", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def test_cli_predict_and_export_need_no_labels_file(demo_run, tmp_path):
+    """`keras-mld predict` on the demo's best.keras and on its SavedModel export (no
+    --labels: the model carries its class names and thresholds); `export` likewise."""
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    images = sorted((out / "data").rglob("*.png"))[:3]
+    proc = _cli("predict", *images, "--model", out / "runs" / "mldecoder" / "best.keras")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from_keras = proc.stdout.strip().splitlines()[-3:]
+    proc = _cli("predict", *images, "--model", out / "export")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from_served = proc.stdout.strip().splitlines()[-3:]
+    for image, line, served in zip(images, from_keras, from_served):
+        assert line.startswith(str(image)) and served.startswith(str(image))
+        assert any(n in line for n in report["class_names"])
+    # the preset folder holds the exported classifier (tuned thresholds included): the
+    # same names and scores (printed to 3 decimals)
+    proc = _cli("predict", *images, "--model", out / "preset")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-3:] == from_served
+    proc = _cli("export", "--model", out / "runs" / "mldecoder" / "final.keras", "--out",
+                tmp_path / "exp")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "exp" / "1" / "saved_model.pb").exists()
+    labels = (tmp_path / "exp" / "1" / "assets" / "labels.txt").read_text().split("\n")[:-1]
+    assert labels == report["class_names"]
+
+
+def test_demo_preset_reproduces_the_trained_model_exactly(demo_run):
+    import keras
+
+    import keras_mld
+    from keras_mld import data, metrics
+    from keras_mld.workflows import scores_of
+
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    preset = keras_mld.ImageClassifier.from_preset(report["preset"])
+    final = keras.models.load_model(out / "runs" / "mldecoder" / "final.keras", safe_mode=True)
+    assert preset.class_names == report["class_names"]
+    assert preset.thresholds == report["results"]["mldecoder"]["thresholds"]
+    val = data.make_dataset(data.load_coco(str(out / "data" / "instances_val.json")),
+                            preset.image_size, 16)
+    y, p, _ = scores_of(preset, val)
+    _, p_final, _ = scores_of(final, val)
+    np.testing.assert_array_equal(p, p_final)
+    assert metrics.mean_average_precision(y, p) == pytest.approx(
+        report["results"]["mldecoder"]["report"]["at_0.5"]["mAP"], abs=1e-12)
+    meta = json.loads((out / "preset" / "metadata.json").read_text())
+    assert meta["recipe"]["model"]["head"] == "mldecoder"
+    assert meta["validation"]["mAP"] == report["results"]["mldecoder"]["report"]["at_0.5"]["mAP"]
+
+
+def test_demo_logs_the_exact_val_map_every_epoch(demo_run):
+    """val_mAP in the history (and so the progress bar, log.csv and the curve plot): after
+    the last epoch it is the exact mAP of the final model on the validation split."""
+    import csv
+
+    out, stdout = demo_run
+    report = json.loads((out / "report.json").read_text())
+    for head in ("gap", "mldecoder"):
+        hist = report["histories"][head]
+        assert len(hist["val_mAP"]) == report["epochs"]
+        assert hist["val_mAP"][-1] == pytest.approx(
+            report["results"][head]["report"]["at_0.5"]["mAP"], abs=2e-6)
+        with open(out / "runs" / head / "log.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert [float(r["val_mAP"]) for r in rows] == pytest.approx(hist["val_mAP"], abs=1e-7)
+    assert "val_mAP" in stdout
 
 
 def test_cli_errors_are_clear(tmp_path):
@@ -80,7 +135,8 @@ def test_cli_errors_are_clear(tmp_path):
 
 
 def test_train_and_evaluate_workflow(tmp_path):
-    """`keras-mld train` path: COCO json in, run dir with labels.json out, then evaluate."""
+    """`keras-mld train` path: COCO json in, a run dir whose models carry the class names,
+    then evaluate."""
     from keras_mld import data, workflows
 
     built = data.make_digits_dataset(tmp_path / "d", num_train=48, num_val=24, image_size=64,
@@ -88,15 +144,21 @@ def test_train_and_evaluate_workflow(tmp_path):
     recipe = {"name": "t", "model": {"backbone": "small_convnet", "input_size": 64, "head": "gap"},
               "data": {"batch_size": 16, "augment": None},
               "train": {"optimizer": "adam", "lr": 1e-3, "epochs": 1, "schedule": "constant", "ema_momentum": None,
-                        "metrics": [], "monitor": "val_loss", "early_stopping": None,
+                        "monitor": "val_loss", "early_stopping": None,
                         "tensorboard": False}}
     run = tmp_path / "run"
     history = workflows.train(recipe, built.train_annotations, str(run),
                               val_data=built.val_annotations, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert json.loads((run / "labels.json").read_text())["labels"][0] == "zero"
+    assert 0.0 <= history.history["val_mAP"][0] <= 1.0  # the default recipe's exact val_mAP
+    assert "val_mAP" in (run / "log.csv").read_text().splitlines()[0].split(",")
+    assert not (run / "labels.json").exists()
+    import keras
+    final = keras.models.load_model(run / "final.keras", safe_mode=True)
+    assert final.class_names[:2] == ["zero", "one"] and final.num_classes == 10
     result = workflows.evaluate(str(run / "final.keras"), built.val_annotations)
     assert 0.0 <= result["at_0.5"]["mAP"] <= 1.0 and "OF1" in result["top_3"]
+    assert result["at_0.5"]["mAP"] == pytest.approx(history.history["val_mAP"][0], abs=1e-5)
 
 
 def test_zsl_demo_tiny_reports_against_chance(tmp_path):

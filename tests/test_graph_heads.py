@@ -50,8 +50,8 @@ def test_trains_with_xla(head):
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras_mld.losses.AsymmetricLoss(),
                   jit_compile=True)
     x, y = _images(), _labels(4)
-    losses = [float(model.train_on_batch(x, y)) for _ in range(2)]
-    losses.append(float(model.evaluate(x, y, verbose=0)))
+    losses = [model.train_on_batch(x, y, return_dict=True)["loss"] for _ in range(2)]
+    losses.append(model.evaluate(x, y, verbose=0, return_dict=True)["loss"])
     assert all(np.isfinite(losses)) and losses[2] != losses[0]
     assert model(x, training=False).shape == (4, N)
 

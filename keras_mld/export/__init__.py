@@ -1,6 +1,7 @@
 """Export for TF Serving (SPEC section 8). TensorFlow backend only.
 
-``export_saved_model(model, base_dir, labels, ...)`` writes ``base_dir/<version>/`` (a
+``export_saved_model(model, base_dir, ...)`` (class names, thresholds, task and image size
+from a :class:`keras_mld.ImageClassifier`, arguments override) writes ``base_dir/<version>/`` (a
 SavedModel with the ``serving_default``, ``predict_images`` and ``metadata`` signatures, the
 class names and thresholds, and a warm-up file) plus an example ``base_dir/models.config``.
 See the README section "Serving with TensorFlow Serving".

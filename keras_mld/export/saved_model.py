@@ -38,7 +38,6 @@ from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
                                      write_warmup_requests)
 
 TASKS = ("multilabel", "singlelabel")
-TASK_LAYER_NAMES = {"multilabel_logits": "multilabel", "singlelabel_logits": "singlelabel"}
 SIGNATURES = ("serving_default", "predict_images", "metadata")
 MODELS_CONFIG = "models.config"
 IMAGES_INPUT = "images"
@@ -74,22 +73,21 @@ def _num_classes(model):
 
 
 def _detect_task(model, task):
-    if task is not None:
-        if task not in TASKS:
-            raise _err("task", f"one of {TASKS} or None", task)
-        return task
-    output_op = getattr(model.outputs[0], "_keras_history", None)
-    names = [getattr(getattr(output_op, "operation", None), "name", None)]
-    if model.layers:
-        names.append(model.layers[-1].name)
-    for name in names:
-        if name in TASK_LAYER_NAMES:
-            return TASK_LAYER_NAMES[name]
-    return "multilabel"
+    """``task``, else the model's own (:class:`keras_mld.ImageClassifier`), else multilabel."""
+    if task is None:
+        task = getattr(model, "task", None) or "multilabel"
+    if task not in TASKS:
+        raise _err("task", f"one of {TASKS} or None", task)
+    return task
 
 
-def _check_labels(labels, n):
-    if isinstance(labels, (str, bytes)) or labels is None:
+def _check_labels(labels, n, model=None):
+    if labels is None:
+        labels = getattr(model, "class_names", None)
+        if labels is None:
+            raise _err("labels", f"a sequence of {n} class names (required: the model is not a "
+                       "keras_mld.ImageClassifier, which carries its class names)", labels)
+    if isinstance(labels, (str, bytes)):
         raise _err("labels", f"a sequence of {n} class names", labels)
     out = []
     for name in list(labels):
@@ -107,7 +105,9 @@ def _check_labels(labels, n):
     return out
 
 
-def _check_thresholds(thresholds, n):
+def _check_thresholds(thresholds, n, model=None):
+    if thresholds is None:
+        thresholds = getattr(model, "thresholds", None)
     if thresholds is None:
         return np.full([n], 0.5, np.float32)
     t = np.asarray(thresholds, dtype=np.float64)
@@ -126,6 +126,8 @@ def _check_image_size(model, images_input, image_size):
     if images_input.shape[-1] not in (None, 3):
         raise ValueError("export_saved_model: the 'images' input must have 3 (RGB) channels, "
                          f"got shape {tuple(images_input.shape)}")
+    if image_size is None and getattr(model, "image_size", None) is not None:
+        image_size = model.image_size  # an ImageClassifier resizes to it inside
     if image_size is None:
         if None in static:
             raise ValueError("export_saved_model: the model input has no static height/width "
@@ -326,21 +328,24 @@ def _move_into_place(tmp_dir, final_dir, overwrite):
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
+def export_saved_model(model, base_dir, labels=None, thresholds=None, version=None,
                        image_size=None, task=None, top_k=5, overwrite=False):
     """Export ``model`` (logits ``[B, N]``) for TF Serving; returns ``base_dir/<version>``.
 
     Args:
-        model: functional ``keras.Model`` with an ``images`` input (RGB in [0, 255]) and
-            logits output; a C-Tran ``known_labels`` input is fed "all unknown" (-1).
+        model: a :class:`keras_mld.ImageClassifier` (or a functional ``keras.Model`` with an
+            ``images`` input, RGB in [0, 255], and a logits output); a C-Tran
+            ``known_labels`` input is fed "all unknown" (-1).
         base_dir: the model's base path (TF Serving ``--model_base_path``).
-        labels: ``N`` unique non-empty class names.
-        thresholds: per-class score thresholds in [0, 1] (a float broadcasts); default 0.5.
+        labels: ``N`` unique non-empty class names; default: the model's ``class_names``
+            (required for a plain ``keras.Model``).
+        thresholds: per-class score thresholds in [0, 1] (a float broadcasts); default: the
+            model's ``thresholds``, else 0.5.
         version: positive int; default: one more than the largest numeric version present.
-        image_size: ``(H, W)``; default: the model's static input size.
-        task: ``"multilabel"`` (sigmoid) or ``"singlelabel"`` (softmax); default: from the
-            name of the last layer (``multilabel_logits`` / ``singlelabel_logits``),
-            else multilabel.
+        image_size: ``(H, W)``; default: the model's ``image_size``, else its static input
+            size.
+        task: ``"multilabel"`` (sigmoid) or ``"singlelabel"`` (softmax); default: the
+            model's ``task``, else multilabel.
         top_k: number of ``top_k_labels`` / ``top_k_scores`` (capped at ``N``).
         overwrite: replace an existing version (atomically) instead of refusing.
 
@@ -356,8 +361,8 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
         raise _err("top_k", "an int >= 1", top_k)
     num_classes = _num_classes(model)
     task = _detect_task(model, task)
-    labels = _check_labels(labels, num_classes)
-    thresholds = _check_thresholds(thresholds, num_classes)
+    labels = _check_labels(labels, num_classes, model)
+    thresholds = _check_thresholds(thresholds, num_classes, model)
     image_size = _check_image_size(model, _images_input(model), image_size)
     base_dir = os.path.abspath(os.fspath(base_dir))
     version = _check_version(version, base_dir, overwrite)

@@ -1,8 +1,9 @@
 """TF Serving export of zero-shot models (SPEC sections 3 and 8). TensorFlow backend only.
 
-``export_zero_shot_saved_model(model, base_dir, ...)`` exports a model with the inputs
-``images [B, H, W, 3]`` and ``label_vectors [M, d_w]`` (``keras_mld.build(...,
-head="mldecoder", query_type="word", word_dim=d_w)``). The label set is an input of every
+``export_zero_shot_saved_model(model, base_dir, ...)`` exports a zero-shot
+:class:`keras_mld.ImageClassifier` (``keras_mld.build(..., head="mldecoder",
+query_type="word", word_dim=d_w)``, whose label set is model state) or a model with the
+inputs ``images [B, H, W, 3]`` and ``label_vectors [M, d_w]``. The label set is an input of every
 scoring signature, so new labels need no re-export. Versioning and the atomic write
 (hidden temporary directory renamed into place, ``models.config``) are those of
 :func:`keras_mld.export.export_saved_model` (its helpers are reused).
@@ -75,6 +76,41 @@ def _model_inputs(model):
         raise ValueError("export_zero_shot_saved_model: the model must have one output, logits "
                          f"[B, M]; got {[tuple(o.shape) for o in model.outputs]}")
     return images, vectors
+
+
+def _state_decoder(model):
+    """The zero-shot decoder of a :class:`keras_mld.ImageClassifier` that keeps its label set
+    as state (``set_labels``); None for a model with a ``label_vectors`` input."""
+    decoder = getattr(model, "zero_shot_decoder", None)
+    if decoder is None or getattr(decoder, "label_capacity", None) is None:
+        return None
+    others = [layer for layer in model.head.layers
+              if layer is not decoder and not isinstance(layer, keras.layers.InputLayer)]
+    if others:
+        raise ValueError("export_zero_shot_saved_model: the head must be the zero-shot decoder "
+                         f"alone, it also has {[layer.name for layer in others]}")
+    return decoder
+
+
+def _model_fn(model):
+    """``(images, label_vectors [M, d_w]) -> logits [B, M]`` for either kind of model."""
+    decoder = _state_decoder(model)
+    if decoder is not None:  # the signature's label set replaces the model's state
+        def call(images, label_vectors):
+            features = model.backbone(model.preprocessor(images), training=False)
+            return decoder(features, label_vectors=label_vectors, training=False)
+        return call
+    images_input, _ = _model_inputs(model)
+    keys = ({t.name: k for k, t in model.input.items()} if isinstance(model.input, dict)
+            else None)
+
+    def call(images, label_vectors):
+        if keys is not None:
+            feeds = {keys[IMAGES_INPUT]: images, keys[LABEL_VECTORS_INPUT]: label_vectors}
+        else:
+            feeds = [images if t is images_input else label_vectors for t in model.inputs]
+        return model(feeds, training=False)
+    return call
 
 
 def _check_names(labels):
@@ -176,23 +212,16 @@ def _lookup_fn(module):
 
 
 def _signature_functions(module, model, task, image_size, word_dim, top_k):
-    images_input, vectors_input = _model_inputs(model)
-    keys = ({t.name: k for k, t in model.input.items()} if isinstance(model.input, dict)
-            else None)
+    model_fn = _model_fn(model)
     height, width = image_size
     images_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
     vectors_spec = tf.TensorSpec([None, word_dim], tf.float32, name="label_vectors")
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
     names_spec = tf.TensorSpec([None], tf.string, name="label_names")
 
-    def feeds(images, label_vectors):
-        if keys is not None:
-            return {keys[IMAGES_INPUT]: images, keys[LABEL_VECTORS_INPUT]: label_vectors}
-        return [images if t is images_input else label_vectors for t in model.inputs]
-
     @tf.function(input_signature=[images_spec, vectors_spec], autograph=False)
     def scores_fn(images, label_vectors):
-        logits = tf.cast(model(feeds(images, label_vectors), training=False), tf.float32)
+        logits = tf.cast(model_fn(images, label_vectors), tf.float32)
         return tf.nn.softmax(logits, axis=-1) if task == "singlelabel" else tf.sigmoid(logits)
 
     def decode_batch(image_bytes):
@@ -308,19 +337,23 @@ def _verify_export(export_dir, signatures):
 
 def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, version=None,
                                  image_size=None, task=None, top_k=5, overwrite=False):
-    """Export a zero-shot model (inputs ``images``, ``label_vectors``) for TF Serving.
+    """Export a zero-shot model for TF Serving; the label set is a signature input.
 
     Args:
-        model: functional ``keras.Model`` with inputs ``images [B, H, W, 3]`` (RGB [0, 255])
-            and ``label_vectors [M, d_w]``, output logits ``[B, M]``.
+        model: a zero-shot :class:`keras_mld.ImageClassifier` (``keras_mld.build(...,
+            head="mldecoder", query_type="word", word_dim=d_w)``; its label-set state is
+            replaced by the signatures' ``label_vectors``), or a functional ``keras.Model``
+            with inputs ``images [B, H, W, 3]`` (RGB [0, 255]) and ``label_vectors [M, d_w]``,
+            output logits ``[B, M]``.
         base_dir: the model's base path (TF Serving ``--model_base_path``).
         vocabulary: None, a ``keras_mld.zsl.WordVectors`` or ``(words, matrix [V, d_w])``:
             embedded for the ``predict_label_names`` / ``label_vectors`` signatures.
         labels: optional names of the labels the model was trained on (``metadata``,
-            ``assets/labels.txt``); scoring never depends on them.
+            ``assets/labels.txt``; default: the model's ``class_names``); scoring never
+            depends on them.
         version, image_size, overwrite: as :func:`keras_mld.export.export_saved_model`.
         task: ``"multilabel"`` (sigmoid) or ``"singlelabel"`` (softmax over the M labels);
-            default from the last layer's name.
+            default: the model's ``task``, else multilabel.
         top_k: ``top_k_*`` outputs hold ``min(top_k, M)`` labels.
 
     Returns ``base_dir/<version>``.
@@ -332,10 +365,14 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
         raise _err("model", "a keras.Model", type(model).__name__)
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise _err("top_k", "an int >= 1", top_k)
-    images_input, vectors_input = _model_inputs(model)
-    word_dim = int(vectors_input.shape[-1])
+    decoder = _state_decoder(model)
+    if decoder is not None:
+        images_input, word_dim = model.inputs[0], int(decoder.word_dim)
+    else:
+        images_input, vectors_input = _model_inputs(model)
+        word_dim = int(vectors_input.shape[-1])
     task = _detect_task(model, task)
-    labels = _check_names(labels)
+    labels = _check_names(labels if labels is not None else getattr(model, "class_names", None))
     image_size = _check_image_size(model, images_input, image_size)
     vocab = None if vocabulary is None else _vocabulary_arrays(vocabulary, word_dim)
     signatures = BASE_SIGNATURES + (VOCABULARY_SIGNATURES if vocab is not None else ())

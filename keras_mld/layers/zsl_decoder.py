@@ -117,6 +117,21 @@ class ZSLMLDecoder(keras.layers.Layer):
     against target 1 (``random_query_loss``, default ``mean_batch(sum_r -log sigmoid)``)
     to the model's losses and returns only the M real logits (metrics never see them).
 
+    The label set as state (``label_capacity``): Keras' data rules want every model input to
+    have the batch axis first, which a label set ``[M, d_w]`` has not. A model therefore
+    keeps its current label set in a non-trainable variable ``label_set``
+    ``[label_capacity, d_w]`` (the first ``num_labels`` rows are used) set by
+    :meth:`set_label_vectors` (``ImageClassifier.set_labels``), and ``call(features)``
+    without ``label_vectors`` scores those labels. ``num_labels`` is a Python int, so the
+    output ``[B, M]`` has a static shape (XLA / JAX ``jit`` trace once per label count; the
+    model's compiled functions are re-traced after a change). ``fit``/``evaluate``/``predict``
+    then take images only (numpy or ``tf.data``) and targets ``[B, M]``; switching between
+    seen, unseen and seen + unseen labels is one call, no re-build; the label set is saved
+    with the weights. The alternative, a batched input ``[B, M, d_w]``, would copy the label
+    set into every sample (``B * M * d_w`` floats per batch, and as much per dataset element)
+    and let the label sets of a batch differ, which the decoder does not allow. Explicit
+    ``label_vectors`` (the export's signatures) still take precedence over the state.
+
     Args:
         word_dim: ``d_w`` (300 for the paper's GloVe; 50 for ``glove-6b-50d``).
         group_size: 1 = full decoding (the paper's ZSL default); ``g >= 2`` = group decoding
@@ -126,13 +141,24 @@ class ZSLMLDecoder(keras.layers.Layer):
         query_noise: ``s >= 0`` (0 = off). random_queries: ``R >= 0`` (0 = off).
         random_query_loss: None or a Keras loss for the random queries' logits.
         seed: int or None: seeds of the augmentations (noise ``seed``, random ``seed + 1``).
+        label_capacity: None (labels only as the ``label_vectors`` argument) or the largest
+            label set the state holds (``label_capacity * d_w`` floats).
+        num_labels: rows of the state in use (``0 <= num_labels <= label_capacity``).
     """
 
     def __init__(self, word_dim, group_size=1, embed_dim=768, num_heads=8, ff_dim=2048,
                  num_layers=1, dropout=0.1, query_noise=0.0, random_queries=0,
-                 random_query_loss=None, seed=None, layer_norm_epsilon=1e-5, **kwargs):
+                 random_query_loss=None, seed=None, layer_norm_epsilon=1e-5,
+                 label_capacity=None, num_labels=0, **kwargs):
         super().__init__(**kwargs)
         owner = "ZSLMLDecoder"
+        if label_capacity is not None:
+            _check_int(owner, "label_capacity", label_capacity)
+        _check_int(owner, "num_labels", num_labels, minimum=0)
+        if num_labels > (label_capacity or 0):
+            raise ValueError(f"ZSLMLDecoder: num_labels ({num_labels}) must be <= "
+                             f"label_capacity ({label_capacity})")
+        self.label_capacity, self.num_labels = label_capacity, int(num_labels)
         for name, value in (("word_dim", word_dim), ("group_size", group_size),
                             ("embed_dim", embed_dim), ("num_heads", num_heads),
                             ("ff_dim", ff_dim), ("num_layers", num_layers)):
@@ -190,9 +216,14 @@ class ZSLMLDecoder(keras.layers.Layer):
                 "ZSLMLDecoder: inputs must have rank 4 ([batch, height, width, channels]) or "
                 f"rank 3 ([batch, tokens, channels]) with known channels, got shape {tuple(shape)}")
 
-    def build(self, inputs_shape, label_vectors_shape):
+    def build(self, inputs_shape, label_vectors_shape=None):
         self._check_features(inputs_shape)
-        _check_vectors("ZSLMLDecoder", label_vectors_shape, self.word_dim)
+        if label_vectors_shape is not None:
+            _check_vectors("ZSLMLDecoder", label_vectors_shape, self.word_dim)
+        if self.label_capacity is not None:
+            self.label_set = self.add_weight(name="label_set", trainable=False,
+                                             shape=(self.label_capacity, self.word_dim),
+                                             initializer="zeros", dtype="float32")
         tokens = 1
         for s in inputs_shape[1:-1]:
             tokens = None if (s is None or tokens is None) else tokens * s
@@ -209,8 +240,33 @@ class ZSLMLDecoder(keras.layers.Layer):
             self.label_projection.build(v_shape)
             self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
 
-    def call(self, inputs, label_vectors, training=None):
+    def set_label_vectors(self, vectors):
+        """Stores the label set ``vectors [M, d_w]`` (``M <= label_capacity``) as the state."""
+        import numpy as np
+
+        if self.label_capacity is None:
+            raise ValueError("ZSLMLDecoder: this layer has no label state (label_capacity=None)")
+        try:
+            v = np.asarray(vectors, dtype="float32")
+        except (TypeError, ValueError):
+            raise ValueError("label_vectors: expected a float array [M, word_dim]") from None
+        if v.ndim != 2 or v.shape[1] != self.word_dim or not 1 <= v.shape[0] <= self.label_capacity:
+            raise ValueError(f"label_vectors: expected shape [M, word_dim={self.word_dim}] with "
+                             f"1 <= M <= label_capacity={self.label_capacity}, got {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("label_vectors: expected finite values")
+        full = np.zeros((self.label_capacity, self.word_dim), "float32")
+        full[: len(v)] = v
+        self.label_set.assign(full)
+        self.num_labels = int(len(v))
+
+    def call(self, inputs, label_vectors=None, training=None):
         self._check_features(inputs.shape)
+        if label_vectors is None:
+            if self.label_capacity is None:
+                raise ValueError("ZSLMLDecoder: pass label_vectors [M, d_w] (this layer keeps "
+                                 "no label set: label_capacity=None)")
+            label_vectors = self.label_set[: self.num_labels]
         _check_vectors("ZSLMLDecoder", label_vectors.shape, self.word_dim)
         dtype = self.compute_dtype
         x = ops.cast(inputs, dtype)
@@ -240,7 +296,9 @@ class ZSLMLDecoder(keras.layers.Layer):
             logits = self.random_loss(logits, training=training)  # drops the R random columns
         return logits
 
-    def compute_output_shape(self, inputs_shape, label_vectors_shape):
+    def compute_output_shape(self, inputs_shape, label_vectors_shape=None):
+        if label_vectors_shape is None:
+            return (inputs_shape[0], self.num_labels)
         return (inputs_shape[0], label_vectors_shape[0])
 
     def get_config(self):
@@ -261,6 +319,8 @@ class ZSLMLDecoder(keras.layers.Layer):
             "random_query_loss": loss,
             "seed": self.seed,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "label_capacity": self.label_capacity,
+            "num_labels": self.num_labels,
         }
 
     @classmethod

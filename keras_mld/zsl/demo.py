@@ -25,12 +25,12 @@ KS = (1, 3)  # with 3 unseen labels, ZSL top-3 would predict all of them: report
 HEAD_KWARGS = {"embed_dim": 128, "num_heads": 4, "ff_dim": 256, "dropout": 0.1}
 
 
-def _with_vectors(ds, vectors, columns):
+def _columns(ds, columns):
+    """The label columns of the seen classes (the model scores its label set, in order)."""
     import tensorflow as tf
 
-    v = tf.constant(vectors)
     idx = tf.constant(columns)
-    return ds.map(lambda x, y: ({"images": x, "label_vectors": v}, tf.gather(y, idx, axis=1)))
+    return ds.map(lambda x, y: (x, tf.gather(y, idx, axis=1)))
 
 
 def _chance(y, unseen, draws=20, seed=0):
@@ -55,8 +55,8 @@ def run_zsl_demo(out="runs/demo_zsl", tiny=False, seed=0, epochs=5):
     vectors = zsl.label_vectors(names, zsl.load_word_vectors("glove-6b-50d"))
     seen = [names.index(n) for n in SEEN]
     unseen = [names.index(n) for n in UNSEEN]
-    train_ds = _with_vectors(data.make_dataset(train_src, size, batch, training=True, seed=seed,
-                                               cache=True), vectors[seen], seen)
+    train_ds = _columns(data.make_dataset(train_src, size, batch, training=True, seed=seed,
+                                          cache=True), seen)
     val_ds = data.make_dataset(val_src, size, batch, cache=True)
     y_val = np.concatenate([np.asarray(y) for _, y in val_ds])
     # query-noise std: half the per-dimension spread of the seen label vectors
@@ -67,21 +67,19 @@ def run_zsl_demo(out="runs/demo_zsl", tiny=False, seed=0, epochs=5):
               "schedule": "onecycle" if not tiny else "constant", "ema_momentum": None,
               "loss": {"name": "asl", "gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05},
               "metrics": [], "monitor": "loss", "early_stopping": None, "tensorboard": False}
-    all_vectors = keras.ops.convert_to_tensor(vectors)
     results = {}
     for name, extra in variants.items():
         keras.utils.set_random_seed(seed)
-        model = builders.build("small_convnet", head="mldecoder", num_classes=len(seen),
+        model = builders.build("small_convnet", head="mldecoder", class_names=list(SEEN),
                                input_shape=(size, size, 3), query_type="word",
-                               word_dim=vectors.shape[1], seed=seed, **HEAD_KWARGS, **extra)
+                               word_dim=vectors.shape[1], label_vectors=vectors[seen],
+                               seed=seed, **HEAD_KWARGS, **extra)
         print(f"\n== zero-shot ML-Decoder, {name}: trained on {len(seen)} seen labels ==",
               flush=True)
         run_dir = os.path.join(out, "runs", name.replace(" ", "_").replace("+", "and"))
         training.fit(model, train_ds, None, recipe=recipe, run_dir=run_dir, verbose=2)
-        scores = np.concatenate([
-            keras.ops.convert_to_numpy(keras.ops.sigmoid(
-                model({"images": x, "label_vectors": all_vectors}, training=False)))
-            for x, _ in val_ds])
+        model.set_labels(names, vectors)  # seen + unseen: generalised zero-shot, no re-build
+        scores = np.concatenate([model.scores(model(x, training=False)) for x, _ in val_ds])
         results[name] = metrics.zsl_report(y_val, scores, unseen, ks=KS)
     chance = _chance(y_val, unseen)
     table = format_zsl_table(results, chance)

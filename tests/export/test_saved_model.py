@@ -127,7 +127,7 @@ def tiny_models():
         ModelCase("multilabel", _tiny("multilabel_logits"), "multilabel",
                   {"thresholds": [0.3, 0.4, 0.5, 0.6, 0.7], "top_k": 3}),
         ModelCase("singlelabel", _tiny("singlelabel_logits"), "singlelabel",
-                  {"thresholds": [0.15, 0.2, 0.25, 0.2, 0.15]}),
+                  {"thresholds": [0.15, 0.2, 0.25, 0.2, 0.15], "task": "singlelabel"}),
         ModelCase("unnamed-default-multilabel", _tiny(None), "multilabel", {"thresholds": 0.5}),
         ModelCase("forced-singlelabel", _tiny(None), "singlelabel",
                   {"task": "singlelabel", "thresholds": 0.2, "top_k": 10}),
@@ -394,6 +394,7 @@ def test_versions_increment_refuse_and_overwrite(small, tmp_path):
     ({"labels": LABELS[:4] + ["person"]}, "unique"),
     ({"labels": LABELS[:4] + [""]}, "non-empty"),
     ({"labels": "abcde"}, "labels must be"),
+    ({"labels": None}, "labels must be .*class names"),
     ({"thresholds": [0.5] * 4}, "thresholds must be"),
     ({"thresholds": [0.5, 0.5, 0.5, 0.5, 1.5]}, r"values in \[0, 1\]"),
     ({"thresholds": [0.5, 0.5, 0.5, 0.5, float("nan")]}, r"values in \[0, 1\]"),
@@ -436,5 +437,6 @@ def test_gat_branch_is_exported_as_a_constant(tmp_path):
     loaded = tf.saved_model.load(path)
     got = loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    gat = [layer for layer in model.layers if isinstance(layer, keras_mld.layers.GraphAttentionReweight)]
+    gat = [layer for layer in model.head.layers
+           if isinstance(layer, keras_mld.layers.GraphAttentionReweight)]
     assert gat and not gat[0].frozen

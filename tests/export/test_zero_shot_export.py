@@ -43,23 +43,28 @@ def name_vectors(names):
 
 def make_model(train=True, **head_kwargs):
     keras.utils.set_random_seed(1)
-    model = keras_mld.build(tiny_backbone(), head="mldecoder", num_classes=5,
+    rng = np.random.default_rng(0)
+    seen = rng.normal(size=(5, DW)).astype(np.float32)
+    model = keras_mld.build(tiny_backbone(), head="mldecoder", class_names=SEEN_LABELS,
                             input_shape=SIZE + (3,), query_type="word", word_dim=DW,
                             embed_dim=8, num_heads=2, ff_dim=16, random_queries=2,
-                            query_noise=0.1, **head_kwargs)
+                            query_noise=0.1, label_vectors=seen, **head_kwargs)
     if not train:
         return model
-    rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (2, *SIZE, 3)).astype(np.float32)
-    seen = rng.normal(size=(5, DW)).astype(np.float32)
     model.compile(optimizer="adam", loss=keras_mld.losses.AsymmetricLoss())
-    model.train_on_batch({"images": images, "label_vectors": seen},
-                         (rng.uniform(size=(2, 5)) > 0.5).astype(np.float32))
+    model.train_on_batch(images, (rng.uniform(size=(2, 5)) > 0.5).astype(np.float32))
     return model
 
 
 def keras_scores(model, images, vectors):
-    logits = model({"images": images, "label_vectors": vectors}, training=False)
+    """The Keras model on the label set ``vectors`` (set as its state, then restored)."""
+    names, saved = model.class_names, model.label_vectors
+    model.set_labels([f"label {i}" for i in range(len(vectors))], vectors)
+    try:
+        logits = model(images, training=False)
+    finally:
+        model.set_labels(names, saved)
     return tf.sigmoid(tf.cast(logits, tf.float32)).numpy()
 
 

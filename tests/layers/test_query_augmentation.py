@@ -145,16 +145,15 @@ def test_random_query_loss_gradients_reach_every_trainable_weight():
 # ---------------------------------------------------------------- fit: metrics see M columns
 def test_fit_adds_random_query_loss_and_metrics_see_only_real_labels():
     m, r = 5, 3
+    seen = vecs(m, 1)
     model = keras_mld.build(tiny_backbone(), head="mldecoder", num_classes=m,
                             input_shape=(16, 16, 3), query_type="word", word_dim=DW,
                             embed_dim=8, num_heads=2, ff_dim=16, random_queries=r,
-                            query_noise=0.1)
+                            query_noise=0.1, label_vectors=seen)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     y = (rng.uniform(size=(4, m)) > 0.5).astype("float32")
-    seen = vecs(m, 1)
-    ds = tf.data.Dataset.from_tensor_slices((images, y)).batch(2).map(
-        lambda a, b: ({"images": a, "label_vectors": seen}, b))
+    ds = tf.data.Dataset.from_tensor_slices((images, y)).batch(2)
 
     def width(y_true, y_pred):  # the number of label columns the metrics receive
         return ops.cast(ops.shape(y_pred)[1], "float32") + 0.0 * ops.mean(y_true)
@@ -170,8 +169,11 @@ def test_fit_adds_random_query_loss_and_metrics_see_only_real_labels():
     assert history["loss"][0] > 0.1  # sum of R softplus terms
     assert history["val_loss"] == [0.0]  # inference: no random queries, nothing added
     unseen = vecs(9, 2)
-    predicted = model.predict(ds.map(lambda a, b: ({**a, "label_vectors": unseen}, b)),
-                              verbose=0)
+    model.set_labels([f"u{i}" for i in range(9)], unseen)
+    predicted = model.predict(ds, verbose=0)
     assert predicted.shape == (4, 9)
     np.testing.assert_allclose(
-        predicted[:2], to_np(model({"images": images[:2], "label_vectors": unseen})), atol=1e-5)
+        predicted[:2], to_np(model(images[:2])), atol=1e-5)
+    head = model.get_layer("ml_decoder")  # the explicit label set gives the same scores
+    np.testing.assert_allclose(predicted[:2], to_np(head(
+        model.backbone(model.preprocessor(images[:2])), label_vectors=unseen)), atol=1e-5)

@@ -239,29 +239,61 @@ def test_mixed_float16_forward_finite():
 
 # ---------------------------------------------------------------- keras_mld.build + fit
 def test_build_word_model_fit_on_seen_predict_unseen():
-    model = keras_mld.build(tiny_backbone(), head="mldecoder", num_classes=5,
+    """The label set is model state: fit/evaluate/predict take images only (numpy and
+    tf.data), M != batch size, and set_labels switches label sets without a re-build."""
+    seen = vecs(5, 21)
+    model = keras_mld.build(tiny_backbone(), head="mldecoder", class_names=list("abcde"),
                             input_shape=(16, 16, 3), query_type="word", word_dim=DW,
                             embed_dim=8, num_heads=2, ff_dim=16, num_groups=3,
-                            random_queries=2, query_noise=0.1)
-    assert {t.name: tuple(t.shape) for t in model.inputs} == {
-        "images": (None, 16, 16, 3), "label_vectors": (None, DW)}
+                            random_queries=2, query_noise=0.1, label_vectors=seen)
+    assert [t.name for t in model.inputs] == ["images"]
     head = model.get_layer("ml_decoder")
     assert head.group_size == 2  # ceil(5 / 3)
+    np.testing.assert_array_equal(model.label_vectors, seen)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (6, 16, 16, 3)).astype("float32")
     y = (rng.uniform(size=(6, 5)) > 0.5).astype("float32")
-    seen = vecs(5, 21)
-    ds = tf.data.Dataset.from_tensor_slices((images, y)).batch(3).map(
-        lambda a, b: ({"images": a, "label_vectors": seen}, b))
     model.compile(optimizer="adam", loss=keras_mld.losses.AsymmetricLoss(),
                   metrics=[keras.metrics.BinaryAccuracy()])
-    history = model.fit(ds, epochs=1, verbose=0)
+    history = model.fit(images, y, batch_size=4, epochs=1, verbose=0)  # numpy, M=5, B=4
     assert np.isfinite(history.history["loss"][0])
+    ds = tf.data.Dataset.from_tensor_slices((images, y)).batch(3)
+    assert np.isfinite(model.fit(ds, epochs=1, verbose=0).history["loss"][0])
     unseen = vecs(9, 22)  # a new label set, no re-building
-    out = to_np(model({"images": images[:2], "label_vectors": unseen}))
-    assert out.shape == (2, 9)
-    evaluated = model.evaluate(ds, verbose=0, return_dict=True)  # inference: only M columns
+    before = [w.copy() for w in model.get_weights()]
+    model.set_labels([f"u{i}" for i in range(9)], unseen)
+    changed = [i for i, (a, b) in enumerate(zip(before, model.get_weights()))
+               if not np.array_equal(a, b)]
+    assert len(changed) == 1  # only the label_set state changed
+    out = model.predict(images, batch_size=4, verbose=0)
+    assert out.shape == (6, 9) and model.class_names[0] == "u0"
+    direct = to_np(head(model.backbone(model.preprocessor(images)), label_vectors=unseen))
+    np.testing.assert_allclose(out, direct, rtol=1e-5, atol=1e-5)
+    y9 = (rng.uniform(size=(6, 9)) > 0.5).astype("float32")
+    evaluated = model.evaluate(images, y9, batch_size=4, verbose=0, return_dict=True)
     assert np.isfinite(evaluated["loss"]) and 0 <= evaluated["binary_accuracy"] <= 1
+    model.set_labels(list("abcde"), seen)  # back to the seen labels: the same function
+    np.testing.assert_allclose(model.predict(images, verbose=0), to_np(
+        head(model.backbone(model.preprocessor(images)), label_vectors=seen)), rtol=1e-5,
+        atol=1e-5)
+    with pytest.raises(ValueError, match="label_vectors"):
+        model.set_labels(["a", "b"], vecs(3, 0))
+    with pytest.raises(ValueError, match="class_names"):
+        model.set_labels(["a", "a"], vecs(2, 0))
+
+
+def test_word_model_label_state_round_trips(tmp_path):
+    model = keras_mld.build(tiny_backbone(), head="mldecoder", class_names=list("abc"),
+                            input_shape=(16, 16, 3), query_type="word", word_dim=DW,
+                            embed_dim=8, num_heads=2, ff_dim=16, label_vectors=vecs(3, 1))
+    model.set_labels(["x", "y", "z", "w"], vecs(4, 2), thresholds=[0.1, 0.2, 0.3, 0.4])
+    model.save(tmp_path / "z.keras")
+    loaded = keras.models.load_model(tmp_path / "z.keras", safe_mode=True)
+    assert loaded.class_names == ["x", "y", "z", "w"]
+    assert loaded.thresholds == [0.1, 0.2, 0.3, 0.4]
+    np.testing.assert_array_equal(loaded.label_vectors, vecs(4, 2))
+    x = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(model(x)))
 
 
 def test_build_word_defaults_to_full_decoding_and_needs_word_dim():
@@ -269,7 +301,8 @@ def test_build_word_defaults_to_full_decoding_and_needs_word_dim():
                             input_shape=(16, 16, 3), query_type="word", word_dim=DW,
                             embed_dim=8, num_heads=2, ff_dim=16)
     assert model.get_layer("ml_decoder").decoding == "full"
-    out = model({"images": np.zeros((2, 16, 16, 3), "float32"), "label_vectors": vecs(3, 0)})
+    model.set_labels(["p", "q", "r"], vecs(3, 0))
+    out = model(np.zeros((2, 16, 16, 3), "float32"))
     assert out.shape == (2, 3)
     with pytest.raises(ValueError, match="word_dim"):
         keras_mld.build(tiny_backbone(), head="mldecoder", num_classes=5,

@@ -85,3 +85,31 @@ def test_make_loss():
     assert isinstance(make_loss("bce"), keras.losses.BinaryCrossentropy)
     with pytest.raises(ValueError, match="loss"):
         make_loss({"name": "nope", "x": 1})
+
+
+def test_default_recipe_logs_the_exact_val_map_every_epoch(tmp_path):
+    """val_mAP by default (recipe metrics ["mAP"]): in the history (= progress bar),
+    log.csv and TensorBoard, every epoch; after the last epoch it equals the numpy mAP of
+    the model's scores on the validation data."""
+    import csv
+
+    from keras_mld.metrics import mean_average_precision
+
+    model, ds = _setup()
+    recipe = {"epochs": 2, "lr": 0.01, "ema_momentum": None, "early_stopping": None,
+              "loss": "bce", "jit_compile": False, "tensorboard": True}
+    hist = fit(model, ds, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0)
+    assert len(hist.history["val_mAP"]) == 2
+    y = np.concatenate([b for _, b in ds])
+    logits = np.concatenate([keras.ops.convert_to_numpy(model(a)) for a, _ in ds])
+    assert hist.history["val_mAP"][-1] == pytest.approx(mean_average_precision(y, logits),
+                                                        abs=1e-6)
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["val_mAP"]) for r in rows] == pytest.approx(hist.history["val_mAP"])
+    tags = []
+    for root, _, files in os.walk(tmp_path / "tensorboard" / "validation"):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                tags += [v.tag for v in event.summary.value]
+    assert tags.count("epoch_mAP") == 2

@@ -1,0 +1,483 @@
+"""``keras_mld.ImageClassifier``: a backbone, a head and a preprocessor as one Keras task.
+
+The shape follows keras-hub's tasks (a ``keras.Model`` subclass built functionally from a
+backbone sub-model, with ``get_config``/``from_config`` serialising its parts), and adds
+what gives the outputs a meaning: ``class_names``, per-class ``thresholds`` and the ``task``
+(``"multilabel"``: sigmoid scores; ``"singlelabel"``: softmax scores). All of them are in the
+config, so a ``.keras`` file (loaded with ``safe_mode=True``), a preset folder and the
+exporters carry them.
+
+Graph: ``images`` (uint8 or float RGB in [0, 255], any size) -> ``preprocessor`` (resize as
+in training, backbone normalisation) -> ``backbone`` -> ``head`` -> ``logits`` ``[B, N]``
+(float32). A head with extra inputs (C-Tran's ``known_labels``, the zero-shot decoder's
+``label_vectors``) makes the model take a dict ``{"images": ..., <name>: ...}``.
+"""
+import os
+
+import keras
+import numpy as np
+
+from keras_mld.models.preprocessor import ImageClassifierPreprocessor
+
+TASKS = ("multilabel", "singlelabel")
+IMAGES_INPUT = "images"
+KNOWN_LABELS_INPUT = "known_labels"
+LABEL_VECTORS_INPUT = "label_vectors"
+# the papers' training defaults (ML-Decoder / ASL MS-COCO recipe): compile()
+DEFAULT_LR = 1e-4
+DEFAULT_WEIGHT_DECAY = 1e-4
+DEFAULT_ASL = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
+# the exact mAP metric holds every sample of an evaluation: at most this many floats
+MAP_BUFFER_FLOATS = 8_000_000
+
+
+# ----------------------------------------------------------------------------- validation
+def check_class_names(class_names, num_classes=None):
+    """``class_names`` as a list of unique non-empty strings (``num_classes`` of them)."""
+    if class_names is None or isinstance(class_names, (str, bytes, dict)):
+        raise ValueError(f"class_names: expected a list of unique non-empty strings, got "
+                         f"{class_names!r}")
+    names = []
+    for name in list(class_names):
+        if isinstance(name, bytes):
+            name = name.decode("utf-8")
+        if not isinstance(name, str) or not name.strip() or "\n" in name or "\r" in name:
+            raise ValueError("class_names: expected non-empty strings without newlines, got "
+                             f"{name!r}")
+        names.append(name)
+    if num_classes is not None and len(names) != num_classes:
+        raise ValueError(f"class_names: the model has {num_classes} classes, got "
+                         f"{len(names)} names")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"class_names: expected unique names, got duplicates {dup}")
+    return names
+
+
+def check_thresholds(thresholds, class_names):
+    """Per-class thresholds in [0, 1] as a list of floats, one per class.
+
+    ``thresholds``: None (0.5 for every class), one float (every class), a sequence of
+    ``len(class_names)`` floats, or a dict ``{class name: threshold}`` (others 0.5).
+    """
+    n = len(class_names)
+    if thresholds is None:
+        return [0.5] * n
+    if isinstance(thresholds, dict):
+        unknown = [k for k in thresholds if k not in class_names]
+        if unknown:
+            raise ValueError(f"thresholds: unknown class names {unknown}; accepted: the "
+                             f"model's class_names ({n} names, e.g. {class_names[:5]})")
+        index = {name: i for i, name in enumerate(class_names)}
+        values = [0.5] * n
+        for k, v in thresholds.items():
+            values[index[k]] = v
+        thresholds = values
+    try:
+        t = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("thresholds: expected None, a float, a dict {class name: float} or "
+                         f"{n} floats, got {thresholds!r}") from None
+    if t.ndim == 0:
+        t = np.full([n], float(t))
+    if t.shape != (n,):
+        raise ValueError(f"thresholds: expected None, a float, a dict {{class name: float}} or "
+                         f"{n} floats (one per class), got shape {t.shape}")
+    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t > 1):
+        raise ValueError(f"thresholds: expected values in [0, 1], got {t.tolist()}")
+    return [float(v) for v in t]
+
+
+def _check_task(task):
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+    return task
+
+
+# ----------------------------------------------------------------------------- the task
+@keras.saving.register_keras_serializable(package="keras_mld")
+class ImageClassifier(keras.Model):
+    """Multi-label (or single-label) image classifier: preprocessor, backbone and head.
+
+    Usually made by :func:`keras_mld.build` or :meth:`from_preset`.
+
+    Args:
+        backbone: a ``keras.Model`` mapping normalised pixels to features ``[B, H, W, C]``
+            or tokens ``[B, T, C]``.
+        head: a ``keras.Model`` whose first input takes the backbone's features (further
+            inputs, e.g. ``known_labels``, become inputs of this model) and whose output is
+            logits ``[B, N]``.
+        preprocessor: an :class:`ImageClassifierPreprocessor`; default: resize to the
+            backbone's static input size, normalisation ``"unit"`` (x / 255).
+        class_names: ``N`` unique names (default ``"0"`` ... ``"N-1"``).
+        thresholds: per-class decision thresholds on the scores (see
+            :func:`check_thresholds`; default 0.5).
+        task: ``"multilabel"`` (sigmoid scores) or ``"singlelabel"`` (softmax scores).
+
+    Attributes ``backbone``, ``head``, ``preprocessor``, ``class_names``, ``thresholds``,
+    ``task``, ``num_classes``, ``image_size``.
+    """
+
+    def __init__(self, backbone, head, preprocessor=None, class_names=None, thresholds=None,
+                 task="multilabel", **kwargs):
+        task = _check_task(task)
+        for arg, value in (("backbone", backbone), ("head", head)):
+            if not isinstance(value, keras.Model):
+                raise ValueError(f"{arg}: expected a keras.Model, got {type(value).__name__}")
+        if len(head.outputs) != 1 or len(head.outputs[0].shape) != 2 \
+                or head.outputs[0].shape[-1] is None:
+            raise ValueError("head: expected one output, logits [B, N] with a static N, got "
+                             f"{[tuple(o.shape) for o in head.outputs]}")
+        num_classes = int(head.outputs[0].shape[-1])
+        backbone_size = _static_size(backbone)
+        if preprocessor is None:
+            preprocessor = ImageClassifierPreprocessor(backbone_size, "unit", name="preprocessor")
+        if not isinstance(preprocessor, ImageClassifierPreprocessor):
+            raise ValueError("preprocessor: expected an ImageClassifierPreprocessor, got "
+                             f"{type(preprocessor).__name__}")
+        if backbone_size is not None and preprocessor.image_size not in (None, backbone_size):
+            raise ValueError(f"preprocessor: image_size {preprocessor.image_size} differs from "
+                             f"the backbone's input size {backbone_size}")
+        if class_names is None:
+            class_names = [str(i) for i in range(num_classes)]
+        class_names = check_class_names(class_names, num_classes)
+        thresholds = check_thresholds(thresholds, class_names)
+
+        # === layers ===
+        self.backbone = backbone
+        self.head = head
+        self.preprocessor = preprocessor
+
+        # === functional model ===
+        images = keras.Input(shape=(None, None, 3), name=IMAGES_INPUT)
+        features = backbone(preprocessor(images))
+        extras = [keras.Input(shape=t.shape[1:], name=t.name, dtype=t.dtype)
+                  for t in head.inputs[1:]]
+        logits = head([features, *extras] if extras else features)
+        logits = keras.layers.Identity(name="logits", dtype="float32")(logits)
+        inputs = {IMAGES_INPUT: images, **{t.name: t for t in extras}} if extras else images
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+        # === config ===
+        self._task = task
+        self._class_names = tuple(class_names)
+        self._thresholds = tuple(thresholds)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def task(self):
+        return self._task
+
+    @property
+    def class_names(self):
+        return list(self._class_names)
+
+    @property
+    def num_classes(self):
+        return len(self._class_names)
+
+    @property
+    def image_size(self):
+        """``(height, width)`` images are resized to (None: any size)."""
+        return self.preprocessor.image_size
+
+    @property
+    def thresholds(self):
+        return list(self._thresholds)
+
+    @thresholds.setter
+    def thresholds(self, value):
+        self._thresholds = tuple(check_thresholds(value, self.class_names))
+
+    @property
+    def zero_shot_decoder(self):
+        """The head's zero-shot decoder (label set as state), or None."""
+        found = [layer for layer in self.head._flatten_layers(include_self=False)
+                 if hasattr(layer, "set_label_vectors")]
+        return found[0] if found else None
+
+    def set_labels(self, class_names, label_vectors, thresholds=None):
+        """A zero-shot model's label set: ``class_names`` (M unique names) and their word
+        vectors ``label_vectors [M, d_w]`` (``keras_mld.zsl.label_vectors``), with
+        ``thresholds`` (default 0.5). No re-build: the state is assigned, the compiled
+        functions are re-traced (and ``compile()``'s automatic metrics re-sized) on their
+        next use. Switch between seen, unseen and seen + unseen labels this way."""
+        decoder = self.zero_shot_decoder
+        if decoder is None or getattr(decoder, "label_capacity", None) is None:
+            raise ValueError("set_labels: only for zero-shot models (keras_mld.build(..., "
+                             "head='mldecoder', query_type='word', word_dim=d_w))")
+        names = check_class_names(class_names)
+        v = np.asarray(label_vectors, dtype="float32") if not isinstance(
+            label_vectors, (str, bytes)) else None
+        if v is None or v.ndim != 2 or v.shape[0] != len(names):
+            raise ValueError(f"label_vectors: expected [M={len(names)}, word_dim="
+                             f"{decoder.word_dim}] (one row per class name), got "
+                             f"{None if v is None else v.shape}")
+        thresholds = check_thresholds(thresholds, names)
+        decoder.set_label_vectors(v)
+        self._class_names, self._thresholds = tuple(names), tuple(thresholds)
+        self.train_function = self.test_function = self.predict_function = None
+        if self.compiled and getattr(self, "_auto_metrics", False):
+            kwargs = dict(getattr(self, "_compile_kwargs", {}))
+            self.compile(optimizer=self.optimizer, loss=self.loss, metrics="auto", **kwargs)
+
+    @property
+    def label_vectors(self):
+        """A zero-shot model's current label set ``[M, d_w]`` (numpy), else None."""
+        decoder = self.zero_shot_decoder
+        if decoder is None or getattr(decoder, "label_capacity", None) is None:
+            return None
+        return np.asarray(keras.ops.convert_to_numpy(decoder.label_set))[: decoder.num_labels]
+
+    def get_layer(self, name=None, index=None):
+        """As ``keras.Model.get_layer``; a name not found at the top level is looked up
+        in ``head``, then ``preprocessor`` (e.g. ``get_layer("ml_decoder")``)."""
+        try:
+            return super().get_layer(name, index)
+        except ValueError:
+            if name is None:
+                raise
+            if name == "normalization":
+                return self.preprocessor.normalization
+            return self.head.get_layer(name)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "head": keras.saving.serialize_keras_object(self.head),
+                "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+                "class_names": self.class_names, "thresholds": self.thresholds,
+                "task": self.task}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "head", "preprocessor"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+    # ------------------------------------------------------------------ training
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+        """``keras.Model.compile`` with the papers' defaults for every ``"auto"`` argument.
+
+        - ``optimizer``: AdamW, learning rate 1e-4, decoupled weight decay 1e-4, biases,
+          normalisation and other 1-D variables excluded (ML-Decoder's MS-COCO recipe);
+        - ``loss``: multi-label: :class:`~keras_mld.losses.AsymmetricLoss` with
+          ``gamma_neg=4, gamma_pos=0, clip=0.05`` (Ridnik et al. 2021, ASL, eq. 6 and
+          section 4); single-label: softmax cross-entropy on integer class ids;
+        - ``metrics``: multi-label: the exact streaming mAP
+          (:class:`~keras_mld.metrics.MeanAveragePrecision`, ``mAP``; it holds at most
+          ``8e6 / N`` samples, capped to 50 000: give your own for a larger validation
+          set); single-label: ``accuracy``.
+
+        Every argument, and any other ``keras.Model.compile`` argument, can be given.
+        """
+        if isinstance(optimizer, str) and optimizer == "auto":
+            from keras_mld.training.weight_decay import configure_weight_decay
+
+            optimizer = keras.optimizers.AdamW(learning_rate=DEFAULT_LR,
+                                               weight_decay=DEFAULT_WEIGHT_DECAY)
+            configure_weight_decay(optimizer, self)
+        if isinstance(loss, str) and loss == "auto":
+            if self.task == "multilabel":
+                from keras_mld.losses import AsymmetricLoss
+
+                loss = AsymmetricLoss(**DEFAULT_ASL)
+            else:
+                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self._auto_metrics = isinstance(metrics, str) and metrics == "auto"
+        self._compile_kwargs = dict(kwargs)
+        if isinstance(metrics, str) and metrics == "auto":
+            if self.task == "multilabel":
+                from keras_mld.metrics import MeanAveragePrecision
+
+                capacity = int(min(50_000, max(1024, MAP_BUFFER_FLOATS // self.num_classes)))
+                metrics = [MeanAveragePrecision(self.num_classes, capacity=capacity, name="mAP")]
+            else:
+                metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        """Re-compiles a loaded model as saved (Keras skips this for a custom ``compile``).
+
+        Keras does not save ``exclude_from_weight_decay`` lists; the default exclusions
+        are applied again when the saved optimizer is AdamW."""
+        config = keras.saving.deserialize_keras_object(config)
+        optimizer = config.get("optimizer")
+        self.compile(**config)
+        if isinstance(optimizer, keras.optimizers.AdamW) and not optimizer.built:
+            from keras_mld.training.weight_decay import configure_weight_decay
+
+            configure_weight_decay(optimizer, self)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # ------------------------------------------------------------------ inference
+    def scores(self, logits):
+        """Logits -> scores (sigmoid, or softmax over the classes for single-label)."""
+        logits = keras.ops.convert_to_tensor(logits, "float32")
+        if self.task == "singlelabel":
+            out = keras.ops.softmax(logits, axis=-1)
+        else:
+            out = keras.ops.sigmoid(logits)
+        return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
+
+    def _feeds(self, images):
+        if not isinstance(self.input, dict):
+            return images
+        feeds = {IMAGES_INPUT: images}
+        for t in self.inputs:
+            if t.name == KNOWN_LABELS_INPUT:  # every label unknown (-1): C-Tran's inference
+                feeds[t.name] = np.full((images.shape[0], self.num_classes), -1.0, "float32")
+            elif t.name != IMAGES_INPUT:
+                raise ValueError(f"images: this model also needs the input {t.name!r}; call "
+                                 "it directly with a dict of inputs")
+        return feeds
+
+    def predict_scores(self, images, batch_size=32):
+        """Scores ``[B, N]`` (float32) of ``images`` (see :meth:`predict_labels`)."""
+        batches = _image_batches(images, self.preprocessor, batch_size)
+        out = [self.scores(self(self._feeds(b), training=False)) for b in batches]
+        if not out:
+            return np.zeros((0, self.num_classes), np.float32)
+        return np.concatenate(out)
+
+    def predict_labels(self, images, top_k=5, thresholds=None, batch_size=32):
+        """Names and scores per image: those at or above their class threshold, and the top-k.
+
+        Args:
+            images: a batch ``[B, H, W, 3]`` (uint8 or float RGB in [0, 255]), or a list
+                whose items are image files (paths), encoded bytes (JPEG/PNG/GIF/BMP) or
+                arrays ``[H, W, 3]``, of any sizes and formats. Files and bytes are decoded
+                and resized with :func:`keras_mld.data.image.decode_and_resize`, as the
+                exported ``predict_images`` signature does.
+            top_k: number of best classes in ``"top_k"`` (capped at N).
+            thresholds: override of the model's ``thresholds`` (same forms).
+
+        Returns:
+            one dict per image: ``{"labels": [(name, score), ...], "top_k": [(name,
+            score), ...]}``, both best first (ties: the lower class index first); ``labels``
+            holds every class whose score is ``>=`` its threshold.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+        t = np.asarray(self.thresholds if thresholds is None
+                       else check_thresholds(thresholds, self.class_names), np.float32)
+        scores = self.predict_scores(images, batch_size)
+        names, k = self.class_names, min(int(top_k), self.num_classes)
+        out = []
+        for row in scores:
+            order = np.argsort(-row, kind="stable")
+            out.append({"labels": [(names[i], float(row[i])) for i in order if row[i] >= t[i]],
+                        "top_k": [(names[i], float(row[i])) for i in order[:k]]})
+        return out
+
+    def tune_thresholds(self, data, labels=None, grid=None, batch_size=32):
+        """Per-class thresholds maximising each class's F1 on held-out ``data``; stored in
+        ``self.thresholds`` and returned.
+
+        ``data``: a ``tf.data.Dataset`` or iterable of ``(images, labels)`` batches, or an
+        images batch with ``labels`` ``[B, N]`` (1 positive, 0 negative, -1 ignored).
+        :func:`keras_mld.metrics.tune_thresholds` does the search on the scores; a class
+        without a positive keeps 0.5. Use a split the model was not trained on.
+        """
+        from keras_mld.metrics import tune_thresholds
+
+        if self.task != "multilabel":
+            raise ValueError(f"tune_thresholds: per-class thresholds are for multi-label "
+                             f"models; this model's task is {self.task!r}")
+        if labels is not None:
+            y, p = np.asarray(labels), self.predict_scores(data, batch_size)
+        else:
+            ys, ps = [], []
+            for batch in data:
+                if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                    raise ValueError("data: expected (images, labels) batches, or images "
+                                     "with labels=")
+                ps.append(self.scores(self(self._feeds(batch[0]), training=False)))
+                ys.append(np.asarray(batch[1]))
+            y, p = np.concatenate(ys), np.concatenate(ps)
+        t = np.clip(tune_thresholds(y, p, grid=grid, default=0.5), 0.0, 1.0)
+        self.thresholds = t.tolist()
+        return np.asarray(self.thresholds)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """A classifier from a preset: a name from :func:`keras_mld.list_presets` (a recipe:
+        architecture and hyper-parameters, ``kwargs`` passed to :func:`keras_mld.build`) or
+        a folder written by :meth:`save_to_preset` (weights included)."""
+        from keras_mld.models.presets import load_preset
+
+        return load_preset(preset, **kwargs)
+
+    def save_to_preset(self, preset_dir, recipe=None, validation=None, overwrite=False):
+        """Writes a preset folder (config, weights, class names, thresholds, ``recipe``, the
+        keras-mld version and the ``validation`` figures), atomically."""
+        from keras_mld.models.presets import save_preset
+
+        return save_preset(self, preset_dir, recipe=recipe, validation=validation,
+                           overwrite=overwrite)
+
+
+def _static_size(backbone):
+    shape = backbone.inputs[0].shape if backbone.inputs else None
+    if shape is None or len(shape) != 4 or None in tuple(shape[1:3]):
+        return None
+    return (int(shape[1]), int(shape[2]))
+
+
+def _is_image_source(item):
+    return isinstance(item, (str, bytes, os.PathLike))
+
+
+def _load_one(item, preprocessor):
+    """One image (path, bytes or ``[H, W, 3]`` array) -> float32 ``[h, w, 3]`` numpy."""
+    size = preprocessor.image_size
+    if _is_image_source(item):
+        import tensorflow as tf
+
+        from keras_mld.data.image import decode_and_resize
+
+        if isinstance(item, bytes):
+            data = item
+        else:
+            path = os.fspath(item)
+            if not os.path.isfile(path):
+                raise ValueError(f"images: no such file {path!r}")
+            data = tf.io.read_file(path)
+        try:
+            image = (decode_and_resize(data, size) if size is not None else tf.cast(
+                tf.io.decode_image(data, channels=3, expand_animations=False), tf.float32))
+        except tf.errors.InvalidArgumentError as err:
+            name = item if not isinstance(item, bytes) else f"{len(item)} bytes"
+            raise ValueError(f"images: {name} is not a JPEG/PNG/GIF/BMP image ({err.message})") \
+                from None
+        return image.numpy()
+    x = np.asarray(keras.ops.convert_to_numpy(item) if not isinstance(item, np.ndarray)
+                   else item)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"images: expected arrays [H, W, 3] (RGB), got shape {x.shape}")
+    return np.asarray(keras.ops.convert_to_numpy(preprocessor.resize(x[None])))[0]
+
+
+def _image_batches(images, preprocessor, batch_size):
+    """``images`` in any accepted form -> list of float32 batches ``[b, h, w, 3]``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    if _is_image_source(images) or (hasattr(images, "shape") and len(images.shape) == 3):
+        images = [images]
+    if hasattr(images, "shape"):  # a batch [B, H, W, 3]: resized inside the model
+        if len(images.shape) != 4 or images.shape[-1] != 3:
+            raise ValueError("images: expected a batch [B, H, W, 3], a list of files, bytes or "
+                             f"[H, W, 3] arrays; got shape {tuple(images.shape)}")
+        x = np.asarray(keras.ops.convert_to_numpy(images))
+        return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    if not isinstance(images, (list, tuple)):
+        raise ValueError("images: expected a batch [B, H, W, 3], or a list of image files, "
+                         f"encoded bytes or [H, W, 3] arrays; got {type(images).__name__}")
+    loaded = [_load_one(item, preprocessor) for item in images]
+    if preprocessor.image_size is None:  # sizes may differ: one image per batch
+        return [x[None] for x in loaded]
+    return [np.stack(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]

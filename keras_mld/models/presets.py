@@ -1,0 +1,184 @@
+"""Presets of :class:`keras_mld.ImageClassifier`, in keras-hub's manner.
+
+A preset is either
+
+- a **name** from :func:`list_presets`: a built-in recipe (``keras_mld.recipes``) with one
+  ``model.head``: the architecture and hyper-parameters of a paper's recipe, with the
+  backbone's ImageNet weights when the recipe asks for them (downloaded by Keras; pass
+  ``weights=None`` offline). Keyword arguments go to :func:`keras_mld.build` and override
+  the recipe (``class_names=...`` for a dataset other than MS-COCO); or
+- a **folder** written by :meth:`ImageClassifier.save_to_preset`:
+
+  - ``config.json``: the model's Keras config (class names, thresholds and task included),
+    rebuilt with ``safe_mode`` deserialisation (no code is run from the file);
+  - ``model.weights.h5``: its weights;
+  - ``metadata.json``: ``format``, ``keras_mld_version``, ``keras_version``,
+    ``class_names``, ``thresholds``, ``task``, ``image_size``, the ``recipe`` that trained
+    it and its ``validation`` figures.
+
+Saving is atomic: the files are written into a hidden temporary folder beside the target,
+which is renamed into place when complete.
+"""
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+import keras
+
+PRESET_FORMAT = "keras_mld.preset/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+
+
+def _recipe_presets():
+    from keras_mld import recipes
+
+    out = {}
+    for name in recipes.list_recipes():
+        try:
+            recipe = recipes.load_recipe(name)
+        except ValueError:
+            continue
+        model = recipe.get("model", {})
+        if isinstance(model.get("head"), str) and isinstance(model.get("backbone"), str):
+            out[name] = recipe
+    return out
+
+
+def list_presets():
+    """Sorted names :meth:`ImageClassifier.from_preset` accepts (besides preset folders)."""
+    return sorted(_recipe_presets())
+
+
+def _unknown(preset, why):
+    return ValueError(f"preset: {why}; expected a preset folder (holding {list(PRESET_FILES)}, "
+                      f"written by ImageClassifier.save_to_preset) or one of the known names "
+                      f"{list_presets()}; got {preset!r}")
+
+
+def load_preset(preset, **kwargs):
+    """:meth:`ImageClassifier.from_preset` (see the module docstring)."""
+    if isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
+        if kwargs:
+            raise ValueError(f"from_preset: a preset folder takes no build arguments, got "
+                             f"{sorted(kwargs)}")
+        return _load_folder(os.fspath(preset))
+    if not isinstance(preset, str):
+        raise _unknown(preset, "not a name or a folder")
+    presets = _recipe_presets()
+    if preset not in presets:
+        if os.sep in preset or os.path.exists(preset):
+            raise _unknown(preset, f"no preset folder at {preset!r}")
+        raise _unknown(preset, f"unknown preset name {preset!r}")
+    return _build_from_recipe(preset, presets[preset], kwargs)
+
+
+def _build_from_recipe(name, recipe, kwargs):
+    from keras_mld.builders import build
+
+    m = recipe["model"]
+    size = int(m.get("input_size", 224))
+    build_kwargs = {"backbone": m["backbone"], "head": m["head"],
+                    "input_shape": (size, size, 3), "weights": m.get("weights"),
+                    **dict(m.get("head_kwargs") or {})}
+    build_kwargs.update(kwargs)
+    if "coco" not in name and build_kwargs.get("class_names") is None \
+            and build_kwargs.get("num_classes") is None:
+        raise ValueError(f"class_names: preset {name!r} is not an MS-COCO recipe; pass "
+                         "class_names=[...] (or num_classes=N) for its dataset")
+    return build(**build_kwargs)
+
+
+def _read_json(path):
+    if not os.path.isfile(path):
+        raise _unknown(os.path.dirname(path), f"{path} is missing")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _unknown(os.path.dirname(path),
+                       f"{path} is not a readable JSON file ({err})") from None
+
+
+def _load_folder(folder):
+    from keras_mld.models.image_classifier import ImageClassifier
+
+    config_path, weights_path, meta_path = (os.path.join(folder, f) for f in PRESET_FILES)
+    meta = _read_json(meta_path)
+    if not isinstance(meta, dict) or meta.get("format") != PRESET_FORMAT:
+        raise _unknown(folder, f"{meta_path} does not hold a {PRESET_FORMAT!r} mapping")
+    config = _read_json(config_path)
+    if not isinstance(config, dict) or config.get("class_name") != "ImageClassifier":
+        raise _unknown(folder, f"{config_path} does not hold an ImageClassifier config")
+    try:
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as err:  # Keras raises TypeError/ValueError/KeyError on a bad config
+        raise _unknown(folder, f"{config_path} could not be deserialised ({err})") from None
+    if not isinstance(model, ImageClassifier):
+        raise _unknown(folder, f"{config_path} does not hold an ImageClassifier config")
+    if not os.path.isfile(weights_path):
+        raise _unknown(folder, f"{weights_path} is missing")
+    try:
+        model.load_weights(weights_path)
+    except Exception as err:  # h5py OSError, Keras ValueError on a mismatch
+        raise _unknown(folder, f"{weights_path} could not be loaded into the model of "
+                       f"{config_path} ({err})") from None
+    return model
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                                 else str(o)))
+
+
+def save_preset(model, preset_dir, recipe=None, validation=None, overwrite=False):
+    """:meth:`ImageClassifier.save_to_preset`; returns the folder's path."""
+    from keras_mld import __version__
+    from keras_mld.models.image_classifier import ImageClassifier
+
+    if not isinstance(model, ImageClassifier):
+        raise ValueError(f"model: expected a keras_mld.ImageClassifier, got "
+                         f"{type(model).__name__}")
+    if recipe is not None and not isinstance(recipe, dict):
+        raise ValueError(f"recipe: expected None or a recipe mapping, got {type(recipe).__name__}")
+    if validation is not None and not isinstance(validation, dict):
+        raise ValueError("validation: expected None or a mapping of figures, got "
+                         f"{type(validation).__name__}")
+    final = os.path.abspath(os.fspath(preset_dir))
+    if os.path.exists(final) and not overwrite:
+        raise ValueError(f"preset_dir: {final} exists; pass overwrite=True to replace it")
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(final)}-", dir=parent)
+    try:
+        with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(_jsonable(keras.saving.serialize_keras_object(model)), f)
+        model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
+        recipe = {k: v for k, v in (recipe or {}).items() if k != "path"} or None
+        meta = {"format": PRESET_FORMAT, "keras_mld_version": __version__,
+                "keras_version": keras.__version__, "class_names": model.class_names,
+                "thresholds": model.thresholds, "task": model.task,
+                "image_size": list(model.image_size) if model.image_size else None,
+                "recipe": recipe, "validation": validation}
+        with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(_jsonable(meta), f, indent=1, ensure_ascii=False)
+        os.chmod(tmp, 0o755)
+        if os.path.exists(final):
+            aside = os.path.join(parent, f".old-{os.path.basename(final)}-{uuid.uuid4().hex[:8]}")
+            os.rename(final, aside)
+            try:
+                os.rename(tmp, final)
+            except BaseException:
+                os.rename(aside, final)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
