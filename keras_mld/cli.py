@@ -65,19 +65,21 @@ def _parser():
 
 
 def _add_convert_parser(sub):
-    c = sub.add_parser("convert", help="official ML-Decoder / timm TResNet checkpoint -> .keras")
-    c.add_argument("checkpoint", help=".pth/.pt (needs torch), .safetensors or .npz")
+    c = sub.add_parser("convert", help="official ML-Decoder / timm TResNet checkpoint -> preset or .keras")
+    c.add_argument("checkpoint", help=".pth/.pt (torch not needed), .safetensors or .npz")
     c.add_argument("--out", required=True,
-                   help="a .keras path or a folder (model.keras + labels.json)")
+                   help="a folder (an ImageClassifier preset: config, weights, class names) "
+                        "or a .keras path")
     c.add_argument("--image-size", type=int, default=224,
                    help="input side (official: TResNet-M 224, L 448, XL 640; default 224)")
     c.add_argument("--num-heads", type=int, default=8, help="attention heads (official: 8)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
 def _convert(args):
     from keras_mld.convert.ml_decoder import convert_checkpoint_to_files
     print(convert_checkpoint_to_files(args.checkpoint, args.out, image_size=args.image_size,
-                                      num_heads=args.num_heads))
+                                      num_heads=args.num_heads, overwrite=args.overwrite))
     return 0
 
 

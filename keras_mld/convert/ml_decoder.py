@@ -115,9 +115,10 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
         name: model name (default ``tresnet_mldecoder``).
 
     Returns:
-        the model (input ``images`` RGB [0, 255] ``[B, H, W, 3]``, divided by 255 inside,
-        output logits ``[B, N]``; save it with ``model.save("x.keras")``) and the N class
-        names in logit order.
+        the :class:`~keras_mld.ImageClassifier` (input ``images`` RGB [0, 255], any size,
+        resized to ``image_size`` and divided by 255 inside, output logits ``[B, N]``; its
+        ``class_names`` are the checkpoint's; save it with ``model.save("x.keras")`` or
+        ``model.save_to_preset(folder)``) and the N class names in logit order.
     """
     import keras_mld
     from keras_mld.tresnet import tresnet
@@ -144,59 +145,56 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
     if backbone.output.shape[-1] != head_cfg["in_features"]:
         raise ValueError(f"checkpoint: the backbone gives {backbone.output.shape[-1]} channels, "
                          f"the ML-Decoder embedding expects {head_cfg['in_features']}")
+    names = _class_names(meta, head_cfg["num_classes"])
     model = keras_mld.build(
         backbone, head="mldecoder", num_classes=head_cfg["num_classes"], input_shape=hw + (3,),
-        normalization="unit", name=name or "tresnet_mldecoder",
+        normalization="unit", name=name or "tresnet_mldecoder", class_names=names,
         num_groups=head_cfg["num_groups"], embed_dim=head_cfg["embed_dim"],
         ff_dim=head_cfg["ff_dim"], num_layers=head_cfg["num_layers"], num_heads=num_heads)
     load_ml_decoder_weights(model.get_layer("ml_decoder"), state)
-    return model, _class_names(meta, head_cfg["num_classes"])
+    return model, names
 
 
-def convert_checkpoint_to_files(source, out, image_size=224, num_heads=8):
-    """``keras-mld convert``: a checkpoint -> a ``.keras`` model (+ ``labels.json``).
+def convert_checkpoint_to_files(source, out, image_size=224, num_heads=8, overwrite=False):
+    """``keras-mld convert``: a checkpoint -> a preset folder or a ``.keras`` file.
 
-    An official ML-Decoder checkpoint gives the classifier (input RGB [0, 255]) and
-    ``labels.json`` beside it, which ``keras-mld predict`` / ``export`` read. A timm / official
-    TResNet state dict without ML-Decoder head gives the TResNet backbone (input RGB in
-    [0, 1]; with its GAP + fc classifier when the state dict has ``head.fc``).
+    An official ML-Decoder checkpoint gives the :class:`~keras_mld.ImageClassifier` (input
+    RGB [0, 255], class names inside): ``out`` a folder -> a preset
+    (:meth:`~keras_mld.ImageClassifier.save_to_preset`, which ``keras-mld predict --model``,
+    ``keras-mld export --model`` and ``ImageClassifier.from_preset`` read); ``out`` ending in
+    ``.keras`` -> one Keras file. A timm / official TResNet state dict without ML-Decoder head
+    gives the TResNet backbone (input RGB in [0, 1]; with its GAP + fc classifier when the
+    state dict has ``head.fc``) as ``out`` (``.keras``) or ``out/model.keras``.
 
-    ``out``: a ``.keras`` path, or a folder (``model.keras`` and ``labels.json`` in it).
-    Files are written aside and renamed into place. Returns the model path.
+    Everything is written aside and renamed into place. Returns the path written.
     """
-    import json
     import os
 
     out = os.fspath(out)
-    if out.endswith(".keras"):
-        model_path = out
-    else:
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise ValueError(f"--out: {out!r} exists and is not a folder (give a folder or a .keras path)")
-        model_path = os.path.join(out, "model.keras")
-    folder = os.path.dirname(os.path.abspath(model_path))
+    if not out.endswith(".keras") and os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out: {out!r} exists and is not a folder (give a folder or a .keras path)")
     state, meta = read_checkpoint(source)
-    names = None
     if any(k.startswith(PREFIX) for k in state):
-        model, names = convert_ml_decoder_checkpoint({**state, **meta}, image_size=image_size,
-                                                     num_heads=num_heads)
+        model, _ = convert_ml_decoder_checkpoint({**state, **meta}, image_size=image_size,
+                                                 num_heads=num_heads)
+        if not out.endswith(".keras"):
+            return model.save_to_preset(out, overwrite=overwrite)
+        model_path = out
     else:
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         cfg = tresnet_convert.infer_config(tresnet_convert.to_timm_layout(state))
         model = tresnet_convert.convert_tresnet(state, input_shape=size + (3,),
                                                 include_top=cfg["num_classes"] is not None)
+        model_path = out if out.endswith(".keras") else os.path.join(out, "model.keras")
+    if os.path.exists(model_path) and not overwrite:
+        raise ValueError(f"out: {model_path!r} exists; pass overwrite=True (--overwrite) to replace it")
+    folder = os.path.dirname(os.path.abspath(model_path))
     os.makedirs(folder, exist_ok=True)
     tmp_model = os.path.join(folder, f".tmp-{os.getpid()}-" + os.path.basename(model_path))
     try:
         model.save(tmp_model)
-        if names is not None:
-            tmp_labels = os.path.join(folder, f".tmp-{os.getpid()}-labels.json")
-            with open(tmp_labels, "w", encoding="utf-8") as f:
-                json.dump({"labels": names, "task": "multilabel"}, f, indent=1)
-            os.replace(tmp_labels, os.path.join(folder, "labels.json"))
         os.replace(tmp_model, model_path)
     finally:
-        for leftover in (tmp_model, os.path.join(folder, f".tmp-{os.getpid()}-labels.json")):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        if os.path.exists(tmp_model):
+            os.remove(tmp_model)
     return model_path
