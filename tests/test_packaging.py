@@ -4,7 +4,6 @@ has one source, and nothing in ``keras_mld`` reaches for a path outside the inst
 import ast
 import email
 import hashlib
-import os
 import pathlib
 import subprocess
 import sys

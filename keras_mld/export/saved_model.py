@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.layers.graph_attention import freeze_graph_branches
+from keras_mld.graph_branches import freeze_graph_branches
 from keras_mld.data.image import decode_and_resize
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
                                      write_warmup_requests)

@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from keras_mld.validation import check_int, check_number
+
 DEFAULT_EPSILON = 1e-12
 
 
@@ -43,10 +45,8 @@ class CosineDense(keras.layers.Layer):
     def __init__(self, units, kernel_initializer="glorot_uniform", kernel_regularizer=None,
                  kernel_constraint=None, epsilon=DEFAULT_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"CosineDense: units must be an int >= 1, got {units!r}")
-        if not epsilon > 0:
-            raise ValueError(f"CosineDense: epsilon must be > 0, got {epsilon!r}")
+        units = check_int("CosineDense", "units", units, minimum=1)
+        epsilon = check_number("CosineDense", "epsilon", epsilon, low=0.0, low_open=True)
         self.units = units
         self.epsilon = float(epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_mld.layers.graph_attention import _check_int, _constant
+from keras_mld.validation import check_float_array, check_int
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -37,9 +37,9 @@ class MLGCNHead(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         owner = "MLGCNHead"
-        _check_int(owner, "num_classes", num_classes)
+        num_classes = check_int(owner, "num_classes", num_classes, minimum=1)
         if hidden_dim is not None:
-            _check_int(owner, "hidden_dim", hidden_dim)
+            hidden_dim = check_int(owner, "hidden_dim", hidden_dim, minimum=1)
         if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool) \
                 or negative_slope < 0:
             raise ValueError(f"{owner}: negative_slope must be a float >= 0, "
@@ -51,8 +51,8 @@ class MLGCNHead(keras.layers.Layer):
                              "(or neither, with word_dim, to load weights later)")
         self._init_vectors = self._init_adjacency = None
         if label_vectors is not None:
-            g = _constant(owner, "label_vectors", label_vectors, 2)
-            a = _constant(owner, "adjacency", adjacency, 2)
+            g = check_float_array(owner, "label_vectors", label_vectors, 2)
+            a = check_float_array(owner, "adjacency", adjacency, 2)
             if g.shape[0] != num_classes or (word_dim is not None and g.shape[1] != word_dim):
                 raise ValueError(f"{owner}: label_vectors must be [num_classes={num_classes}, "
                                  f"d_w], got shape {g.shape}")
@@ -61,7 +61,7 @@ class MLGCNHead(keras.layers.Layer):
                                  f"shape {a.shape}")
             self._init_vectors, self._init_adjacency = g, a
             word_dim = g.shape[1]
-        _check_int(owner, "word_dim", word_dim)
+        word_dim = check_int(owner, "word_dim", word_dim, minimum=1)
         self.num_classes, self.word_dim, self.hidden_dim = num_classes, word_dim, hidden_dim
         self.negative_slope, self.frozen = float(negative_slope), frozen
         self.kernel_initializer = (None if kernel_initializer is None

@@ -5,15 +5,12 @@ import keras
 from keras import ops
 
 from keras_mld.layers.cosine import DEFAULT_EPSILON, l2_normalize
+from keras_mld.validation import check_bool, check_int
 
 
 def group_size(num_classes, num_groups):
     """``g = ceil(N / K)``: classes per group (duplicate factor of the official code)."""
     return -(-int(num_classes) // int(num_groups))
-
-
-def _is_int(x, minimum=1):
-    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -55,13 +52,11 @@ class GroupDense(keras.layers.Layer):
                  kernel_initializer=None, bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, epsilon=DEFAULT_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        if not (_is_int(num_classes) or (shared and num_classes is None)):
-            raise ValueError(
-                f"GroupDense: num_classes must be an int >= 1 (or None when shared=True), "
-                f"got {num_classes!r}")
-        for name, value in (("shared", shared), ("cosine", cosine), ("use_bias", use_bias)):
-            if not isinstance(value, bool):
-                raise ValueError(f"GroupDense: {name} must be True or False, got {value!r}")
+        shared = check_bool("GroupDense", "shared", shared)
+        cosine = check_bool("GroupDense", "cosine", cosine)
+        use_bias = check_bool("GroupDense", "use_bias", use_bias)
+        num_classes = check_int("GroupDense", "num_classes (None only when shared=True)",
+                                num_classes, minimum=1, allow_none=shared)
         self.num_classes = num_classes
         self.shared = shared
         self.cosine = cosine

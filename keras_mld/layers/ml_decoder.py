@@ -6,16 +6,7 @@ from keras import ops
 
 from keras_mld.layers.group_dense import GroupDense, group_size
 from keras_mld.layers.queries import QUERY_TYPES, make_queries
-
-
-def _check_int(owner, name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_rate(owner, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ValueError(f"{owner}: dropout must be a float in [0, 1), got {value!r}")
+from keras_mld.validation import check_int, check_rate
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -37,10 +28,10 @@ class MLDecoderLayer(keras.layers.Layer):
     def __init__(self, embed_dim, num_heads=8, ff_dim=2048, dropout=0.1,
                  layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        _check_int("MLDecoderLayer", "embed_dim", embed_dim)
-        _check_int("MLDecoderLayer", "num_heads", num_heads)
-        _check_int("MLDecoderLayer", "ff_dim", ff_dim)
-        _check_rate("MLDecoderLayer", dropout)
+        embed_dim = check_int("MLDecoderLayer", "embed_dim", embed_dim, minimum=1)
+        num_heads = check_int("MLDecoderLayer", "num_heads", num_heads, minimum=1)
+        ff_dim = check_int("MLDecoderLayer", "ff_dim", ff_dim, minimum=1)
+        dropout = check_rate("MLDecoderLayer", "dropout", dropout)
         if embed_dim % num_heads:
             raise ValueError(f"MLDecoderLayer: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")
@@ -61,12 +52,12 @@ class MLDecoderLayer(keras.layers.Layer):
         self.dropout3 = keras.layers.Dropout(dropout, name="dropout3", **sub)
         self.dropout_ff = keras.layers.Dropout(dropout, name="dropout_ff", **sub)
 
-    def build(self, query_shape, tokens_shape):
+    def build(self, t_shape, e_shape):  # names match call(t, e): Keras builds it from a call
         for norm in (self.norm1, self.norm2, self.norm3):
-            norm.build(query_shape)
-        self.attention.build(query_shape, tokens_shape, tokens_shape)
-        self.linear1.build(query_shape)
-        self.linear2.build(tuple(query_shape[:-1]) + (self.ff_dim,))
+            norm.build(t_shape)
+        self.attention.build(t_shape, e_shape, e_shape)
+        self.linear1.build(t_shape)
+        self.linear2.build(tuple(t_shape[:-1]) + (self.ff_dim,))
 
     def call(self, t, e, training=None):
         t = self.norm1(t + self.dropout1(t, training=training))
@@ -75,8 +66,8 @@ class MLDecoderLayer(keras.layers.Layer):
         f = self.linear2(self.dropout_ff(self.linear1(t), training=training))
         return self.norm3(t + self.dropout3(f, training=training))
 
-    def compute_output_shape(self, query_shape, tokens_shape):
-        return tuple(query_shape)
+    def compute_output_shape(self, t_shape, e_shape):
+        return tuple(t_shape)
 
     def get_config(self):
         return {**super().get_config(), "embed_dim": self.embed_dim,
@@ -122,13 +113,13 @@ class MLDecoder(keras.layers.Layer):
                  num_layers=1, dropout=0.1, query_type="fixed", cosine=False,
                  layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        _check_int("MLDecoder", "num_classes", num_classes)
-        _check_int("MLDecoder", "num_groups", num_groups)
-        _check_int("MLDecoder", "embed_dim", embed_dim)
-        _check_int("MLDecoder", "num_heads", num_heads)
-        _check_int("MLDecoder", "ff_dim", ff_dim)
-        _check_int("MLDecoder", "num_layers", num_layers)
-        _check_rate("MLDecoder", dropout)
+        num_classes = check_int("MLDecoder", "num_classes", num_classes, minimum=1)
+        num_groups = check_int("MLDecoder", "num_groups", num_groups, minimum=1)
+        embed_dim = check_int("MLDecoder", "embed_dim", embed_dim, minimum=1)
+        num_heads = check_int("MLDecoder", "num_heads", num_heads, minimum=1)
+        ff_dim = check_int("MLDecoder", "ff_dim", ff_dim, minimum=1)
+        num_layers = check_int("MLDecoder", "num_layers", num_layers, minimum=1)
+        dropout = check_rate("MLDecoder", "dropout", dropout)
         if embed_dim % num_heads:
             raise ValueError(f"MLDecoder: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")

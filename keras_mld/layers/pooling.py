@@ -3,6 +3,7 @@ import keras
 from keras import ops
 
 from keras_mld.layers.cosine import CosineDense
+from keras_mld.validation import check_bool, check_choice, check_int, check_rate
 
 POOLINGS = ("avg", "avg+max")
 
@@ -27,16 +28,10 @@ class GlobalPoolHead(keras.layers.Layer):
     def __init__(self, num_classes, pooling="avg", dropout=0.0, cosine=False, use_bias=True,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(
-                f"GlobalPoolHead: num_classes must be an int >= 1, got {num_classes!r}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"GlobalPoolHead: pooling must be one of {POOLINGS}, got {pooling!r}")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) \
-                or not 0 <= dropout < 1:
-            raise ValueError(f"GlobalPoolHead: dropout must be a float in [0, 1), got {dropout!r}")
-        if not isinstance(cosine, bool):
-            raise ValueError(f"GlobalPoolHead: cosine must be True or False, got {cosine!r}")
+        num_classes = check_int("GlobalPoolHead", "num_classes", num_classes, minimum=1)
+        pooling = check_choice("GlobalPoolHead", "pooling", pooling, POOLINGS)
+        dropout = check_rate("GlobalPoolHead", "dropout", dropout)
+        cosine = check_bool("GlobalPoolHead", "cosine", cosine)
         self.num_classes, self.pooling, self.dropout = num_classes, pooling, float(dropout)
         self.cosine, self.use_bias = cosine, use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from keras_mld.validation import check_choice
+
 _MODES = ("none", "unit", "symmetric", "torch", "caffe")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,8 +30,7 @@ class ImageNormalization(keras.layers.Layer):
 
     def __init__(self, mode="unit", **kwargs):
         super().__init__(**kwargs)
-        if mode not in _MODES:
-            raise ValueError(f"ImageNormalization: mode={mode!r}; expected one of {_MODES}.")
+        mode = check_choice("ImageNormalization", "mode", mode, _MODES)
         self.mode = mode
 
     def call(self, x):

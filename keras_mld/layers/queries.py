@@ -11,6 +11,8 @@ live in ``zsl_decoder.py`` (``WordQueries``, ``ZSLMLDecoder``).
 import keras
 from keras import ops
 
+from keras_mld.validation import check_choice, check_int
+
 QUERY_TYPES = {}
 
 
@@ -22,8 +24,7 @@ def register_query_type(name, cls):
 
 def make_queries(query_type, num_queries, embed_dim, **kwargs):
     """Instantiate the query layer for ``query_type`` (one of ``QUERY_TYPES``)."""
-    if query_type not in QUERY_TYPES:
-        raise ValueError(f"query_type must be one of {sorted(QUERY_TYPES)}, got {query_type!r}")
+    check_choice("make_queries", "query_type", query_type, sorted(QUERY_TYPES))
     return QUERY_TYPES[query_type](num_queries=num_queries, embed_dim=embed_dim, **kwargs)
 
 
@@ -32,10 +33,8 @@ class Queries(keras.layers.Layer):
 
     def __init__(self, num_queries, embed_dim, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("num_queries", num_queries), ("embed_dim", embed_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{type(self).__name__}: {name} must be an int >= 1, "
-                                 f"got {value!r}")
+        num_queries = check_int(type(self).__name__, "num_queries", num_queries, minimum=1)
+        embed_dim = check_int(type(self).__name__, "embed_dim", embed_dim, minimum=1)
         self.num_queries = num_queries
         self.embed_dim = embed_dim
 

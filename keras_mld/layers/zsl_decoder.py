@@ -4,16 +4,17 @@ import keras
 from keras import ops
 
 from keras_mld.layers.group_dense import GroupDense, group_size as _ceil_div
-from keras_mld.layers.ml_decoder import MLDecoderLayer, _check_int, _check_rate
+from keras_mld.layers.ml_decoder import MLDecoderLayer
 from keras_mld.layers.query_augmentation import QueryNoise, RandomQueries, RandomQueryLoss
+from keras_mld.validation import check_int, check_rate
 
 
 def zsl_group_size(num_classes, num_groups, embed_dim):
     """Group size ``g = ceil(N / min(K, N))`` of ZSL group decoding, fixed from the number of
     training labels N and groups K (the label count M may change later: a call then uses
     ``ceil(M / g)`` groups). ``embed_dim`` must be divisible by g (``A`` is ``[D/g, d_w]``)."""
-    _check_int("ZSLMLDecoder", "num_classes", num_classes)
-    _check_int("ZSLMLDecoder", "num_groups", num_groups)
+    num_classes = check_int("ZSLMLDecoder", "num_classes", num_classes, minimum=1)
+    num_groups = check_int("ZSLMLDecoder", "num_groups", num_groups, minimum=1)
     g = _ceil_div(num_classes, min(num_groups, num_classes))
     if embed_dim % g:
         raise ValueError(
@@ -54,8 +55,8 @@ class WordQueries(keras.layers.Layer):
 
     def __init__(self, embed_dim, group_size=1, **kwargs):
         super().__init__(**kwargs)
-        _check_int("WordQueries", "embed_dim", embed_dim)
-        _check_int("WordQueries", "group_size", group_size)
+        embed_dim = check_int("WordQueries", "embed_dim", embed_dim, minimum=1)
+        group_size = check_int("WordQueries", "group_size", group_size, minimum=1)
         if embed_dim % group_size:
             raise ValueError(f"WordQueries: embed_dim ({embed_dim}) must be divisible by "
                              f"group_size ({group_size})")
@@ -133,12 +134,12 @@ class ZSLMLDecoder(keras.layers.Layer):
                  random_query_loss=None, seed=None, layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
         owner = "ZSLMLDecoder"
-        for name, value in (("word_dim", word_dim), ("group_size", group_size),
-                            ("embed_dim", embed_dim), ("num_heads", num_heads),
-                            ("ff_dim", ff_dim), ("num_layers", num_layers)):
-            _check_int(owner, name, value)
-        _check_int(owner, "random_queries", random_queries, minimum=0)
-        _check_rate(owner, dropout)
+        word_dim, group_size, embed_dim, num_heads, ff_dim, num_layers = (
+            check_int(owner, name, value, minimum=1) for name, value in (
+                ("word_dim", word_dim), ("group_size", group_size), ("embed_dim", embed_dim),
+                ("num_heads", num_heads), ("ff_dim", ff_dim), ("num_layers", num_layers)))
+        random_queries = check_int(owner, "random_queries", random_queries, minimum=0)
+        dropout = check_rate(owner, "dropout", dropout)
         if embed_dim % num_heads:
             raise ValueError(f"ZSLMLDecoder: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")

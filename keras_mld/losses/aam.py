@@ -11,12 +11,12 @@ from keras_mld.losses.asl import (
     _Float32Loss,
     _check_eps,
     _check_gamma,
-    _check_number,
     _clamped_log,
     _float32,
     _pow_from_log,
     _split_ignore,
 )
+from keras_mld.validation import check_number
 
 # Per-dataset hyper-parameters of the paper (SPEC section 5). ``learning_rate`` is the
 # optimiser's (for training recipes); the other keys are AAMLoss arguments.
@@ -72,10 +72,10 @@ class AAMLoss(_Float32Loss):
     def __init__(self, s=23.0, m=0.0, k=0.7, gamma_neg=1.0, gamma_pos=0.0, eps=1e-8,
                  reduction="sum_over_batch_size", name=None):
         owner = type(self).__name__
-        self.s = _check_number(owner, "s", s, low=0.0, low_open=True,
+        self.s = check_number(owner, "s", s, low=0.0, low_open=True,
                                accepted="a finite number > 0")
-        self.m = _check_number(owner, "m", m, accepted="a finite number")
-        self.k = _check_number(owner, "k", k, low=0.0, high=1.0,
+        self.m = check_number(owner, "m", m, accepted="a finite number")
+        self.k = check_number(owner, "k", k, low=0.0, high=1.0,
                                accepted="a number in [0, 1]")
         self.gamma_neg = _check_gamma(owner, "gamma_neg", gamma_neg)
         self.gamma_pos = _check_gamma(owner, "gamma_pos", gamma_pos)

@@ -13,44 +13,23 @@ Shared conventions of the losses in this package (also used by ``aam.py``):
   ``reduction="sum_over_batch_size"`` Keras then takes the mean over the batch.
 """
 import math
-import numbers
 
 import keras
 from keras import ops
+
+from keras_mld.validation import check_bool, check_number
 
 _TINY = 1e-30  # floor of a power's base inside log(); below it the power is ~0 anyway
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_number(owner, name, value, low=None, high=None, low_open=False, high_open=False,
-                  accepted=None):
-    """Return ``float(value)`` or raise ValueError naming the argument and the accepted range."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value)
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-    if not ok:
-        raise ValueError(f"{owner}: {name} must be {accepted}, got {value!r}")
-    return value
-
-
 def _check_gamma(owner, name, value):
-    return _check_number(owner, name, value, low=0.0, accepted="a finite number >= 0")
+    return check_number(owner, name, value, low=0.0, accepted="a finite number >= 0")
 
 
 def _check_eps(owner, value):
-    return _check_number(owner, "eps", value, low=0.0, high=1.0, high_open=True,
+    return check_number(owner, "eps", value, low=0.0, high=1.0, high_open=True,
                          accepted="a number in [0, 1)")
-
-
-def _check_bool(owner, name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
-    return value
 
 
 def _float32(x):
@@ -149,11 +128,11 @@ class AsymmetricLoss(_Float32Loss):
         self.gamma_neg = _check_gamma(owner, "gamma_neg", gamma_neg)
         self.gamma_pos = _check_gamma(owner, "gamma_pos", gamma_pos)
         if clip is not None:
-            clip = _check_number(owner, "clip", clip, low=0.0, high=1.0, high_open=True,
+            clip = check_number(owner, "clip", clip, low=0.0, high=1.0, high_open=True,
                                  accepted="None or a number in [0, 1)")
         self.clip = clip
         self.eps = _check_eps(owner, eps)
-        self.stop_focal_gradient = _check_bool(owner, "stop_focal_gradient",
+        self.stop_focal_gradient = check_bool(owner, "stop_focal_gradient",
                                                stop_focal_gradient)
         super().__init__(reduction=reduction, name=name)
 
@@ -227,10 +206,10 @@ class AsymmetricLossSingleLabel(_Float32Loss):
         owner = type(self).__name__
         self.gamma_pos = _check_gamma(owner, "gamma_pos", gamma_pos)
         self.gamma_neg = _check_gamma(owner, "gamma_neg", gamma_neg)
-        self.label_smoothing = _check_number(owner, "label_smoothing", label_smoothing,
+        self.label_smoothing = check_number(owner, "label_smoothing", label_smoothing,
                                              low=0.0, high=1.0,
                                              accepted="a number in [0, 1]")
-        self.stop_focal_gradient = _check_bool(owner, "stop_focal_gradient",
+        self.stop_focal_gradient = check_bool(owner, "stop_focal_gradient",
                                                stop_focal_gradient)
         super().__init__(reduction=reduction, name=name)
 

@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mld.layers import MLGCNHead, freeze_graph_branches
+from keras_mld.graph_branches import freeze_graph_branches
+from keras_mld.layers import MLGCNHead
 from tests.helpers import grad_wrt_variables, to_np
 
 N, D_W, C = 4, 6, 8
