@@ -52,7 +52,8 @@ def gap_head(features, num_classes, inputs, **kwargs):
 def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=None, **kwargs):
     """ML-Decoder (Ridnik et al. 2023): group-decoding cross-attention head, linear in N.
 
-    ``query_type="word"`` (zero-shot, SPEC section 3) needs ``word_dim`` d_w and adds a
+    ``query_type="word"`` (zero-shot, ML-Decoder (Ridnik et al., arXiv:2111.12933) section 2.3.3)
+    needs ``word_dim`` d_w and adds a
     second model input ``label_vectors`` ``[M, d_w]`` (``keras.Input(shape=(d_w,))``: its
     leading axis is the label axis M, not the batch; feed the whole label set with every
     batch) and gives logits ``[B, M]`` (:class:`~keras_mld.layers.ZSLMLDecoder`). Full
@@ -96,7 +97,8 @@ def ctran_head(features, num_classes, inputs, known_labels_input=False, **kwargs
     return head(features, known_labels=known)
 
 
-# --- graph heads (SPEC section 4 "GraphAttentionReweight", "ML-GCN") -----------------------
+# --- graph heads (Prokofiev & Sovrasov (arXiv:2209.06585) 3.3; ML-GCN Chen et al.
+# (arXiv:1904.03582)) -----------------------
 # ``label_vectors``: label word vectors ``[num_classes, d_w]`` (keras_mld.zsl.label_vectors).
 # ``label_graph``: the label correlation matrix ``Z [num_classes, num_classes]``,
 # ``Z_ij = P(j | i)`` from the training labels (keras_mld.zsl.conditional_probability);

@@ -1,4 +1,5 @@
-"""The graph heads ``gat``, ``gat+mldecoder``, ``mlgcn`` (SPEC sections 1 and 4) through
+"""The graph heads ``gat``, ``gat+mldecoder``, ``mlgcn`` (Prokofiev & Sovrasov (arXiv:2209.06585)
+section 3.3; Chen et al. (arXiv:1904.03582)) through
 ``keras_mld.build``: XLA training, ``.keras`` round trip, freezing for export, bad kwargs."""
 import keras
 import numpy as np

@@ -1,4 +1,5 @@
-"""C-Tran label-mask training (LMT) for tf.data (SPEC section 4, C-Tran).
+"""C-Tran label-mask training (LMT) for tf.data (Lanchantin et al., "General Multi-label Image
+Classification with Transformers", arXiv:2011.14027, section 3.2).
 
 C-Tran (Lanchantin et al., CVPR 2021) trains with part of each image's ground truth given
 as input: a random subset of its labels is *revealed* as known states (0 known negative,

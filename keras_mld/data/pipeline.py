@@ -1,11 +1,11 @@
 """tf.data input pipeline: a labelled image source -> batches of ``(images, labels)``.
 
-``images`` are float32 ``[B, H, W, 3]`` in [0, 255] (models normalise inside, SPEC
+``images`` are float32 ``[B, H, W, 3]`` in [0, 255] (models normalise inside, the public API
 section 1), decoded and resized by :mod:`keras_mld.data.image`, the same code an
 exported model runs. ``labels`` are float32 multi-hot ``[B, N]`` (multilabel) or int32
 class ids ``[B]`` (singlelabel).
 
-Bad images (SPEC: a long run must never crash on one bad file) are found *before* the
+Bad images (a long run must never crash on one bad file) are found *before* the
 pipeline is built by :func:`check_images`, which runs the very op training uses
 (``tf.io.decode_image``) over every file once, in a parallel tf.data pass, and records
 which files fail; those are skipped, counted and reported in one

@@ -1,4 +1,4 @@
-"""Export for TF Serving (SPEC section 8). TensorFlow backend only.
+"""Export for TF Serving (see docs/serving.md). TensorFlow backend only.
 
 ``export_saved_model(model, base_dir, labels, ...)`` writes ``base_dir/<version>/`` (a
 SavedModel with the ``serving_default``, ``predict_images`` and ``metadata`` signatures, the

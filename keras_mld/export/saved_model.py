@@ -1,4 +1,4 @@
-"""TF Serving SavedModel export (SPEC section 8).
+"""TF Serving SavedModel export (see docs/serving.md).
 
 ``export_saved_model`` writes ``base_dir/<version>/`` atomically: everything goes to a
 hidden ``base_dir/.tmp-<version>-<random>`` (TF Serving only loads numeric directory
@@ -176,7 +176,7 @@ def _logits_fn(model, images_input, num_classes):
         for t in model.inputs:
             if t is images_input:
                 value = images
-            else:  # known_labels: every label unknown (-1), SPEC section 4 (C-Tran)
+            else:  # known_labels: every label unknown (-1), C-Tran (arXiv:2011.14027)
                 value = tf.fill([tf.shape(images)[0], num_classes],
                                 tf.constant(-1, dtype=t.dtype))
             feeds[keys[t.name] if dict_input else t.name] = value

@@ -1,4 +1,5 @@
-"""TF Serving export of zero-shot models (SPEC sections 3 and 8). TensorFlow backend only.
+"""TF Serving export of zero-shot models (ML-Decoder (Ridnik et al., arXiv:2111.12933) section
+2.3.3). TensorFlow backend only.
 
 ``export_zero_shot_saved_model(model, base_dir, ...)`` exports a model with the inputs
 ``images [B, H, W, 3]`` and ``label_vectors [M, d_w]`` (``keras_mld.build(...,

@@ -1,4 +1,4 @@
-"""Cosine classifier (SPEC section 4 "CosineDense"; metric-learning paper, AAM loss eq. 1)."""
+"""Cosine classifier for the AAM loss of Prokofiev & Sovrasov (arXiv:2209.06585), eq. 1."""
 import keras
 from keras import ops
 
@@ -22,8 +22,8 @@ def l2_normalize(x, axis=-1, epsilon=DEFAULT_EPSILON):
 class CosineDense(keras.layers.Layer):
     """Cosine-similarity classifier for the asymmetric angular margin (AAM) loss.
 
-    Implements SPEC section 4 "CosineDense" (papers/metric-learning-attention-heads.txt,
-    eq. 1 works on ``cos(theta_j)``): for an input feature ``v [..., C]`` and one
+    Implements the cosine classifier of Prokofiev & Sovrasov (arXiv:2209.06585)
+    (section 3.4: eq. 1 works on ``cos(theta_j)``): for an input feature ``v [..., C]`` and one
     weight vector ``W_n [C]`` per output unit,
 
         ``cos_n = normalize(v) . normalize(W_n)``,  in [-1, 1].

@@ -1,5 +1,5 @@
 """ML-GCN classification head (Chen et al., "Multi-Label Image Recognition with Graph
-Convolutional Networks", CVPR 2019; SPEC section 4 "ML-GCN")."""
+Convolutional Networks", CVPR 2019, arXiv:1904.03582, section 3)."""
 import math
 
 import keras

@@ -1,5 +1,7 @@
-"""Graph-attention channel re-weighting (papers/metric-learning-attention-heads.txt 3.3, Fig. 1;
-SPEC section 4 "GraphAttentionReweight")."""
+"""Graph-attention channel re-weighting: Prokofiev & Sovrasov, "Combining Metric Learning and
+Attention Heads For Accurate and Efficient Multilabel Image Classification" (arXiv:2209.06585),
+section 3.3, Fig. 1; graph attention of
+Velickovic et al., "Graph Attention Networks" (arXiv:1710.10903)."""
 import keras
 from keras import ops
 
@@ -95,8 +97,7 @@ class GraphAttention(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_mld")
 class GraphAttentionReweight(keras.layers.Layer):
     """Channel re-weighting of backbone features by a graph-attention branch over labels
-    (papers/metric-learning-attention-heads.txt 3.3, Fig. 1; SPEC section 4
-    "GraphAttentionReweight").
+    (Prokofiev & Sovrasov (arXiv:2209.06585) section 3.3, Fig. 1).
 
     Constants: label word vectors ``G [N, d_w]`` (``label_vectors``, e.g. GloVe via
     :func:`keras_mld.zsl.label_vectors`) and the label graph ``adjacency [N, N]``: row i

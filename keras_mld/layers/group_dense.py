@@ -1,4 +1,5 @@
-"""Group fully-connected layer of ML-Decoder (papers/ml-decoder.txt eq. 6; SPEC section 2)."""
+"""Group fully-connected layer of ML-Decoder (Ridnik et al., arXiv:2111.12933,
+section 2.3.2, eq. 6)."""
 import math
 
 import keras
@@ -15,7 +16,7 @@ def group_size(num_classes, num_groups):
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class GroupDense(keras.layers.Layer):
-    """Group fully-connected projection of ML-Decoder (eq. 6, SPEC section 2 "GroupDense").
+    """Group fully-connected projection of ML-Decoder (arXiv:2111.12933, eq. 6).
 
     Input: decoder outputs ``t [B, K, D]`` (one token per group query).
 
@@ -28,12 +29,13 @@ class GroupDense(keras.layers.Layer):
     columns. Output ``[B, N]``. Requires ``K <= N``; when ``K*g - N >= g`` (e.g.
     N=10, K=6) the trailing queries feed no logit, exactly as in the official code.
 
-    Shared (``shared=True``, the zero-shot variant of SPEC section 3): one vector
+    Shared (``shared=True``, the zero-shot variant, ML-Decoder section 2.3.3): one vector
     ``w [D]`` and one scalar bias for every query, ``logit[b, k] = t[b, k] . w + bias``.
     Output ``[B, K]`` (one logit per query; K may vary between calls, so
     ``num_classes`` is informative only and may be ``None``).
 
-    ``cosine=True`` (for the AAM loss, SPEC section 4): both arguments of every dot
+    ``cosine=True`` (for the AAM loss, Prokofiev & Sovrasov (arXiv:2209.06585) section 3.4): both
+    arguments of every dot
     product are L2-normalised over D (``t[b,k,:]`` and ``W[k,:,j]``, or ``w``), so
     the output is a cosine in [-1, 1]; no bias is created in that case
     (``use_bias`` is ignored).

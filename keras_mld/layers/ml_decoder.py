@@ -1,4 +1,6 @@
-"""ML-Decoder classification head (papers/ml-decoder.txt section 2.3; SPEC section 2)."""
+"""ML-Decoder classification head (Ridnik et al., "ML-Decoder: Scalable and Versatile
+Classification Head" (arXiv:2111.12933),
+WACV 2023, section 2.3)."""
 import warnings
 
 import keras
@@ -12,7 +14,7 @@ from keras_mld.validation import check_int, check_rate
 @keras.saving.register_keras_serializable(package="keras_mld")
 class MLDecoderLayer(keras.layers.Layer):
     """One ML-Decoder decoder layer: cross-attention only, no self-attention
-    (SPEC section 2 step 3, official layer order, post-norm):
+    (arXiv:2111.12933 section 2.3.2, eqs. 7-8; official layer order, post-norm):
 
         ``t = LN(q + Dropout(q))``
         ``t = LN(t + Dropout(MHA(query=t, key=e, value=e)))``
@@ -78,7 +80,7 @@ class MLDecoderLayer(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_mld")
 class MLDecoder(keras.layers.Layer):
     """ML-Decoder head (Ridnik et al., "ML-Decoder: Scalable and Versatile
-    Classification Head", section 2.3; SPEC section 2). Returns logits ``[B, N]``.
+    Classification Head", arXiv:2111.12933, section 2.3). Returns logits ``[B, N]``.
 
     1. tokens ``e = ReLU(Dense_D(reshape(x, [B, HW, C])))`` (row-major: h, then w);
        token inputs ``[B, T, C]`` are used as they are.
@@ -98,7 +100,8 @@ class MLDecoder(keras.layers.Layer):
             ``dropout`` is used for the four residual/FF dropouts and on the attention
             probabilities.
         query_type: one of ``queries.QUERY_TYPES`` (``"fixed"``, ``"learnable"``); word
-            queries (SPEC section 3) are an input: :class:`ZSLMLDecoder` (``zsl_decoder.py``).
+            queries (zero-shot, section 2.3.3) are an input: :class:`ZSLMLDecoder`
+            (``zsl_decoder.py``).
         cosine: if True, GroupDense L2-normalises both arguments of its dot products
             and returns cosines in [-1, 1] without bias (for ``AAMLoss``).
         layer_norm_epsilon: 1e-5 (PyTorch's default, used by the official code).

@@ -1,4 +1,5 @@
-"""Global-pooling classification head, the GAP baseline (SPEC section 4 "GAP")."""
+"""Global-pooling classification head, the GAP baseline (global average pooling + a linear
+classifier, the baseline head of ML-Decoder, arXiv:2111.12933, section 2.1)."""
 import keras
 from keras import ops
 
@@ -10,12 +11,12 @@ POOLINGS = ("avg", "avg+max")
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class GlobalPoolHead(keras.layers.Layer):
-    """Global pooling then a linear classifier: the usual GAP head (SPEC section 4
-    "GAP"; the GAP baseline of ML-Decoder's Table 1 and SPEC section 9).
+    """Global pooling then a linear classifier: the usual GAP head (the GAP
+    baseline of ML-Decoder's Table 1, arXiv:2111.12933).
 
         ``v = GAP(x)``  (``pooling="avg"``), or
         ``v = GAP(x) + GMP(x)``  (``pooling="avg+max"``: the graph-attention head of
-        papers/metric-learning-attention-heads.txt 3.3, SPEC section 4),
+        Prokofiev & Sovrasov (arXiv:2209.06585) section 3.3),
         ``logits = Dense_N(Dropout(v))``, or ``cos = CosineDense_N(Dropout(v))`` with
         ``cosine=True`` (cosines in [-1, 1], no bias, for the AAM loss).
 

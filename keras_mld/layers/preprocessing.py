@@ -13,7 +13,7 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 @keras.saving.register_keras_serializable(package="keras_mld")
 class ImageNormalization(keras.layers.Layer):
     """Normalises RGB pixels in [0, 255] inside the model, so that served models
-    take raw pixels (SPEC section 1: "backbone-specific normalisation inside the model").
+    take raw pixels (the public API: the backbone's own normalisation lives inside the model).
 
     Not a paper equation; the standard per-backbone input conventions:
 

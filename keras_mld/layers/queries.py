@@ -1,10 +1,11 @@
-"""Query construction for ML-Decoder (papers/ml-decoder.txt 2.3; SPEC section 2 step 2).
+"""Query construction for ML-Decoder (ML-Decoder (Ridnik et al., arXiv:2111.12933)
+section 2.3.2 and appendix A).
 
 Every query type is a layer registered under a name in ``QUERY_TYPES``; ML-Decoder
 builds its queries with ``make_queries(query_type, num_queries, embed_dim)`` and
 calls them on the visual tokens ``e [B, T, D]`` to get ``q [B, K, D]`` (the batch
 size comes from ``e``). A new type is a subclass of ``Queries`` added with
-``register_query_type(name, cls)``. Word queries (SPEC section 3) are not one: the label
+``register_query_type(name, cls)``. Word queries (zero-shot, section 2.3.3) are not one: the label
 word vectors are an input of the model and the label count varies between calls, so they
 live in ``zsl_decoder.py`` (``WordQueries``, ``ZSLMLDecoder``).
 """

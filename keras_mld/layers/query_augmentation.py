@@ -1,5 +1,6 @@
-"""Query augmentations for zero-shot ML-Decoder (papers/ml-decoder.txt section 2.3.3
-"Query augmentations", appendix K; SPEC section 3). Training only: every layer here is
+"""Query augmentations for zero-shot ML-Decoder (Ridnik et al., "ML-Decoder: Scalable and
+Versatile Classification Head" (arXiv:2111.12933),
+section 2.3.3 "Query augmentations", appendix K). Training only: every layer here is
 the exact identity when ``training`` is false or ``None`` (inference, ``predict``, export).
 
 They act on the label word vectors ``V [M, d_w]`` (the word queries before their

@@ -1,5 +1,6 @@
-"""Zero-shot ML-Decoder: word queries that are an input (papers/ml-decoder.txt section 2.3.3
-and appendix B; SPEC section 3)."""
+"""Zero-shot ML-Decoder: word queries that are an input (Ridnik et al., "ML-Decoder: Scalable and
+Versatile Classification Head" (arXiv:2111.12933),
+section 2.3.3 and appendix B)."""
 import keras
 from keras import ops
 
@@ -43,7 +44,8 @@ def _check_vectors(owner, shape, word_dim):
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class WordQueries(keras.layers.Layer):
-    """Queries from label word vectors ``V [M, d_w]`` (SPEC section 3). Batch independent.
+    """Queries from label word vectors ``V [M, d_w]`` (arXiv:2111.12933, section 2.3.3). Batch
+    independent.
 
     - ``group_size == 1`` (full decoding): ``q_n = ReLU(V_n A^T + a)``, ``A [D, d_w]``:
       ``[M, D]``, one query per label.
@@ -93,7 +95,7 @@ class WordQueries(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_mld")
 class ZSLMLDecoder(keras.layers.Layer):
     """ML-Decoder with word queries for (generalised) zero-shot learning (Ridnik et al.,
-    "ML-Decoder", section 2.3.3 and appendix B; SPEC section 3). The queries are an input,
+    "ML-Decoder", arXiv:2111.12933, section 2.3.3 and appendix B). The queries are an input,
     not a weight: ``call(features, label_vectors)`` with ``features [B, H, W, C]`` or
     ``[B, T, C]`` and ``label_vectors V [M, d_w]`` (one row per label, no batch axis;
     ``keras_mld.zsl.label_vectors``) returns logits ``[B, M]`` in the order of V. M may

@@ -1,7 +1,8 @@
 """Asymmetric Loss (ASL) for multi-label and single-label classification, on logits.
 
-Paper: Ben-Baruch et al., "Asymmetric Loss For Multi-Label Classification" (ICCV 2021);
-contract: SPEC section 5 ("ASL", "ASLSingleLabel"). ``keras.ops`` only.
+Paper: Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label Classification"
+(arXiv:2009.14119),
+ICCV 2021, section 3 (eqs. 3-7). ``keras.ops`` only.
 
 Shared conventions of the losses in this package (also used by ``aam.py``):
 
@@ -85,7 +86,7 @@ class _Float32Loss(keras.losses.Loss):
 # --------------------------------------------------------------------------- multi-label
 @keras.saving.register_keras_serializable(package="keras_mld")
 class AsymmetricLoss(_Float32Loss):
-    """Asymmetric Loss (ASL) for multi-label classification on logits (SPEC section 5).
+    """Asymmetric Loss (ASL) for multi-label classification on logits (arXiv:2009.14119, sec. 3).
 
     With ``p = sigmoid(x)`` and the shifted probability of negatives
     ``p_m = max(p - clip, 0)`` (``clip=0`` or ``None`` disables the shift), each element is::
@@ -168,7 +169,7 @@ class AsymmetricLoss(_Float32Loss):
 # --------------------------------------------------------------------------- single-label
 @keras.saving.register_keras_serializable(package="keras_mld")
 class AsymmetricLossSingleLabel(_Float32Loss):
-    """Asymmetric loss for single-label (softmax) classification on logits (SPEC section 5).
+    """Asymmetric loss for single-label (softmax) classification on logits (arXiv:2009.14119).
 
     With ``log p = log_softmax(x)`` over the class axis, focusing weights
     ``w_j = (1 - p_j)^gamma_pos`` for the target class and ``w_j = p_j^gamma_neg`` for the

@@ -1,6 +1,6 @@
-"""Per-class decision thresholds maximising per-class F1 (SPEC section 6).
+"""Per-class decision thresholds maximising per-class F1.
 
-papers/metric-learning-attention-heads.txt, 4.5: a grid search per class on a calibration
+Prokofiev & Sovrasov (arXiv:2209.06585), section 4.5: a grid search per class on a calibration
 split (not the test split) gains +0.6 to +3.6 OF1 over a global 0.5.
 """
 import numpy as np

@@ -1,4 +1,5 @@
-"""Multi-label zero-shot evaluation (SPEC section 3; ML-Decoder section 2.3.3 and appendix B).
+"""Multi-label zero-shot evaluation (ML-Decoder (Ridnik et al., arXiv:2111.12933)
+section 2.3.3 and appendix B).
 
 Two settings on the same test images (NUS-WIDE: 925 seen and 81 unseen labels):
 

@@ -1,4 +1,4 @@
-"""MLGCNHead (SPEC section 4 "ML-GCN"; Chen et al. 2019) against numpy."""
+"""MLGCNHead (ML-GCN, Chen et al. (arXiv:1904.03582)) against numpy."""
 import json
 
 import keras

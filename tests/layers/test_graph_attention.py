@@ -1,4 +1,4 @@
-"""GraphAttentionReweight (SPEC section 4; metric-learning paper 3.3, Fig. 1) against a numpy
+"""GraphAttentionReweight (Prokofiev & Sovrasov (arXiv:2209.06585) 3.3, Fig. 1) against a numpy
 graph-attention reference (Velickovic et al. 2018) written here, with the layer's weights."""
 import json
 
