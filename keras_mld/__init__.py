@@ -14,7 +14,7 @@ Keras' serialization, so that ``keras.models.load_model(..., safe_mode=True)`` f
 TensorFlow-only parts (``data``, ``training``, ``export``) are imported on first use, so that
 ``keras_mld.layers`` / ``keras_mld.losses`` work on the JAX backend without TensorFlow.
 
-Example:
+Examples:
     >>> import keras_mld
     >>> model = keras_mld.build("small_convnet", head="mldecoder", num_classes=5,
     ...                         input_shape=(32, 32, 3), weights=None,

@@ -8,7 +8,7 @@ label graph and the label vectors alone, not from the image. After training, eac
 can hold that output as a constant (``layer.freeze()``); this module walks a whole model, so
 that no layer module has to know about another.
 
-Example:
+Examples:
     >>> import numpy as np, keras
     >>> from keras_mld.layers import GraphAttentionReweight
     >>> from keras_mld.graph_branches import freeze_graph_branches

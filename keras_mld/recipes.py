@@ -6,7 +6,7 @@ weights), ``data`` (batch_size, augment, ...) and ``train`` (the keys of
 name of a recipe shipped inside the package (package data read with
 :mod:`importlib.resources`, so it works from an installed wheel).
 
-Example:
+Examples:
     >>> from keras_mld.recipes import list_recipes, load_recipe
     >>> "mldecoder_coco" in list_recipes()
     True

@@ -7,7 +7,7 @@ naming the owner (layer, loss or function), the argument, what is accepted and w
 numpy scalars are accepted alike everywhere (``np.int64(3)`` is an int, ``np.float32(0.5)`` a
 number); ``bool`` is never taken for a number.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from keras_mld.validation import check_int, check_number
     >>> check_int("MLDecoder", "num_groups", np.int64(4), minimum=1)
