@@ -346,6 +346,15 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
 
     Also writes ``assets.extra/tf_serving_warmup_requests`` into the version and an
     example ``base_dir/models.config`` serving this version and the newest other one.
+
+    Examples:
+        >>> import tempfile, tensorflow as tf, keras_mld
+        >>> model = keras_mld.build("small_convnet", head="gap", num_classes=3,
+        ...                         input_shape=(32, 32, 3), weights=None)
+        >>> path = keras_mld.export.export_saved_model(model, tempfile.mkdtemp(), ["a", "b", "c"])
+        >>> serve = tf.saved_model.load(path).signatures["serving_default"]
+        >>> tuple(serve(images=tf.zeros((2, 32, 32, 3)))["scores"].shape)
+        (2, 3)
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("export_saved_model needs the TensorFlow backend "

@@ -40,6 +40,13 @@ class CosineDense(keras.layers.Layer):
     Input ``[..., C]``; output ``[..., units]``. Mixed precision: norms are computed
     in float32 and the output is in ``compute_dtype`` (float16 under
     ``mixed_float16``; cosines are bounded, so float16 is safe).
+
+    Examples:
+        >>> import numpy as np, keras
+        >>> from keras_mld.layers import CosineDense
+        >>> cos = keras.ops.convert_to_numpy(CosineDense(3)(np.random.rand(2, 5).astype("float32")))
+        >>> cos.shape, bool(np.all(np.abs(cos) <= 1 + 1e-6))
+        ((2, 3), True)
     """
 
     def __init__(self, units, kernel_initializer="glorot_uniform", kernel_regularizer=None,

@@ -30,6 +30,14 @@ class MLGCNHead(keras.layers.Layer):
     classifiers do not depend on the image: :meth:`freeze` stores them in the non-trainable
     ``frozen_classifiers`` (``frozen=True`` in the config) so ``call`` is GMP + one matmul;
     :meth:`unfreeze` undoes it. Constants travel in the weights, not in ``get_config``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import MLGCNHead
+        >>> head = MLGCNHead(num_classes=4, label_vectors=np.eye(4, 6),
+        ...                  adjacency=np.full((4, 4), 0.25), hidden_dim=5)
+        >>> tuple(head(np.ones((2, 3, 3, 8), "float32")).shape)
+        (2, 4)
     """
 
     def __init__(self, num_classes, label_vectors=None, adjacency=None, hidden_dim=None,

@@ -126,6 +126,14 @@ class GraphAttentionReweight(keras.layers.Layer):
     travel in the weights (``.keras``, checkpoints), not in ``get_config``, which holds only
     ``num_labels`` and ``word_dim``. A layer made by ``from_config`` holds zeros until its
     weights are loaded (``load_model`` does this; otherwise ``set_weights``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import GraphAttentionReweight
+        >>> reweight = GraphAttentionReweight(channels=8, label_vectors=np.eye(4, 6),
+        ...                                   adjacency=np.ones((4, 4)), hidden_dim=4)
+        >>> tuple(reweight(np.ones((2, 3, 3, 8), "float32")).shape)  # same shape, re-weighted
+        (2, 3, 3, 8)
     """
 
     def __init__(self, channels, label_vectors=None, adjacency=None, hidden_dim=None,

@@ -48,6 +48,12 @@ class GroupDense(keras.layers.Layer):
     Mixed precision: the contraction runs in ``compute_dtype``, so logits are
     float16 under ``mixed_float16`` (the losses cast to float32); cosine outputs
     are normalised in float32 first.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import GroupDense
+        >>> tuple(GroupDense(num_classes=6)(np.ones((2, 3, 4), "float32")).shape)  # K=3 -> g=2
+        (2, 6)
     """
 
     def __init__(self, num_classes, shared=False, cosine=False, use_bias=True,

@@ -110,6 +110,13 @@ class MLDecoder(keras.layers.Layer):
     ``compute_dtype`` (LayerNorm and softmax statistics in float32 as Keras does);
     logits are float16 under ``mixed_float16`` -- cast them (the losses do) or build
     the head with ``dtype="float32"`` for float32 logits.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import MLDecoder
+        >>> head = MLDecoder(num_classes=10, num_groups=5, embed_dim=16, num_heads=2, ff_dim=32)
+        >>> tuple(head(np.zeros((2, 4, 4, 8), "float32")).shape)   # features [B, H, W, C]
+        (2, 10)
     """
 
     def __init__(self, num_classes, num_groups=100, embed_dim=768, num_heads=8, ff_dim=2048,

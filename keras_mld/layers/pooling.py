@@ -24,6 +24,12 @@ class GlobalPoolHead(keras.layers.Layer):
     ``[B, T, C]``; it is computed in float32. Output ``[B, num_classes]`` in
     ``compute_dtype`` (float16 under ``mixed_float16``; cast for the loss, as the
     losses do, or build the head with ``dtype="float32"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import GlobalPoolHead
+        >>> tuple(GlobalPoolHead(4)(np.ones((2, 3, 3, 5), "float32")).shape)
+        (2, 4)
     """
 
     def __init__(self, num_classes, pooling="avg", dropout=0.0, cosine=False, use_bias=True,

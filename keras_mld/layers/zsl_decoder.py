@@ -129,6 +129,16 @@ class ZSLMLDecoder(keras.layers.Layer):
         query_noise: ``s >= 0`` (0 = off). random_queries: ``R >= 0`` (0 = off).
         random_query_loss: None or a Keras loss for the random queries' logits.
         seed: int or None: seeds of the augmentations (noise ``seed``, random ``seed + 1``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import ZSLMLDecoder
+        >>> head = ZSLMLDecoder(word_dim=6, embed_dim=8, num_heads=2, ff_dim=16)
+        >>> features = np.zeros((2, 3, 3, 5), "float32")
+        >>> tuple(head(features, np.ones((7, 6), "float32")).shape)  # 7 labels now ...
+        (2, 7)
+        >>> tuple(head(features, np.ones((3, 6), "float32")).shape)  # ... 3 labels later
+        (2, 3)
     """
 
     def __init__(self, word_dim, group_size=1, embed_dim=768, num_heads=8, ff_dim=2048,

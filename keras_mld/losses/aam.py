@@ -67,6 +67,14 @@ class AAMLoss(_Float32Loss):
         gamma_neg, gamma_pos: focusing exponents, >= 0.
         eps: clamp of the log arguments, in [0, 1).
         reduction, name: as for ``keras.losses.Loss``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.losses import AAMLoss
+        >>> loss = AAMLoss.preset("coco")            # s=23, gamma_neg=1, gamma_pos=0, m=0, k=0.7
+        >>> cosines = np.array([[0.9, -0.8]], "float32")
+        >>> float(loss(np.array([[1.0, 0.0]]), cosines)) < float(loss(np.array([[0.0, 1.0]]), cosines))
+        True
     """
 
     def __init__(self, s=23.0, m=0.0, k=0.7, gamma_neg=1.0, gamma_pos=0.0, eps=1e-8,

@@ -1,11 +1,7 @@
 """Every registered layer of ``keras_mld.layers`` through the one harness
 (``tests/layer_harness.py``): shape/dtype, config round trip, ``.keras`` with safe_mode=True,
-mixed_float16, XLA. On JAX: the same cases in a subprocess with ``KERAS_BACKEND=jax``."""
-import os
-import pathlib
-import subprocess
-import sys
-
+mixed_float16, XLA. On JAX: tests/test_jax_backend.py runs tests/layers (this file included)
+again in a subprocess with ``KERAS_BACKEND=jax``."""
 import keras
 import numpy as np
 import pytest
@@ -13,7 +9,6 @@ import pytest
 import keras_mld.layers as L
 from tests.layer_harness import run_layer_test
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
 
 
@@ -100,24 +95,10 @@ ALL_CASES = {**CASES, **_sub_layer_cases()}
 
 def test_every_registered_layer_has_a_harness_case():
     missing = sorted(set(_registered_layers()) - set(ALL_CASES))
-    assert not missing, f"add a case to tests/test_layer_harness.py for: {missing}"
+    assert not missing, f"add a case to tests/layers/test_layer_harness.py for: {missing}"
 
 
 @pytest.mark.parametrize("name", sorted(ALL_CASES))
 def test_layer_harness(name):
     cls, kwargs, inputs, shape, options = ALL_CASES[name]
     run_layer_test(cls, kwargs, inputs, shape, **options)
-
-
-@pytest.mark.slow
-def test_layer_harness_on_jax():
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("this is the JAX run itself")
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-           "tests/test_layer_harness.py"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    tail = proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert proc.returncode == 0, tail
-    assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
