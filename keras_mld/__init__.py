@@ -27,7 +27,8 @@ import importlib
 __version__ = "0.1.0"
 
 _CORE = ("layers", "losses", "metrics", "builders", "heads", "backbones")
-_LAZY = ("data", "training", "export", "zsl", "workflows", "recipes")
+_LAZY = ("data", "training", "export", "zsl", "workflows", "graph_branches")
+_LIGHT = ("cli", "recipes", "validation")  # no Keras needed: imported without the core
 _FROM_BUILDERS = ("build", "list_models", "register_head")
 _state = {"loaded": False, "loading": False}
 
@@ -56,6 +57,8 @@ def __getattr__(name):
     if name in _FROM_BUILDERS:
         _import_core()
         return getattr(importlib.import_module("keras_mld.builders"), name)
+    if name in _LIGHT:
+        return importlib.import_module(f"keras_mld.{name}")
     if name in _CORE or name in _LAZY:
         _import_core()
         return importlib.import_module(f"keras_mld.{name}")
@@ -63,7 +66,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_CORE) | set(_LAZY) | set(_FROM_BUILDERS))
+    return sorted(set(globals()) | set(_CORE) | set(_LAZY) | set(_LIGHT) | set(_FROM_BUILDERS))
 
 
 __all__ = ["build", "list_models", "register_head", "layers", "losses", "metrics",

@@ -6,6 +6,7 @@ import email
 import hashlib
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,8 +44,13 @@ def _wheel_files(path):
 
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory):
+    # build from a clean copy: a stale build/ folder in the checkout (setuptools never empties
+    # it) could otherwise leak removed modules into the wheel
+    source = tmp_path_factory.mktemp("src") / "keras-mld"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", "site", ".pytest_cache"))
     out = tmp_path_factory.mktemp("dist")
-    _build(ROOT, out, "--sdist", "--wheel")
+    _build(source, out, "--sdist", "--wheel")
     (sdist,) = out.glob("*.tar.gz")
     (wheel,) = out.glob("*.whl")
     return sdist, wheel
