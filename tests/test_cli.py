@@ -98,3 +98,17 @@ def test_tensorflow_start_up_lines_are_silenced_unless_the_user_asks(tmp_path):
     loud = _python(quiet_code, tmp_path, TF_CPP_MIN_LOG_LEVEL="0")
     assert loud.returncode == 0, loud.stderr
     assert loud.stdout.split() == ["0", "True"]  # the user's value wins: nothing is captured
+
+
+def test_import_is_light_and_first_use_registers_everything(tmp_path):
+    code = ("import sys, keras_mld\n"
+            "light = 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+            "keras_mld.build  # first use\n"
+            "import keras\n"
+            "objs = keras.saving.get_custom_objects()\n"
+            "names = ['keras_mld>MLDecoder', 'keras_mld>AsymmetricLoss', 'keras_mld>AAMLoss',\n"
+            "         'keras_mld>GraphAttentionReweight', 'keras_mld>OneCycle']\n"
+            "print(light, [n for n in names if n not in objs])\n")
+    proc = _python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == "True []"
