@@ -81,10 +81,14 @@ def _is_mention(argv, fenced):
     return not fenced and len(argv) <= 1
 
 
-def _help_text(subcommand):
+def _is_help(argv):
+    return "--help" in argv or "-h" in argv
+
+
+def _help_text(*subcommand):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        cli.main([subcommand, "--help"])
+        cli.main([*subcommand, "--help"])
     return out.getvalue()
 
 
@@ -98,6 +102,14 @@ def test_the_documents_hold_the_commands_this_test_is_about():
 def test_documented_command_parses(where, env, argv, fenced):
     if _is_mention(argv, fenced):
         return  # covered by test_documented_subcommand_answers_help
+    if not argv or argv[0].startswith("-"):  # the program's own options: --version, --help
+        with contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as done:
+            cli.main(argv)
+        assert done.value.code == 0
+        return
+    if _is_help(argv):
+        assert "usage:" in _help_text(*[a for a in argv[:1] if not a.startswith("-")])
+        return
     args = cli.parse_args(argv)  # SystemExit (status 2) if it does not parse as typed
     if args.command == "bench":
         from keras_mld import bench
@@ -105,20 +117,30 @@ def test_documented_command_parses(where, env, argv, fenced):
         bench.parse_args(args.extra_args)
 
 
-@pytest.mark.parametrize("subcommand", sorted({c[2][0] for c in COMMANDS if c[2]}))
+@pytest.mark.parametrize("subcommand", sorted(
+    {c[2][0] for c in COMMANDS if c[2] and not c[2][0].startswith("-")}))
 def test_documented_subcommand_answers_help(subcommand):
     assert "usage:" in _help_text(subcommand)
 
 
+def _flags(argv):
+    """The on/off options of a command line (an option not followed by a value), --tiny aside:
+    they choose the code path; value options (paths, sizes) only parameterise it."""
+    return tuple(sorted(
+        a for i, a in enumerate(argv) if a.startswith("--") and a != "--tiny"
+        and (i + 1 == len(argv) or argv[i + 1].startswith("--"))))
+
+
 def _tiny_runs():
-    """One run per distinct (sub-command, option names) among commands with a tiny variant."""
+    """One run per code path (sub-command and its on/off options) among the commands with a
+    tiny variant; the other lines of the same path are checked by parsing them."""
     runs, seen = [], set()
     for where, env, argv, fenced in COMMANDS:
-        if not argv or _is_mention(argv, fenced):
+        if not argv or _is_mention(argv, fenced) or _is_help(argv):
             continue
         if "--tiny" not in _help_text(argv[0]):
             continue
-        key = (argv[0], tuple(sorted(a for a in argv[1:] if a.startswith("--"))))
+        key = (argv[0], _flags(argv[1:]))
         if key not in seen:
             seen.add(key)
             runs.append((where, env, argv))
