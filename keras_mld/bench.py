@@ -85,7 +85,8 @@ def parse_args(argv=None):
                    choices=("float32", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--no-train", action="store_true", help="skip training timings and memory")
     p.add_argument("--output", default=None,
-                   help="markdown file (default BENCHMARKS.md at the repo root); '-' = stdout only")
+                   help="markdown file (default BENCHMARKS.md in the current directory); "
+                        "'-' = stdout only")
     p.add_argument("--section", default=None,
                    help="section name in --output, replaced if present (default from the setup)")
     p.add_argument("--json", default=None, help="also write the raw results as JSON here")
@@ -436,7 +437,7 @@ def main(argv=None):
     text = bench_report.render(args, info, rows)
     print(text)
     if args.output != "-":
-        path = args.output or os.path.join(bench_report.repo_root(), "BENCHMARKS.md")
+        path = args.output or "BENCHMARKS.md"  # the current directory, never the package
         bench_report.write_section(path, bench_report.section_name(args, info), text)
         print(f"[bench] wrote {path}", file=sys.stderr)
     if args.json:

@@ -65,10 +65,6 @@ def add_ratios(rows):
     return rows
 
 
-def repo_root():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def section_name(args, info):
     if args.section:
         return args.section

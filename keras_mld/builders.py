@@ -56,6 +56,14 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
         an :class:`~keras_mld.ImageClassifier`: input ``images`` ``[B,H,W,3]`` in [0, 255]
         (plus ``known_labels`` for ``head="ctran", known_labels_input=True``), output
         logits ``[B, num_classes]`` in float32 (also under mixed precision).
+
+    Examples:
+        >>> import keras_mld
+        >>> model = keras_mld.build("small_convnet", head="mldecoder", num_classes=5,
+        ...                         input_shape=(32, 32, 3), weights=None, num_groups=5,
+        ...                         embed_dim=16, num_heads=2, ff_dim=32)
+        >>> model.output_shape
+        (None, 5)
     """
     if num_classes is None and class_names is None:
         class_names = list(COCO_CLASS_NAMES)

@@ -1,15 +1,32 @@
 """``keras-mld`` command: argparse front end over :mod:`keras_mld.workflows`, ``demo``,
-``export`` and the benchmarks. No logic of its own."""
+``export`` and the benchmarks. No logic of its own.
+
+Each sub-command is one ``_add_<name>(sub)`` function that declares its parser and sets its
+handler (``_run_<name>(args)``); :data:`COMMANDS` lists them. Nothing here imports Keras or
+TensorFlow at module level: ``keras-mld --help`` and every ``keras-mld <command> --help``
+answer without them, and the handlers import what they need. Before a handler runs,
+TensorFlow is imported with its C++ start-up lines below ``TF_CPP_MIN_LOG_LEVEL`` dropped
+(default "2": errors only; a value set in the environment wins).
+"""
 import argparse
 import json
 import os
+import re
 import sys
+import tempfile
+
+from keras_mld import __version__
+
+DEFAULT_TF_LOG_LEVEL = "2"
+# C++ log lines: absl ("I0000 00:00:17.. 123 port.cc:153] ...") and TensorFlow's older
+# format ("2025-09-17 14:44:05.157831: I external/..."); the group is the severity letter.
+_LOG_LINE = re.compile(r"^(?:([IWEF])\d{4} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d [\d:.]+: ([IWEF]) )")
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+_SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="keras-mld", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
+# --------------------------------------------------------------------------- sub-commands
+def _add_demo(sub):
     d = sub.add_parser("demo", help="train GAP and ML-Decoder on the embedded digits, report, export")
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     d.add_argument("--recipe", default="demo", help="recipe name or path (default demo)")
@@ -17,9 +34,23 @@ def _parser():
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-export", action="store_true")
     d.add_argument("--zsl", action="store_true", help="the zero-shot demo (seen/unseen digits)")
+    d.set_defaults(handler=_run_demo)
 
+
+def _run_demo(args):
+    if args.zsl:
+        from keras_mld.zsl.demo import run_zsl_demo
+        run_zsl_demo(out=args.out, tiny=args.tiny, seed=args.seed)
+        return 0
+    from keras_mld.demo import run_demo
+    run_demo(out=args.out, recipe=args.recipe, tiny=args.tiny, seed=args.seed,
+             export=not args.no_export)
+    return 0
+
+
+def _add_train(sub):
     t = sub.add_parser("train", help="train a recipe on a dataset")
-    t.add_argument("--recipe", required=True, help="zoo recipe name or YAML path")
+    t.add_argument("--recipe", required=True, help="packaged recipe name or YAML path")
     t.add_argument("--data", required=True, help="COCO instances .json, .csv or image folder")
     t.add_argument("--val-data", help="validation data, same formats")
     t.add_argument("--out", required=True, help="run directory (resumes if it has a backup)")
@@ -35,20 +66,60 @@ def _parser():
                         "see the README section on distributed training)")
     t.add_argument("--lr-scaling", default="none", choices=("none", "linear", "sqrt"),
                    help="scale the recipe lr from its reference batch to the global batch")
+    t.set_defaults(handler=_run_train)
 
+
+def _run_train(args):
+    from keras_mld import workflows
+    workflows.train(args.recipe, args.data, args.out, val_data=args.val_data,
+                    backbone=args.backbone, head=args.head, epochs=args.epochs,
+                    batch_size=args.batch_size, seed=args.seed,
+                    strategy=args.strategy, lr_scaling=args.lr_scaling)
+    return 0
+
+
+def _add_evaluate(sub):
     e = sub.add_parser("evaluate", help="multi-label report of a .keras model on a dataset")
     e.add_argument("--model", required=True)
     e.add_argument("--data", required=True)
     e.add_argument("--batch-size", type=int, default=32)
+    e.set_defaults(handler=_run_evaluate)
 
-    x = sub.add_parser("export", help="export a .keras model as a TF Serving SavedModel")
-    x.add_argument("--model", required=True)
+
+def _run_evaluate(args):
+    from keras_mld import workflows
+    print(json.dumps(workflows.evaluate(args.model, args.data, args.batch_size), indent=1))
+    return 0
+
+
+def _add_export(sub):
+    x = sub.add_parser("export", help="export a .keras model or preset as a TF Serving SavedModel")
+    x.add_argument("--model", required=True, help=".keras file or preset folder")
     x.add_argument("--out", required=True, help="base directory (versions go below it)")
     x.add_argument("--labels", help="class names, one a line (default: the model's own)")
-    x.add_argument("--thresholds", help="JSON list of per-class thresholds, or one float")
+    x.add_argument("--thresholds", help="JSON list of per-class thresholds, or one float "
+                                        "(default: the model's own)")
     x.add_argument("--version", type=int)
     x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(handler=_run_export)
 
+
+def _run_export(args):
+    from keras_mld import workflows
+    from keras_mld.export import export_saved_model
+    model = workflows.load_classifier(args.model)
+    thresholds = json.loads(args.thresholds) if args.thresholds else None
+    labels = None
+    if args.labels:
+        with open(args.labels, encoding="utf-8") as f:
+            labels = [line.strip() for line in f if line.strip()]
+    path = export_saved_model(model, args.out, labels, thresholds=thresholds,
+                              version=args.version, overwrite=args.overwrite)
+    print(path)
+    return 0
+
+
+def _add_predict(sub):
     r = sub.add_parser("predict", help="labels and scores for image files")
     r.add_argument("images", nargs="+")
     r.add_argument("--model", required=True,
@@ -56,16 +127,19 @@ def _parser():
     r.add_argument("--top-k", type=int, default=5)
     r.add_argument("--threshold", type=float,
                    help="one threshold for every class (default: the model's per-class ones)")
-
-    _add_convert_parser(sub)
-
-    b = sub.add_parser("bench", help="head benchmarks (see benchmarks/heads.py --help)")
-    b.add_argument("args", nargs=argparse.REMAINDER)
-    return p
+    r.set_defaults(handler=_run_predict)
 
 
-def _add_convert_parser(sub):
-    c = sub.add_parser("convert", help="official ML-Decoder / timm TResNet checkpoint -> preset or .keras")
+def _run_predict(args):
+    from keras_mld import workflows
+    for path, picked in workflows.predict(args.model, args.images, args.top_k, args.threshold):
+        print(path + ": " + ", ".join(f"{name} {score:.3f}" for name, score in picked))
+    return 0
+
+
+def _add_convert(sub):
+    c = sub.add_parser("convert",
+                       help="official ML-Decoder / timm TResNet checkpoint -> preset or .keras")
     c.add_argument("checkpoint", help=".pth/.pt (torch not needed), .safetensors or .npz")
     c.add_argument("--out", required=True,
                    help="a folder (an ImageClassifier preset: config, weights, class names) "
@@ -74,73 +148,124 @@ def _add_convert_parser(sub):
                    help="input side (official: TResNet-M 224, L 448, XL 640; default 224)")
     c.add_argument("--num-heads", type=int, default=8, help="attention heads (official: 8)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    c.set_defaults(handler=_run_convert)
 
 
-def _convert(args):
+def _run_convert(args):
     from keras_mld.convert.ml_decoder import convert_checkpoint_to_files
     print(convert_checkpoint_to_files(args.checkpoint, args.out, image_size=args.image_size,
                                       num_heads=args.num_heads, overwrite=args.overwrite))
     return 0
 
 
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # argparse.REMAINDER refuses a first argument like --backbone
-        from keras_mld.bench import main as bench_main
-        return bench_main(argv[1:])
-    args = _parser().parse_args(argv)
+def _add_bench(sub):
+    # bench's own parser (keras_mld.bench) reads every argument after "bench", options first
+    # included: add_help=False sends "--help" there too, and main() hands over the rest.
+    b = sub.add_parser("bench", add_help=False, help="head benchmarks (keras-mld bench --help)")
+    b.set_defaults(handler=_run_bench, takes_extra_args=True)
+
+
+def _run_bench(args):
+    from keras_mld.bench import main as bench_main
+    return bench_main(args.extra_args)
+
+
+COMMANDS = (_add_demo, _add_train, _add_evaluate, _add_export, _add_predict, _add_convert,
+            _add_bench)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="keras-mld", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return p
+
+
+# --------------------------------------------------------------------------- TF start-up
+def _keras_backend():
+    """The backend Keras will pick, read without importing Keras (env, then keras.json)."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     try:
-        return _run(args)
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as f:
+            return json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def _below_level(line, level):
+    if line.startswith(_ABSL_PREAMBLE):
+        return level > _SEVERITY["W"]
+    match = _LOG_LINE.match(line)
+    return bool(match) and _SEVERITY[match.group(1) or match.group(2)] < level
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow (on the TensorFlow backend) without its C++ start-up noise.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` defaults to "2"; a value already in the environment wins. The
+    TensorFlow 2.21 start-up lines come from absl before it is initialised and ignore that
+    variable, so stderr (file descriptor 2) is captured during the import and the lines whose
+    severity is below the level are dropped; everything else is written back to stderr.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
+    if "tensorflow" in sys.modules or _keras_backend() != "tensorflow":
+        return
+    try:
+        level = int(level)
+    except ValueError:
+        level = 0
+    if level <= 0:
+        _try_import_tensorflow()
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            _try_import_tensorflow()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode("utf-8", errors="replace")
+    kept = [line for line in text.splitlines(keepends=True) if not _below_level(line, level)]
+    sys.stderr.write("".join(kept))
+    sys.stderr.flush()
+
+
+def _try_import_tensorflow():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:  # the command's own import then says what is missing
+        pass
+
+
+# --------------------------------------------------------------------------- entry point
+def parse_args(argv=None):
+    """The parsed command line (``args.extra_args``: what a sub-command passes on, e.g. bench)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra_args", False):
+        parser.error("unrecognized arguments: " + " ".join(extra))
+    args.extra_args = extra
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    extra = args.extra_args
+    if not {"-h", "--help"} & set(extra):  # a sub-command's own --help needs no TensorFlow
+        import_tensorflow_quietly()
+    try:
+        return args.handler(args)
     except ValueError as err:
         print(f"keras-mld {args.command}: error: {err}", file=sys.stderr)
         return 2
-
-
-def _run(args):
-    if args.command == "demo":
-        if args.zsl:
-            from keras_mld.zsl.demo import run_zsl_demo
-            run_zsl_demo(out=args.out, tiny=args.tiny, seed=args.seed)
-            return 0
-        from keras_mld.demo import run_demo
-        run_demo(out=args.out, recipe=args.recipe, tiny=args.tiny, seed=args.seed,
-                 export=not args.no_export)
-        return 0
-    if args.command == "convert":
-        return _convert(args)
-    from keras_mld import workflows
-    if args.command == "train":
-        workflows.train(args.recipe, args.data, args.out, val_data=args.val_data,
-                        backbone=args.backbone, head=args.head, epochs=args.epochs,
-                        batch_size=args.batch_size, seed=args.seed,
-                        strategy=args.strategy, lr_scaling=args.lr_scaling)
-        return 0
-    if args.command == "evaluate":
-        print(json.dumps(workflows.evaluate(args.model, args.data, args.batch_size), indent=1))
-        return 0
-    if args.command == "predict":
-        for path, picked in workflows.predict(args.model, args.images, args.top_k,
-                                              args.threshold):
-            print(path + ": " + ", ".join(f"{name} {score:.3f}" for name, score in picked))
-        return 0
-    if args.command == "export":
-        from keras_mld.export import export_saved_model
-        model = workflows.load_classifier(args.model)
-        thresholds = json.loads(args.thresholds) if args.thresholds else None
-        labels = None
-        if args.labels:
-            with open(args.labels, encoding="utf-8") as f:
-                labels = [line.strip() for line in f if line.strip()]
-        path = export_saved_model(model, args.out, labels,
-                                  thresholds=thresholds, version=args.version,
-                                  overwrite=args.overwrite)
-        print(path)
-        return 0
-    if args.command == "bench":
-        from keras_mld.bench import main as bench_main
-        return bench_main(args.args)
-    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

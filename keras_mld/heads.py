@@ -53,7 +53,7 @@ def mldecoder_head(features, num_classes, inputs, query_type="fixed", word_dim=N
                    label_vectors=None, label_capacity=None, **kwargs):
     """ML-Decoder (Ridnik et al. 2023): group-decoding cross-attention head, linear in N.
 
-    ``query_type="word"`` (zero-shot, ML-Decoder section 2.3.3) needs ``word_dim`` d_w: the
+    ``query_type="word"`` (zero-shot, ML-Decoder (Ridnik et al., arXiv:2111.12933) section 2.3.3) needs ``word_dim`` d_w: the
     queries come from label word vectors held as model state
     (:class:`~keras_mld.layers.ZSLMLDecoder` with ``label_capacity``, default
     ``max(1024, 4 * num_classes)`` labels): ``label_vectors`` ``[num_classes, d_w]`` (the
@@ -123,7 +123,8 @@ def ctran_head(features, num_classes, inputs, known_labels_input=False, **kwargs
     return head(features, known_labels=known)
 
 
-# --- graph heads (SPEC section 4 "GraphAttentionReweight", "ML-GCN") -----------------------
+# --- graph heads (Prokofiev & Sovrasov (arXiv:2209.06585) 3.3; ML-GCN Chen et al.
+# (arXiv:1904.03582)) -----------------------
 # ``label_vectors``: label word vectors ``[num_classes, d_w]`` (keras_mld.zsl.label_vectors).
 # ``label_graph``: the label correlation matrix ``Z [num_classes, num_classes]``,
 # ``Z_ij = P(j | i)`` from the training labels (keras_mld.zsl.conditional_probability);

@@ -1,36 +1,52 @@
-"""Recipes: the papers' hyper-parameters per dataset, kept as data in ``zoo/*.yaml``.
+"""Recipes: the papers' hyper-parameters per dataset, kept as data in ``keras_mld/zoo/*.yaml``.
 
 A recipe has three sections: ``model`` (backbone, head, head_kwargs, input_size,
 weights), ``data`` (batch_size, augment, ...) and ``train`` (the keys of
 :data:`keras_mld.training.DEFAULT_RECIPE`). :func:`load_recipe` takes a path or the
-name of a file in the repository's ``zoo/`` folder.
+name of a recipe shipped inside the package (package data read with
+:mod:`importlib.resources`, so it works from an installed wheel).
+
+Examples:
+    >>> from keras_mld.recipes import list_recipes, load_recipe
+    >>> "mldecoder_coco" in list_recipes()
+    True
+    >>> load_recipe("mldecoder_coco")["model"]["head"]
+    'mldecoder'
 """
 import os
+from importlib import resources
 
 import yaml
 
-ZOO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo")
 SECTIONS = ("model", "data", "train")
 
 
+def _zoo():
+    return resources.files("keras_mld").joinpath("zoo")
+
+
 def list_recipes():
-    """Names of the recipes in ``zoo/``."""
-    if not os.path.isdir(ZOO_DIR):
+    """Names of the recipes shipped in the package (``keras_mld/zoo/*.yaml``)."""
+    zoo = _zoo()
+    if not zoo.is_dir():
         return []
-    return sorted(f[:-5] for f in os.listdir(ZOO_DIR) if f.endswith(".yaml"))
+    return sorted(f.name[:-5] for f in zoo.iterdir() if f.name.endswith(".yaml"))
 
 
 def load_recipe(name_or_path):
     """Reads a recipe YAML file (a path, or a name from :func:`list_recipes`)."""
     path = os.fspath(name_or_path)
-    if not os.path.isfile(path):
-        candidate = os.path.join(ZOO_DIR, f"{path}.yaml")
-        if not os.path.isfile(candidate):
-            raise ValueError(f"recipe: no such file {path!r} and no recipe of that name in "
-                             f"{ZOO_DIR}; known recipes: {list_recipes()}")
-        path = candidate
-    with open(path, encoding="utf-8") as f:
-        recipe = yaml.safe_load(f)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    else:
+        if path not in list_recipes():  # a name, never a path into the package
+            raise ValueError(f"recipe: no such file {path!r} and no packaged recipe of that "
+                             f"name; known recipes: {list_recipes()}")
+        resource = _zoo().joinpath(f"{path}.yaml")
+        text = resource.read_text(encoding="utf-8")
+        path = str(resource)
+    recipe = yaml.safe_load(text)
     if not isinstance(recipe, dict):
         raise ValueError(f"recipe: {path} must hold a mapping with sections {SECTIONS}")
     unknown = set(recipe) - set(SECTIONS) - {"name", "source"}

@@ -1,11 +1,13 @@
-"""The graph heads ``gat``, ``gat+mldecoder``, ``mlgcn`` (SPEC sections 1 and 4) through
+"""The graph heads ``gat``, ``gat+mldecoder``, ``mlgcn`` (Prokofiev & Sovrasov (arXiv:2209.06585)
+section 3.3; Chen et al. (arXiv:1904.03582)) through
 ``keras_mld.build``: XLA training, ``.keras`` round trip, freezing for export, bad kwargs."""
 import keras
 import numpy as np
 import pytest
 
 import keras_mld
-from keras_mld import layers, zsl
+from keras_mld import zsl
+from keras_mld.graph_branches import freeze_graph_branches
 from tests.helpers import to_np
 from tests.tiny import SMALL_HEAD_KWARGS, tiny_backbone
 
@@ -64,12 +66,12 @@ def test_keras_round_trip_safe_mode_and_freezing(head, tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_array_equal(to_np(loaded(x, training=False)), expected)
-    frozen = layers.freeze_graph_branches(loaded)
+    frozen = freeze_graph_branches(loaded)
     assert len(frozen) == 1 and frozen[0].frozen
     np.testing.assert_allclose(to_np(loaded(x, training=False)), expected, rtol=1e-5, atol=1e-6)
     loaded.save(tmp_path / "frozen.keras")
     again = keras.models.load_model(tmp_path / "frozen.keras", safe_mode=True)
-    assert layers.freeze_graph_branches(again) == []  # already frozen (from the config)
+    assert freeze_graph_branches(again) == []  # already frozen (from the config)
     np.testing.assert_array_equal(to_np(again(x, training=False)),
                                   to_np(loaded(x, training=False)))
     frozen[0].unfreeze()
@@ -127,5 +129,5 @@ def test_frozen_export_graph_has_no_graph_branch_ops(head, branch_op):
         return types
 
     assert branch_op in op_types()
-    layers.freeze_graph_branches(model)
+    freeze_graph_branches(model)
     assert branch_op not in op_types()

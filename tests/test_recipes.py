@@ -1,4 +1,5 @@
-"""zoo/ recipes are data: they load, carry SPEC's numbers, and drive the fit recipe."""
+"""The packaged recipes (keras_mld/zoo) are data: they load, carry the papers' numbers, and
+drive the fit recipe."""
 import pytest
 
 from keras_mld.recipes import list_recipes, load_recipe

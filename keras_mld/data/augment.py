@@ -1,7 +1,8 @@
 """Seeded, stateless image augmentation for tf.data with Keras 3 core preprocessing layers.
 
 ``"light"``: ``keras.layers.RandomFlip("horizontal")``.
-``"randaugment"`` (SPEC section 7: RandAugment, Cutout factor 0.5, random flip): the flip,
+``"randaugment"`` (Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5: RandAugment,
+Cutout factor 0.5, random flip): the flip,
 then ``keras.layers.RandAugment`` (2 operations, factor 0.5; geometric operations at the
 usual RandAugment M=9 ranges, see :class:`_SeededRandAugment`), then
 ``keras.layers.RandomErasing`` as Cutout: with probability 0.5 a box of 0.14-0.5 x the
@@ -98,7 +99,8 @@ def _augmentation_layers(augment):
     if augment == "randaugment":
         randaugment = _SeededRandAugment(value_range=(0, 255), num_ops=2, factor=0.5,
                                          dtype="float32")
-        # Cutout-like erasing (SPEC 7, factor 0.5): with probability 0.5 a box of
+        # Cutout-like erasing (factor 0.5, arXiv:2209.06585 section 3.5): with probability 0.5 a
+        # box of
         # 0.14-0.5 x the image side is filled with clipped Gaussian noise.
         erasing = keras.layers.RandomErasing(factor=(0.5, 0.5), scale=(0.02, 0.25),
                                              value_range=(0, 255), dtype="float32")

@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from keras_mld.validation import check_int
+
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _VERSION = 1
 _INFO = "dataset_info.json"
@@ -73,13 +75,6 @@ def load_source_digits(source=None):
         return (np.clip(d.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8),
                 d.target.astype(int))
     raise ValueError(f"load_source_digits: unknown source {source!r}")
-
-
-def _check_int(name, value, low, high=None):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low \
-            or (high is not None and value > high):
-        accepted = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"make_digits_dataset: {name} must be an int {accepted}, got {value!r}")
 
 
 def _split(labels, num_train, num_val, rng):
@@ -202,11 +197,12 @@ def make_digits_dataset(out_dir, num_train=2000, num_val=500, image_size=64, max
     Returns:
         a :class:`DigitsDataset` with the root and the two annotation files.
     """
-    _check_int("num_train", num_train, 1)
-    _check_int("num_val", num_val, 0)
-    _check_int("image_size", image_size, 64)
-    _check_int("max_digits", max_digits, 1, 9)
-    _check_int("seed", seed, 0)
+    owner = "make_digits_dataset"
+    num_train = check_int(owner, "num_train", num_train, minimum=1)
+    num_val = check_int(owner, "num_val", num_val, minimum=0)
+    image_size = check_int(owner, "image_size", image_size, minimum=64)
+    max_digits = check_int(owner, "max_digits", max_digits, minimum=1, maximum=9)
+    seed = check_int(owner, "seed", seed, minimum=0)
     root = os.path.abspath(os.fspath(out_dir))
     params = {"generator": "keras_mld.data.digits", "version": _VERSION,
               "source": _source_name(), "num_train": int(num_train), "num_val": int(num_val),

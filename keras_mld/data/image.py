@@ -1,7 +1,7 @@
 """The one image decode + resize used by training, evaluation and exported models.
 
 Keeping a single definition guarantees that a served model sees exactly what the
-model saw in training ("resize as in training", SPEC section 8).
+model saw in training ("resize as in training", see docs/serving.md).
 """
 import tensorflow as tf
 

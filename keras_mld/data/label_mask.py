@@ -1,4 +1,5 @@
-"""C-Tran label-mask training (LMT) for tf.data (SPEC section 4, C-Tran).
+"""C-Tran label-mask training (LMT) for tf.data (Lanchantin et al., "General Multi-label Image
+Classification with Transformers", arXiv:2011.14027, section 3.2).
 
 C-Tran (Lanchantin et al., CVPR 2021) trains with part of each image's ground truth given
 as input: a random subset of its labels is *revealed* as known states (0 known negative,
@@ -28,16 +29,12 @@ masks, independent of parallel map scheduling.
 import numpy as np
 import tensorflow as tf
 
+from keras_mld.validation import check_int, check_number
+
 
 def _check_args(fn, max_known_fraction, num_known):
-    if (isinstance(max_known_fraction, bool) or not isinstance(max_known_fraction, (int, float))
-            or not 0 <= max_known_fraction <= 1):
-        raise ValueError(f"{fn}: max_known_fraction must be a float in [0, 1], got "
-                         f"{max_known_fraction!r}")
-    if num_known is not None and (isinstance(num_known, bool)
-                                  or not isinstance(num_known, (int, np.integer))
-                                  or num_known < 0):
-        raise ValueError(f"{fn}: num_known must be None or an int >= 0, got {num_known!r}")
+    check_number(fn, "max_known_fraction", max_known_fraction, low=0.0, high=1.0)
+    check_int(fn, "num_known", num_known, minimum=0, allow_none=True)
 
 
 def ctran_label_mask(labels, seed, max_known_fraction=0.75, num_known=None):

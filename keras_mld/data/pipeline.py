@@ -1,11 +1,11 @@
 """tf.data input pipeline: a labelled image source -> batches of ``(images, labels)``.
 
-``images`` are float32 ``[B, H, W, 3]`` in [0, 255] (models normalise inside, SPEC
+``images`` are float32 ``[B, H, W, 3]`` in [0, 255] (models normalise inside, the public API
 section 1), decoded and resized by :mod:`keras_mld.data.image`, the same code an
 exported model runs. ``labels`` are float32 multi-hot ``[B, N]`` (multilabel) or int32
 class ids ``[B]`` (singlelabel).
 
-Bad images (SPEC: a long run must never crash on one bad file) are found *before* the
+Bad images (a long run must never crash on one bad file) are found *before* the
 pipeline is built by :func:`check_images`, which runs the very op training uses
 (``tf.io.decode_image``) over every file once, in a parallel tf.data pass, and records
 which files fail; those are skipped, counted and reported in one
@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from keras_mld.data.augment import AUGMENTS, make_augmenter
 from keras_mld.data.image import decode_and_resize
+from keras_mld.validation import check_choice, check_int
 
 TASKS = ("multilabel", "singlelabel")
 CHECKS = ("decode", "header", "none")
@@ -214,13 +215,10 @@ def check_images(paths, mode="decode", cache_file=None):
 
 
 # ---------------------------------------------------------------------------- dataset
-def _is_int(value, low):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
-
-
 def _image_size(image_size):
     size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v, 1) for v in size):
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size):
         return int(size[0]), int(size[1])
     raise ValueError("make_dataset: image_size must be an int >= 1 or a (height, width) "
                      f"pair of ints >= 1, got {image_size!r}")
@@ -261,20 +259,15 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
         raise ValueError("make_dataset: source must be a LabelledImages (see load_coco, "
                          f"load_csv, load_image_folder), got {type(source).__name__}")
     size = _image_size(image_size)
-    for name, value, ok in [
-            ("batch_size", batch_size, _is_int(batch_size, 1)),
-            ("augment", augment, augment in AUGMENTS), ("check", check, check in CHECKS),
-            ("seed", seed, seed is None or _is_int(seed, 0)),
-            ("shuffle_buffer", shuffle_buffer,
-             shuffle_buffer is None or _is_int(shuffle_buffer, 1)),
-            ("cache", cache, isinstance(cache, (bool, str, os.PathLike)))]:
-        if not ok:
-            accepted = {"batch_size": "an int >= 1", "augment": f"one of {AUGMENTS}",
-                        "check": f"one of {CHECKS}", "seed": "an int >= 0 or None",
-                        "shuffle_buffer": "an int >= 1 or None",
-                        "cache": "True, False or a file prefix"}[name]
-            raise ValueError(f"make_dataset: {name} must be {accepted}, got {value!r}")
-    seed = None if seed is None else int(seed)
+    batch_size = check_int("make_dataset", "batch_size", batch_size, minimum=1)
+    check_choice("make_dataset", "augment", augment, AUGMENTS)
+    check_choice("make_dataset", "check", check, CHECKS)
+    seed = check_int("make_dataset", "seed", seed, minimum=0, allow_none=True)
+    shuffle_buffer = check_int("make_dataset", "shuffle_buffer", shuffle_buffer, minimum=1,
+                               allow_none=True)
+    if not isinstance(cache, (bool, str, os.PathLike)):
+        raise ValueError(f"make_dataset: cache must be True, False or a file prefix, "
+                         f"got {cache!r}")
     shuffle = training if shuffle is None else bool(shuffle)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
 

@@ -1,4 +1,4 @@
-"""Export for TF Serving (SPEC section 8). TensorFlow backend only.
+"""Export for TF Serving (see docs/serving.md). TensorFlow backend only.
 
 ``export_saved_model(model, base_dir, ...)`` (class names, thresholds, task and image size
 from a :class:`keras_mld.ImageClassifier`, arguments override) writes ``base_dir/<version>/`` (a

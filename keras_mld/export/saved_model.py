@@ -1,4 +1,4 @@
-"""TF Serving SavedModel export (SPEC section 8).
+"""TF Serving SavedModel export (see docs/serving.md).
 
 ``export_saved_model`` writes ``base_dir/<version>/`` atomically: everything goes to a
 hidden ``base_dir/.tmp-<version>-<random>`` (TF Serving only loads numeric directory
@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.layers.graph_attention import freeze_graph_branches
+from keras_mld.graph_branches import freeze_graph_branches
 from keras_mld.data.image import decode_and_resize
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
                                      write_warmup_requests)
@@ -178,7 +178,7 @@ def _logits_fn(model, images_input, num_classes):
         for t in model.inputs:
             if t is images_input:
                 value = images
-            else:  # known_labels: every label unknown (-1), SPEC section 4 (C-Tran)
+            else:  # known_labels: every label unknown (-1), C-Tran (arXiv:2011.14027)
                 value = tf.fill([tf.shape(images)[0], num_classes],
                                 tf.constant(-1, dtype=t.dtype))
             feeds[keys[t.name] if dict_input else t.name] = value
@@ -351,6 +351,15 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
 
     Also writes ``assets.extra/tf_serving_warmup_requests`` into the version and an
     example ``base_dir/models.config`` serving this version and the newest other one.
+
+    Examples:
+        >>> import tempfile, tensorflow as tf, keras_mld
+        >>> model = keras_mld.build("small_convnet", head="gap", num_classes=3,
+        ...                         input_shape=(32, 32, 3), weights=None)
+        >>> path = keras_mld.export.export_saved_model(model, tempfile.mkdtemp(), ["a", "b", "c"])
+        >>> serve = tf.saved_model.load(path).signatures["serving_default"]
+        >>> tuple(serve(images=tf.zeros((2, 32, 32, 3)))["scores"].shape)
+        (2, 3)
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("export_saved_model needs the TensorFlow backend "

@@ -1,4 +1,4 @@
-"""TF Serving warm-up requests (SPEC section 8).
+"""TF Serving warm-up requests (see docs/serving.md).
 
 TF Serving replays ``<version>/assets.extra/tf_serving_warmup_requests`` -- a TFRecord
 file of ``tensorflow.serving.PredictionLog`` protos -- before it marks a version

@@ -1,4 +1,5 @@
-"""TF Serving export of zero-shot models (SPEC sections 3 and 8). TensorFlow backend only.
+"""TF Serving export of zero-shot models (ML-Decoder (Ridnik et al., arXiv:2111.12933) section
+2.3.3). TensorFlow backend only.
 
 ``export_zero_shot_saved_model(model, base_dir, ...)`` exports a zero-shot
 :class:`keras_mld.ImageClassifier` (``keras_mld.build(..., head="mldecoder",
@@ -357,6 +358,16 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
         top_k: ``top_k_*`` outputs hold ``min(top_k, M)`` labels.
 
     Returns ``base_dir/<version>``.
+
+    Examples:
+        >>> import os, tempfile, numpy as np, keras_mld
+        >>> model = keras_mld.build("small_convnet", head="mldecoder", num_classes=3,
+        ...                         input_shape=(32, 32, 3), weights=None, query_type="word",
+        ...                         word_dim=4, num_groups=3, embed_dim=8, num_heads=2, ff_dim=16)
+        >>> vocab = (["cat", "dog"], np.stack([np.ones(4), -np.ones(4)]))   # (words, matrix)
+        >>> path = keras_mld.export.export_zero_shot_saved_model(model, tempfile.mkdtemp(), vocab)
+        >>> os.path.basename(path)
+        '1'
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("export_zero_shot_saved_model needs the TensorFlow backend "

@@ -2,8 +2,7 @@
 from keras_mld.layers.cosine import CosineDense  # noqa: F401
 from keras_mld.layers.ctran import CTranHead  # noqa: F401
 from keras_mld.layers.gcn import MLGCNHead  # noqa: F401
-from keras_mld.layers.graph_attention import (  # noqa: F401
-    GraphAttention, GraphAttentionReweight, freeze_graph_branches)
+from keras_mld.layers.graph_attention import GraphAttention, GraphAttentionReweight  # noqa: F401
 from keras_mld.layers.group_dense import GroupDense  # noqa: F401
 from keras_mld.layers.ml_decoder import MLDecoder, MLDecoderLayer  # noqa: F401
 from keras_mld.layers.pooling import GlobalPoolHead  # noqa: F401

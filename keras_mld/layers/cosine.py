@@ -1,6 +1,8 @@
-"""Cosine classifier (SPEC section 4 "CosineDense"; metric-learning paper, AAM loss eq. 1)."""
+"""Cosine classifier for the AAM loss of Prokofiev & Sovrasov (arXiv:2209.06585), eq. 1."""
 import keras
 from keras import ops
+
+from keras_mld.validation import check_int, check_number
 
 DEFAULT_EPSILON = 1e-12
 
@@ -20,8 +22,8 @@ def l2_normalize(x, axis=-1, epsilon=DEFAULT_EPSILON):
 class CosineDense(keras.layers.Layer):
     """Cosine-similarity classifier for the asymmetric angular margin (AAM) loss.
 
-    Implements SPEC section 4 "CosineDense" (papers/metric-learning-attention-heads.txt,
-    eq. 1 works on ``cos(theta_j)``): for an input feature ``v [..., C]`` and one
+    Implements the cosine classifier of Prokofiev & Sovrasov (arXiv:2209.06585)
+    (section 3.4: eq. 1 works on ``cos(theta_j)``): for an input feature ``v [..., C]`` and one
     weight vector ``W_n [C]`` per output unit,
 
         ``cos_n = normalize(v) . normalize(W_n)``,  in [-1, 1].
@@ -38,15 +40,20 @@ class CosineDense(keras.layers.Layer):
     Input ``[..., C]``; output ``[..., units]``. Mixed precision: norms are computed
     in float32 and the output is in ``compute_dtype`` (float16 under
     ``mixed_float16``; cosines are bounded, so float16 is safe).
+
+    Examples:
+        >>> import numpy as np, keras
+        >>> from keras_mld.layers import CosineDense
+        >>> cos = keras.ops.convert_to_numpy(CosineDense(3)(np.random.rand(2, 5).astype("float32")))
+        >>> cos.shape, bool(np.all(np.abs(cos) <= 1 + 1e-6))
+        ((2, 3), True)
     """
 
     def __init__(self, units, kernel_initializer="glorot_uniform", kernel_regularizer=None,
                  kernel_constraint=None, epsilon=DEFAULT_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"CosineDense: units must be an int >= 1, got {units!r}")
-        if not epsilon > 0:
-            raise ValueError(f"CosineDense: epsilon must be > 0, got {epsilon!r}")
+        units = check_int("CosineDense", "units", units, minimum=1)
+        epsilon = check_number("CosineDense", "epsilon", epsilon, low=0.0, low_open=True)
         self.units = units
         self.epsilon = float(epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -1,11 +1,11 @@
 """ML-GCN classification head (Chen et al., "Multi-Label Image Recognition with Graph
-Convolutional Networks", CVPR 2019; SPEC section 4 "ML-GCN")."""
+Convolutional Networks", CVPR 2019, arXiv:1904.03582, section 3)."""
 import math
 
 import keras
 from keras import ops
 
-from keras_mld.layers.graph_attention import _check_int, _constant
+from keras_mld.validation import check_float_array, check_int
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -30,6 +30,14 @@ class MLGCNHead(keras.layers.Layer):
     classifiers do not depend on the image: :meth:`freeze` stores them in the non-trainable
     ``frozen_classifiers`` (``frozen=True`` in the config) so ``call`` is GMP + one matmul;
     :meth:`unfreeze` undoes it. Constants travel in the weights, not in ``get_config``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import MLGCNHead
+        >>> head = MLGCNHead(num_classes=4, label_vectors=np.eye(4, 6),
+        ...                  adjacency=np.full((4, 4), 0.25), hidden_dim=5)
+        >>> tuple(head(np.ones((2, 3, 3, 8), "float32")).shape)
+        (2, 4)
     """
 
     def __init__(self, num_classes, label_vectors=None, adjacency=None, hidden_dim=None,
@@ -37,9 +45,9 @@ class MLGCNHead(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         owner = "MLGCNHead"
-        _check_int(owner, "num_classes", num_classes)
+        num_classes = check_int(owner, "num_classes", num_classes, minimum=1)
         if hidden_dim is not None:
-            _check_int(owner, "hidden_dim", hidden_dim)
+            hidden_dim = check_int(owner, "hidden_dim", hidden_dim, minimum=1)
         if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool) \
                 or negative_slope < 0:
             raise ValueError(f"{owner}: negative_slope must be a float >= 0, "
@@ -51,8 +59,8 @@ class MLGCNHead(keras.layers.Layer):
                              "(or neither, with word_dim, to load weights later)")
         self._init_vectors = self._init_adjacency = None
         if label_vectors is not None:
-            g = _constant(owner, "label_vectors", label_vectors, 2)
-            a = _constant(owner, "adjacency", adjacency, 2)
+            g = check_float_array(owner, "label_vectors", label_vectors, 2)
+            a = check_float_array(owner, "adjacency", adjacency, 2)
             if g.shape[0] != num_classes or (word_dim is not None and g.shape[1] != word_dim):
                 raise ValueError(f"{owner}: label_vectors must be [num_classes={num_classes}, "
                                  f"d_w], got shape {g.shape}")
@@ -61,7 +69,7 @@ class MLGCNHead(keras.layers.Layer):
                                  f"shape {a.shape}")
             self._init_vectors, self._init_adjacency = g, a
             word_dim = g.shape[1]
-        _check_int(owner, "word_dim", word_dim)
+        word_dim = check_int(owner, "word_dim", word_dim, minimum=1)
         self.num_classes, self.word_dim, self.hidden_dim = num_classes, word_dim, hidden_dim
         self.negative_slope, self.frozen = float(negative_slope), frozen
         self.kernel_initializer = (None if kernel_initializer is None

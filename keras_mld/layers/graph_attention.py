@@ -1,8 +1,11 @@
-"""Graph-attention channel re-weighting (papers/metric-learning-attention-heads.txt 3.3, Fig. 1;
-SPEC section 4 "GraphAttentionReweight")."""
+"""Graph-attention channel re-weighting: Prokofiev & Sovrasov, "Combining Metric Learning and
+Attention Heads For Accurate and Efficient Multilabel Image Classification" (arXiv:2209.06585),
+section 3.3, Fig. 1; graph attention of
+Velickovic et al., "Graph Attention Networks" (arXiv:1710.10903)."""
 import keras
-import numpy as np
 from keras import ops
+
+from keras_mld.validation import check_float_array, check_int
 
 WEIGHT_ACTIVATIONS = ("sigmoid", "none")
 
@@ -10,26 +13,6 @@ WEIGHT_ACTIVATIONS = ("sigmoid", "none")
 def _gat_initializer():
     # pyGAT / OpenVINO: xavier_uniform with gain 1.414 = glorot_uniform scaled by 2 in variance
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_avg", distribution="uniform")
-
-
-def _check_int(owner, name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-
-
-def _constant(owner, name, value, ndim):
-    """A finite float32 numpy array of rank ``ndim`` (converted from anything array-like)."""
-    try:
-        a = np.asarray(keras.ops.convert_to_numpy(value), dtype="float32")
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: {name} must be a float array, got {type(value).__name__}") \
-            from None
-    if a.ndim != ndim or 0 in a.shape:
-        raise ValueError(f"{owner}: {name} must be a non-empty rank-{ndim} array, got shape "
-                         f"{a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{owner}: {name} has non-finite entries")
-    return a
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -50,8 +33,8 @@ class GraphAttention(keras.layers.Layer):
     def __init__(self, units, num_heads=1, concat_heads=True, attention_dropout=0.0,
                  negative_slope=0.2, kernel_initializer=None, **kwargs):
         super().__init__(**kwargs)
-        _check_int("GraphAttention", "units", units)
-        _check_int("GraphAttention", "num_heads", num_heads)
+        units = check_int("GraphAttention", "units", units, minimum=1)
+        num_heads = check_int("GraphAttention", "num_heads", num_heads, minimum=1)
         if not isinstance(attention_dropout, (int, float)) or isinstance(attention_dropout, bool) \
                 or not 0 <= attention_dropout < 1:
             raise ValueError("GraphAttention: attention_dropout must be a float in [0, 1), got "
@@ -114,8 +97,7 @@ class GraphAttention(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_mld")
 class GraphAttentionReweight(keras.layers.Layer):
     """Channel re-weighting of backbone features by a graph-attention branch over labels
-    (papers/metric-learning-attention-heads.txt 3.3, Fig. 1; SPEC section 4
-    "GraphAttentionReweight").
+    (Prokofiev & Sovrasov (arXiv:2209.06585) section 3.3, Fig. 1).
 
     Constants: label word vectors ``G [N, d_w]`` (``label_vectors``, e.g. GloVe via
     :func:`keras_mld.zsl.label_vectors`) and the label graph ``adjacency [N, N]``: row i
@@ -137,12 +119,21 @@ class GraphAttentionReweight(keras.layers.Layer):
     variable ``frozen_weights`` and sets ``frozen=True`` (in the config), after which ``call``
     is one multiply (exported graphs hold no graph-attention ops) and the branch's weights
     are non-trainable; :meth:`unfreeze` undoes it. Freeze after training and before
-    compiling / exporting (:func:`freeze_graph_branches` does every such layer of a model).
+    compiling / exporting (:func:`keras_mld.graph_branches.freeze_graph_branches` does
+    every such layer of a model).
 
     **Serialisation.** ``G`` and the adjacency are non-trainable float32 weights: they
     travel in the weights (``.keras``, checkpoints), not in ``get_config``, which holds only
     ``num_labels`` and ``word_dim``. A layer made by ``from_config`` holds zeros until its
     weights are loaded (``load_model`` does this; otherwise ``set_weights``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import GraphAttentionReweight
+        >>> reweight = GraphAttentionReweight(channels=8, label_vectors=np.eye(4, 6),
+        ...                                   adjacency=np.ones((4, 4)), hidden_dim=4)
+        >>> tuple(reweight(np.ones((2, 3, 3, 8), "float32")).shape)  # same shape, re-weighted
+        (2, 3, 3, 8)
     """
 
     def __init__(self, channels, label_vectors=None, adjacency=None, hidden_dim=None,
@@ -151,11 +142,11 @@ class GraphAttentionReweight(keras.layers.Layer):
                  num_labels=None, word_dim=None, **kwargs):
         super().__init__(**kwargs)
         owner = "GraphAttentionReweight"
-        _check_int(owner, "channels", channels)
-        _check_int(owner, "num_layers", num_layers)
-        _check_int(owner, "num_heads", num_heads)
+        channels = check_int(owner, "channels", channels, minimum=1)
+        num_layers = check_int(owner, "num_layers", num_layers, minimum=1)
+        num_heads = check_int(owner, "num_heads", num_heads, minimum=1)
         hidden_dim = channels if hidden_dim is None else hidden_dim
-        _check_int(owner, "hidden_dim", hidden_dim)
+        hidden_dim = check_int(owner, "hidden_dim", hidden_dim, minimum=1)
         if num_layers > 1 and hidden_dim % num_heads:
             raise ValueError(f"{owner}: hidden_dim ({hidden_dim}) must be divisible by num_heads "
                              f"({num_heads})")
@@ -166,11 +157,11 @@ class GraphAttentionReweight(keras.layers.Layer):
             raise ValueError(f"{owner}: frozen must be True or False, got {frozen!r}")
         self._init_vectors = self._init_adjacency = None
         if label_vectors is not None:
-            self._init_vectors = _constant(owner, "label_vectors", label_vectors, 2)
+            self._init_vectors = check_float_array(owner, "label_vectors", label_vectors, 2)
             num_labels, word_dim = self._check_shape(owner, num_labels, word_dim,
                                                      self._init_vectors.shape)
         if adjacency is not None:
-            self._init_adjacency = _constant(owner, "adjacency", adjacency, 2)
+            self._init_adjacency = check_float_array(owner, "adjacency", adjacency, 2)
             if (self._init_adjacency < 0).any():
                 raise ValueError(f"{owner}: adjacency must be non-negative (edges where > 0)")
             n = self._init_adjacency.shape[0]
@@ -181,8 +172,8 @@ class GraphAttentionReweight(keras.layers.Layer):
         if (label_vectors is None) != (adjacency is None):
             raise ValueError(f"{owner}: give both label_vectors [N, d_w] and adjacency [N, N] "
                              "(or neither, with num_labels and word_dim, to load weights later)")
-        _check_int(owner, "num_labels", num_labels)
-        _check_int(owner, "word_dim", word_dim)
+        num_labels = check_int(owner, "num_labels", num_labels, minimum=1)
+        word_dim = check_int(owner, "word_dim", word_dim, minimum=1)
         self.channels, self.num_labels, self.word_dim = channels, num_labels, word_dim
         self.hidden_dim, self.num_layers, self.num_heads = hidden_dim, num_layers, num_heads
         self.attention_dropout = float(attention_dropout)
@@ -287,21 +278,3 @@ class GraphAttentionReweight(keras.layers.Layer):
             "frozen": self.frozen,
         }
 
-
-def freeze_graph_branches(model):
-    """Freezes every image-independent graph branch of ``model`` (for export / inference).
-
-    Calls ``freeze()`` on each :class:`GraphAttentionReweight` and
-    :class:`~keras_mld.layers.MLGCNHead` in ``model`` (nested models included) that is not
-    frozen yet, so that a graph traced afterwards holds a constant multiply (GAT) or a
-    constant classifier matrix (ML-GCN) instead of the graph layers. Outputs are unchanged.
-    Returns the layers it froze (call ``unfreeze()`` on them to resume training). Trace /
-    compile the model after this call: an already traced function keeps the branch.
-    """
-    from keras_mld.layers.gcn import MLGCNHead
-
-    frozen = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, (GraphAttentionReweight, MLGCNHead)) and not layer.frozen:
-            frozen.append(layer.freeze())
-    return frozen

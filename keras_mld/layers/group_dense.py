@@ -1,10 +1,12 @@
-"""Group fully-connected layer of ML-Decoder (papers/ml-decoder.txt eq. 6; SPEC section 2)."""
+"""Group fully-connected layer of ML-Decoder (Ridnik et al., arXiv:2111.12933,
+section 2.3.2, eq. 6)."""
 import math
 
 import keras
 from keras import ops
 
 from keras_mld.layers.cosine import DEFAULT_EPSILON, l2_normalize
+from keras_mld.validation import check_bool, check_int
 
 
 def group_size(num_classes, num_groups):
@@ -12,13 +14,9 @@ def group_size(num_classes, num_groups):
     return -(-int(num_classes) // int(num_groups))
 
 
-def _is_int(x, minimum=1):
-    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
-
-
 @keras.saving.register_keras_serializable(package="keras_mld")
 class GroupDense(keras.layers.Layer):
-    """Group fully-connected projection of ML-Decoder (eq. 6, SPEC section 2 "GroupDense").
+    """Group fully-connected projection of ML-Decoder (arXiv:2111.12933, eq. 6).
 
     Input: decoder outputs ``t [B, K, D]`` (one token per group query).
 
@@ -31,12 +29,13 @@ class GroupDense(keras.layers.Layer):
     columns. Output ``[B, N]``. Requires ``K <= N``; when ``K*g - N >= g`` (e.g.
     N=10, K=6) the trailing queries feed no logit, exactly as in the official code.
 
-    Shared (``shared=True``, the zero-shot variant of SPEC section 3): one vector
+    Shared (``shared=True``, the zero-shot variant, ML-Decoder section 2.3.3): one vector
     ``w [D]`` and one scalar bias for every query, ``logit[b, k] = t[b, k] . w + bias``.
     Output ``[B, K]`` (one logit per query; K may vary between calls, so
     ``num_classes`` is informative only and may be ``None``).
 
-    ``cosine=True`` (for the AAM loss, SPEC section 4): both arguments of every dot
+    ``cosine=True`` (for the AAM loss, Prokofiev & Sovrasov (arXiv:2209.06585) section 3.4): both
+    arguments of every dot
     product are L2-normalised over D (``t[b,k,:]`` and ``W[k,:,j]``, or ``w``), so
     the output is a cosine in [-1, 1]; no bias is created in that case
     (``use_bias`` is ignored).
@@ -49,19 +48,23 @@ class GroupDense(keras.layers.Layer):
     Mixed precision: the contraction runs in ``compute_dtype``, so logits are
     float16 under ``mixed_float16`` (the losses cast to float32); cosine outputs
     are normalised in float32 first.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import GroupDense
+        >>> tuple(GroupDense(num_classes=6)(np.ones((2, 3, 4), "float32")).shape)  # K=3 -> g=2
+        (2, 6)
     """
 
     def __init__(self, num_classes, shared=False, cosine=False, use_bias=True,
                  kernel_initializer=None, bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, epsilon=DEFAULT_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        if not (_is_int(num_classes) or (shared and num_classes is None)):
-            raise ValueError(
-                f"GroupDense: num_classes must be an int >= 1 (or None when shared=True), "
-                f"got {num_classes!r}")
-        for name, value in (("shared", shared), ("cosine", cosine), ("use_bias", use_bias)):
-            if not isinstance(value, bool):
-                raise ValueError(f"GroupDense: {name} must be True or False, got {value!r}")
+        shared = check_bool("GroupDense", "shared", shared)
+        cosine = check_bool("GroupDense", "cosine", cosine)
+        use_bias = check_bool("GroupDense", "use_bias", use_bias)
+        num_classes = check_int("GroupDense", "num_classes (None only when shared=True)",
+                                num_classes, minimum=1, allow_none=shared)
         self.num_classes = num_classes
         self.shared = shared
         self.cosine = cosine

@@ -1,4 +1,6 @@
-"""ML-Decoder classification head (papers/ml-decoder.txt section 2.3; SPEC section 2)."""
+"""ML-Decoder classification head (Ridnik et al., "ML-Decoder: Scalable and Versatile
+Classification Head" (arXiv:2111.12933),
+WACV 2023, section 2.3)."""
 import warnings
 
 import keras
@@ -6,22 +8,13 @@ from keras import ops
 
 from keras_mld.layers.group_dense import GroupDense, group_size
 from keras_mld.layers.queries import QUERY_TYPES, make_queries
-
-
-def _check_int(owner, name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_rate(owner, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ValueError(f"{owner}: dropout must be a float in [0, 1), got {value!r}")
+from keras_mld.validation import check_int, check_rate
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class MLDecoderLayer(keras.layers.Layer):
     """One ML-Decoder decoder layer: cross-attention only, no self-attention
-    (SPEC section 2 step 3, official layer order, post-norm):
+    (arXiv:2111.12933 section 2.3.2, eqs. 7-8; official layer order, post-norm):
 
         ``t = LN(q + Dropout(q))``
         ``t = LN(t + Dropout(MHA(query=t, key=e, value=e)))``
@@ -37,10 +30,10 @@ class MLDecoderLayer(keras.layers.Layer):
     def __init__(self, embed_dim, num_heads=8, ff_dim=2048, dropout=0.1,
                  layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        _check_int("MLDecoderLayer", "embed_dim", embed_dim)
-        _check_int("MLDecoderLayer", "num_heads", num_heads)
-        _check_int("MLDecoderLayer", "ff_dim", ff_dim)
-        _check_rate("MLDecoderLayer", dropout)
+        embed_dim = check_int("MLDecoderLayer", "embed_dim", embed_dim, minimum=1)
+        num_heads = check_int("MLDecoderLayer", "num_heads", num_heads, minimum=1)
+        ff_dim = check_int("MLDecoderLayer", "ff_dim", ff_dim, minimum=1)
+        dropout = check_rate("MLDecoderLayer", "dropout", dropout)
         if embed_dim % num_heads:
             raise ValueError(f"MLDecoderLayer: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")
@@ -61,12 +54,12 @@ class MLDecoderLayer(keras.layers.Layer):
         self.dropout3 = keras.layers.Dropout(dropout, name="dropout3", **sub)
         self.dropout_ff = keras.layers.Dropout(dropout, name="dropout_ff", **sub)
 
-    def build(self, query_shape, tokens_shape):
+    def build(self, t_shape, e_shape):  # names match call(t, e): Keras builds it from a call
         for norm in (self.norm1, self.norm2, self.norm3):
-            norm.build(query_shape)
-        self.attention.build(query_shape, tokens_shape, tokens_shape)
-        self.linear1.build(query_shape)
-        self.linear2.build(tuple(query_shape[:-1]) + (self.ff_dim,))
+            norm.build(t_shape)
+        self.attention.build(t_shape, e_shape, e_shape)
+        self.linear1.build(t_shape)
+        self.linear2.build(tuple(t_shape[:-1]) + (self.ff_dim,))
 
     def call(self, t, e, training=None):
         t = self.norm1(t + self.dropout1(t, training=training))
@@ -75,8 +68,8 @@ class MLDecoderLayer(keras.layers.Layer):
         f = self.linear2(self.dropout_ff(self.linear1(t), training=training))
         return self.norm3(t + self.dropout3(f, training=training))
 
-    def compute_output_shape(self, query_shape, tokens_shape):
-        return tuple(query_shape)
+    def compute_output_shape(self, t_shape, e_shape):
+        return tuple(t_shape)
 
     def get_config(self):
         return {**super().get_config(), "embed_dim": self.embed_dim,
@@ -87,7 +80,7 @@ class MLDecoderLayer(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_mld")
 class MLDecoder(keras.layers.Layer):
     """ML-Decoder head (Ridnik et al., "ML-Decoder: Scalable and Versatile
-    Classification Head", section 2.3; SPEC section 2). Returns logits ``[B, N]``.
+    Classification Head", arXiv:2111.12933, section 2.3). Returns logits ``[B, N]``.
 
     1. tokens ``e = ReLU(Dense_D(reshape(x, [B, HW, C])))`` (row-major: h, then w);
        token inputs ``[B, T, C]`` are used as they are.
@@ -107,7 +100,8 @@ class MLDecoder(keras.layers.Layer):
             ``dropout`` is used for the four residual/FF dropouts and on the attention
             probabilities.
         query_type: one of ``queries.QUERY_TYPES`` (``"fixed"``, ``"learnable"``); word
-            queries (SPEC section 3) are an input: :class:`ZSLMLDecoder` (``zsl_decoder.py``).
+            queries (zero-shot, section 2.3.3) are an input: :class:`ZSLMLDecoder`
+            (``zsl_decoder.py``).
         cosine: if True, GroupDense L2-normalises both arguments of its dot products
             and returns cosines in [-1, 1] without bias (for ``AAMLoss``).
         layer_norm_epsilon: 1e-5 (PyTorch's default, used by the official code).
@@ -116,19 +110,26 @@ class MLDecoder(keras.layers.Layer):
     ``compute_dtype`` (LayerNorm and softmax statistics in float32 as Keras does);
     logits are float16 under ``mixed_float16`` -- cast them (the losses do) or build
     the head with ``dtype="float32"`` for float32 logits.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import MLDecoder
+        >>> head = MLDecoder(num_classes=10, num_groups=5, embed_dim=16, num_heads=2, ff_dim=32)
+        >>> tuple(head(np.zeros((2, 4, 4, 8), "float32")).shape)   # features [B, H, W, C]
+        (2, 10)
     """
 
     def __init__(self, num_classes, num_groups=100, embed_dim=768, num_heads=8, ff_dim=2048,
                  num_layers=1, dropout=0.1, query_type="fixed", cosine=False,
                  layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        _check_int("MLDecoder", "num_classes", num_classes)
-        _check_int("MLDecoder", "num_groups", num_groups)
-        _check_int("MLDecoder", "embed_dim", embed_dim)
-        _check_int("MLDecoder", "num_heads", num_heads)
-        _check_int("MLDecoder", "ff_dim", ff_dim)
-        _check_int("MLDecoder", "num_layers", num_layers)
-        _check_rate("MLDecoder", dropout)
+        num_classes = check_int("MLDecoder", "num_classes", num_classes, minimum=1)
+        num_groups = check_int("MLDecoder", "num_groups", num_groups, minimum=1)
+        embed_dim = check_int("MLDecoder", "embed_dim", embed_dim, minimum=1)
+        num_heads = check_int("MLDecoder", "num_heads", num_heads, minimum=1)
+        ff_dim = check_int("MLDecoder", "ff_dim", ff_dim, minimum=1)
+        num_layers = check_int("MLDecoder", "num_layers", num_layers, minimum=1)
+        dropout = check_rate("MLDecoder", "dropout", dropout)
         if embed_dim % num_heads:
             raise ValueError(f"MLDecoder: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")

@@ -1,20 +1,22 @@
-"""Global-pooling classification head, the GAP baseline (SPEC section 4 "GAP")."""
+"""Global-pooling classification head, the GAP baseline (global average pooling + a linear
+classifier, the baseline head of ML-Decoder, arXiv:2111.12933, section 2.1)."""
 import keras
 from keras import ops
 
 from keras_mld.layers.cosine import CosineDense
+from keras_mld.validation import check_bool, check_choice, check_int, check_rate
 
 POOLINGS = ("avg", "avg+max")
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class GlobalPoolHead(keras.layers.Layer):
-    """Global pooling then a linear classifier: the usual GAP head (SPEC section 4
-    "GAP"; the GAP baseline of ML-Decoder's Table 1 and SPEC section 9).
+    """Global pooling then a linear classifier: the usual GAP head (the GAP
+    baseline of ML-Decoder's Table 1, arXiv:2111.12933).
 
         ``v = GAP(x)``  (``pooling="avg"``), or
         ``v = GAP(x) + GMP(x)``  (``pooling="avg+max"``: the graph-attention head of
-        papers/metric-learning-attention-heads.txt 3.3, SPEC section 4),
+        Prokofiev & Sovrasov (arXiv:2209.06585) section 3.3),
         ``logits = Dense_N(Dropout(v))``, or ``cos = CosineDense_N(Dropout(v))`` with
         ``cosine=True`` (cosines in [-1, 1], no bias, for the AAM loss).
 
@@ -22,21 +24,21 @@ class GlobalPoolHead(keras.layers.Layer):
     ``[B, T, C]``; it is computed in float32. Output ``[B, num_classes]`` in
     ``compute_dtype`` (float16 under ``mixed_float16``; cast for the loss, as the
     losses do, or build the head with ``dtype="float32"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import GlobalPoolHead
+        >>> tuple(GlobalPoolHead(4)(np.ones((2, 3, 3, 5), "float32")).shape)
+        (2, 4)
     """
 
     def __init__(self, num_classes, pooling="avg", dropout=0.0, cosine=False, use_bias=True,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(
-                f"GlobalPoolHead: num_classes must be an int >= 1, got {num_classes!r}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"GlobalPoolHead: pooling must be one of {POOLINGS}, got {pooling!r}")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) \
-                or not 0 <= dropout < 1:
-            raise ValueError(f"GlobalPoolHead: dropout must be a float in [0, 1), got {dropout!r}")
-        if not isinstance(cosine, bool):
-            raise ValueError(f"GlobalPoolHead: cosine must be True or False, got {cosine!r}")
+        num_classes = check_int("GlobalPoolHead", "num_classes", num_classes, minimum=1)
+        pooling = check_choice("GlobalPoolHead", "pooling", pooling, POOLINGS)
+        dropout = check_rate("GlobalPoolHead", "dropout", dropout)
+        cosine = check_bool("GlobalPoolHead", "cosine", cosine)
         self.num_classes, self.pooling, self.dropout = num_classes, pooling, float(dropout)
         self.cosine, self.use_bias = cosine, use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from keras_mld.validation import check_choice
+
 _MODES = ("none", "unit", "symmetric", "torch", "caffe")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -11,7 +13,7 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 @keras.saving.register_keras_serializable(package="keras_mld")
 class ImageNormalization(keras.layers.Layer):
     """Normalises RGB pixels in [0, 255] inside the model, so that served models
-    take raw pixels (SPEC section 1: "backbone-specific normalisation inside the model").
+    take raw pixels (the public API: the backbone's own normalisation lives inside the model).
 
     Not a paper equation; the standard per-backbone input conventions:
 
@@ -28,8 +30,7 @@ class ImageNormalization(keras.layers.Layer):
 
     def __init__(self, mode="unit", **kwargs):
         super().__init__(**kwargs)
-        if mode not in _MODES:
-            raise ValueError(f"ImageNormalization: mode={mode!r}; expected one of {_MODES}.")
+        mode = check_choice("ImageNormalization", "mode", mode, _MODES)
         self.mode = mode
 
     def call(self, x):

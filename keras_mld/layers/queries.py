@@ -1,15 +1,18 @@
-"""Query construction for ML-Decoder (papers/ml-decoder.txt 2.3; SPEC section 2 step 2).
+"""Query construction for ML-Decoder (ML-Decoder (Ridnik et al., arXiv:2111.12933)
+section 2.3.2 and appendix A).
 
 Every query type is a layer registered under a name in ``QUERY_TYPES``; ML-Decoder
 builds its queries with ``make_queries(query_type, num_queries, embed_dim)`` and
 calls them on the visual tokens ``e [B, T, D]`` to get ``q [B, K, D]`` (the batch
 size comes from ``e``). A new type is a subclass of ``Queries`` added with
-``register_query_type(name, cls)``. Word queries (SPEC section 3) are not one: the label
+``register_query_type(name, cls)``. Word queries (zero-shot, section 2.3.3) are not one: the label
 word vectors are an input of the model and the label count varies between calls, so they
 live in ``zsl_decoder.py`` (``WordQueries``, ``ZSLMLDecoder``).
 """
 import keras
 from keras import ops
+
+from keras_mld.validation import check_choice, check_int
 
 QUERY_TYPES = {}
 
@@ -22,8 +25,7 @@ def register_query_type(name, cls):
 
 def make_queries(query_type, num_queries, embed_dim, **kwargs):
     """Instantiate the query layer for ``query_type`` (one of ``QUERY_TYPES``)."""
-    if query_type not in QUERY_TYPES:
-        raise ValueError(f"query_type must be one of {sorted(QUERY_TYPES)}, got {query_type!r}")
+    check_choice("make_queries", "query_type", query_type, sorted(QUERY_TYPES))
     return QUERY_TYPES[query_type](num_queries=num_queries, embed_dim=embed_dim, **kwargs)
 
 
@@ -32,10 +34,8 @@ class Queries(keras.layers.Layer):
 
     def __init__(self, num_queries, embed_dim, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("num_queries", num_queries), ("embed_dim", embed_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{type(self).__name__}: {name} must be an int >= 1, "
-                                 f"got {value!r}")
+        num_queries = check_int(type(self).__name__, "num_queries", num_queries, minimum=1)
+        embed_dim = check_int(type(self).__name__, "embed_dim", embed_dim, minimum=1)
         self.num_queries = num_queries
         self.embed_dim = embed_dim
 

@@ -1,5 +1,6 @@
-"""Query augmentations for zero-shot ML-Decoder (papers/ml-decoder.txt section 2.3.3
-"Query augmentations", appendix K; SPEC section 3). Training only: every layer here is
+"""Query augmentations for zero-shot ML-Decoder (Ridnik et al., "ML-Decoder: Scalable and
+Versatile Classification Head" (arXiv:2111.12933),
+section 2.3.3 "Query augmentations", appendix K). Training only: every layer here is
 the exact identity when ``training`` is false or ``None`` (inference, ``predict``, export).
 
 They act on the label word vectors ``V [M, d_w]`` (the word queries before their
@@ -29,15 +30,7 @@ then :class:`RandomQueryLoss`.
 import keras
 from keras import ops
 
-
-def _check_int(owner, name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_seed(owner, seed):
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ValueError(f"{owner}: seed must be an int or None, got {seed!r}")
+from keras_mld.validation import check_int, check_seed
 
 
 def _check_vectors(owner, shape):
@@ -69,7 +62,7 @@ class QueryNoise(keras.layers.Layer):
         if not isinstance(stddev, (int, float)) or isinstance(stddev, bool) or \
                 not stddev >= 0 or stddev == float("inf"):
             raise ValueError(f"QueryNoise: stddev must be a finite float >= 0, got {stddev!r}")
-        _check_seed("QueryNoise", seed)
+        seed = check_seed("QueryNoise", seed)
         self.stddev = float(stddev)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -104,8 +97,8 @@ class RandomQueries(keras.layers.Layer):
 
     def __init__(self, num_queries, seed=None, **kwargs):
         super().__init__(**kwargs)
-        _check_int("RandomQueries", "num_queries", num_queries)
-        _check_seed("RandomQueries", seed)
+        num_queries = check_int("RandomQueries", "num_queries", num_queries, minimum=1)
+        seed = check_seed("RandomQueries", seed)
         self.num_queries = num_queries
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -147,7 +140,7 @@ class RandomQueryLoss(keras.layers.Layer):
 
     def __init__(self, num_queries, loss=None, weight=1.0, **kwargs):
         super().__init__(**kwargs)
-        _check_int("RandomQueryLoss", "num_queries", num_queries)
+        num_queries = check_int("RandomQueryLoss", "num_queries", num_queries, minimum=1)
         if loss is not None and not isinstance(loss, keras.losses.Loss):
             loss = keras.losses.get(loss)
             if not isinstance(loss, keras.losses.Loss):

@@ -1,19 +1,21 @@
-"""Zero-shot ML-Decoder: word queries that are an input (papers/ml-decoder.txt section 2.3.3
-and appendix B; SPEC section 3)."""
+"""Zero-shot ML-Decoder: word queries that are an input (Ridnik et al., "ML-Decoder: Scalable and
+Versatile Classification Head" (arXiv:2111.12933),
+section 2.3.3 and appendix B)."""
 import keras
 from keras import ops
 
 from keras_mld.layers.group_dense import GroupDense, group_size as _ceil_div
-from keras_mld.layers.ml_decoder import MLDecoderLayer, _check_int, _check_rate
+from keras_mld.layers.ml_decoder import MLDecoderLayer
 from keras_mld.layers.query_augmentation import QueryNoise, RandomQueries, RandomQueryLoss
+from keras_mld.validation import check_int, check_rate
 
 
 def zsl_group_size(num_classes, num_groups, embed_dim):
     """Group size ``g = ceil(N / min(K, N))`` of ZSL group decoding, fixed from the number of
     training labels N and groups K (the label count M may change later: a call then uses
     ``ceil(M / g)`` groups). ``embed_dim`` must be divisible by g (``A`` is ``[D/g, d_w]``)."""
-    _check_int("ZSLMLDecoder", "num_classes", num_classes)
-    _check_int("ZSLMLDecoder", "num_groups", num_groups)
+    num_classes = check_int("ZSLMLDecoder", "num_classes", num_classes, minimum=1)
+    num_groups = check_int("ZSLMLDecoder", "num_groups", num_groups, minimum=1)
     g = _ceil_div(num_classes, min(num_groups, num_classes))
     if embed_dim % g:
         raise ValueError(
@@ -42,7 +44,8 @@ def _check_vectors(owner, shape, word_dim):
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class WordQueries(keras.layers.Layer):
-    """Queries from label word vectors ``V [M, d_w]`` (SPEC section 3). Batch independent.
+    """Queries from label word vectors ``V [M, d_w]`` (arXiv:2111.12933, section 2.3.3). Batch
+    independent.
 
     - ``group_size == 1`` (full decoding): ``q_n = ReLU(V_n A^T + a)``, ``A [D, d_w]``:
       ``[M, D]``, one query per label.
@@ -54,8 +57,8 @@ class WordQueries(keras.layers.Layer):
 
     def __init__(self, embed_dim, group_size=1, **kwargs):
         super().__init__(**kwargs)
-        _check_int("WordQueries", "embed_dim", embed_dim)
-        _check_int("WordQueries", "group_size", group_size)
+        embed_dim = check_int("WordQueries", "embed_dim", embed_dim, minimum=1)
+        group_size = check_int("WordQueries", "group_size", group_size, minimum=1)
         if embed_dim % group_size:
             raise ValueError(f"WordQueries: embed_dim ({embed_dim}) must be divisible by "
                              f"group_size ({group_size})")
@@ -92,7 +95,7 @@ class WordQueries(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_mld")
 class ZSLMLDecoder(keras.layers.Layer):
     """ML-Decoder with word queries for (generalised) zero-shot learning (Ridnik et al.,
-    "ML-Decoder", section 2.3.3 and appendix B; SPEC section 3). The queries are an input,
+    "ML-Decoder", arXiv:2111.12933, section 2.3.3 and appendix B). The queries are an input,
     not a weight: ``call(features, label_vectors)`` with ``features [B, H, W, C]`` or
     ``[B, T, C]`` and ``label_vectors V [M, d_w]`` (one row per label, no batch axis;
     ``keras_mld.zsl.label_vectors``) returns logits ``[B, M]`` in the order of V. M may
@@ -144,6 +147,16 @@ class ZSLMLDecoder(keras.layers.Layer):
         label_capacity: None (labels only as the ``label_vectors`` argument) or the largest
             label set the state holds (``label_capacity * d_w`` floats).
         num_labels: rows of the state in use (``0 <= num_labels <= label_capacity``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import ZSLMLDecoder
+        >>> head = ZSLMLDecoder(word_dim=6, embed_dim=8, num_heads=2, ff_dim=16)
+        >>> features = np.zeros((2, 3, 3, 5), "float32")
+        >>> tuple(head(features, np.ones((7, 6), "float32")).shape)  # 7 labels now ...
+        (2, 7)
+        >>> tuple(head(features, np.ones((3, 6), "float32")).shape)  # ... 3 labels later
+        (2, 3)
     """
 
     def __init__(self, word_dim, group_size=1, embed_dim=768, num_heads=8, ff_dim=2048,
@@ -153,18 +166,18 @@ class ZSLMLDecoder(keras.layers.Layer):
         super().__init__(**kwargs)
         owner = "ZSLMLDecoder"
         if label_capacity is not None:
-            _check_int(owner, "label_capacity", label_capacity)
-        _check_int(owner, "num_labels", num_labels, minimum=0)
+            label_capacity = check_int(owner, "label_capacity", label_capacity, minimum=1)
+        num_labels = check_int(owner, "num_labels", num_labels, minimum=0)
         if num_labels > (label_capacity or 0):
             raise ValueError(f"ZSLMLDecoder: num_labels ({num_labels}) must be <= "
                              f"label_capacity ({label_capacity})")
         self.label_capacity, self.num_labels = label_capacity, int(num_labels)
-        for name, value in (("word_dim", word_dim), ("group_size", group_size),
-                            ("embed_dim", embed_dim), ("num_heads", num_heads),
-                            ("ff_dim", ff_dim), ("num_layers", num_layers)):
-            _check_int(owner, name, value)
-        _check_int(owner, "random_queries", random_queries, minimum=0)
-        _check_rate(owner, dropout)
+        word_dim, group_size, embed_dim, num_heads, ff_dim, num_layers = (
+            check_int(owner, name, value, minimum=1) for name, value in (
+                ("word_dim", word_dim), ("group_size", group_size), ("embed_dim", embed_dim),
+                ("num_heads", num_heads), ("ff_dim", ff_dim), ("num_layers", num_layers)))
+        random_queries = check_int(owner, "random_queries", random_queries, minimum=0)
+        dropout = check_rate(owner, "dropout", dropout)
         if embed_dim % num_heads:
             raise ValueError(f"ZSLMLDecoder: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")

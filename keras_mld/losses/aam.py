@@ -1,8 +1,8 @@
 """Asymmetric Angular Margin loss (AAM), on cosines.
 
 Paper: "Combining Metric Learning and Attention Heads For Accurate and Efficient
-Multilabel Image Classification" (papers/metric-learning-attention-heads.txt, eq. 1);
-contract: SPEC section 5 ("AAM"). ``keras.ops`` only.
+Multilabel Image Classification" (Prokofiev & Sovrasov, arXiv:2209.06585,
+section 3.4, eq. 1). ``keras.ops`` only.
 """
 from keras import ops
 import keras
@@ -11,14 +11,14 @@ from keras_mld.losses.asl import (
     _Float32Loss,
     _check_eps,
     _check_gamma,
-    _check_number,
     _clamped_log,
     _float32,
     _pow_from_log,
     _split_ignore,
 )
+from keras_mld.validation import check_number
 
-# Per-dataset hyper-parameters of the paper (SPEC section 5). ``learning_rate`` is the
+# Per-dataset hyper-parameters of the paper (arXiv:2209.06585, section 4). ``learning_rate`` is the
 # optimiser's (for training recipes); the other keys are AAMLoss arguments.
 AAM_PRESETS = {
     "coco": dict(s=23.0, m=0.0, k=0.7, gamma_neg=1.0, gamma_pos=0.0, learning_rate=0.007),
@@ -30,14 +30,14 @@ AAM_PRESETS = {
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class AAMLoss(_Float32Loss):
-    """Asymmetric angular margin loss on cosines ``c = cos(theta_j)`` in [-1, 1] (SPEC 5).
+    """Asymmetric angular margin loss on cosines ``c = cos(theta_j)`` in [-1, 1] (eq. 1).
 
     With ``p+ = sigmoid(s (c - m))`` and ``p- = sigmoid(-s (c + m))``, each element is::
 
         L = -(k / s) y (1 - p+)^gamma_pos log(max(p+, eps))
             - ((1 - k) / s) (1 - y) (1 - p-)^gamma_neg log(max(p-, eps))
 
-    (the paper's extracted text swaps the gamma names; as SPEC says, ``gamma_pos`` acts on
+    (the paper's extracted text swaps the gamma names; as in ASL, ``gamma_pos`` acts on
     positives and ``gamma_neg`` on negatives, as in ASL). Feed it the raw cosines of
     ``keras_mld.layers.CosineDense`` (not scaled by ``s``). At inference,
     ``sigmoid(s * c)`` is the matching probability.
@@ -54,7 +54,7 @@ class AAMLoss(_Float32Loss):
     Differences from the official OpenVINO training_extensions implementation
     (``AsymmetricAngularLossWithIgnore``): that one takes already-scaled logits ``s c``
     (its head multiplies by ``s``), has no ``1/s`` factor, no margin ``m``, and an extra
-    negative-probability clip (default 0.05, k default 0.8); this class follows SPEC.
+    negative-probability clip (default 0.05, k default 0.8); this class follows the paper.
 
     Per-dataset presets (paper, section 4): ``AAMLoss.preset("coco" | "voc" | "nus_wide" |
     "vg500", **overrides)``; the optimiser learning rates are in ``AAM_PRESETS`` for
@@ -67,15 +67,23 @@ class AAMLoss(_Float32Loss):
         gamma_neg, gamma_pos: focusing exponents, >= 0.
         eps: clamp of the log arguments, in [0, 1).
         reduction, name: as for ``keras.losses.Loss``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.losses import AAMLoss
+        >>> loss = AAMLoss.preset("coco")            # s=23, gamma_neg=1, gamma_pos=0, m=0, k=0.7
+        >>> cosines = np.array([[0.9, -0.8]], "float32")
+        >>> float(loss(np.array([[1.0, 0.0]]), cosines)) < float(loss(np.array([[0.0, 1.0]]), cosines))
+        True
     """
 
     def __init__(self, s=23.0, m=0.0, k=0.7, gamma_neg=1.0, gamma_pos=0.0, eps=1e-8,
                  reduction="sum_over_batch_size", name=None):
         owner = type(self).__name__
-        self.s = _check_number(owner, "s", s, low=0.0, low_open=True,
+        self.s = check_number(owner, "s", s, low=0.0, low_open=True,
                                accepted="a finite number > 0")
-        self.m = _check_number(owner, "m", m, accepted="a finite number")
-        self.k = _check_number(owner, "k", k, low=0.0, high=1.0,
+        self.m = check_number(owner, "m", m, accepted="a finite number")
+        self.k = check_number(owner, "k", k, low=0.0, high=1.0,
                                accepted="a number in [0, 1]")
         self.gamma_neg = _check_gamma(owner, "gamma_neg", gamma_neg)
         self.gamma_pos = _check_gamma(owner, "gamma_pos", gamma_pos)

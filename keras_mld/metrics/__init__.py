@@ -1,6 +1,7 @@
 """Exact multi-label metrics (numpy), a streaming Keras mAP metric, and ZSL helpers.
 
-SPEC sections 3 and 6. Labels are 1 / 0, with -1 marking an ignored entry (partial labels);
+The metrics of ML-Decoder (Ridnik et al., arXiv:2111.12933) (sections 3-4, ZSL: section 2.3.3).
+Labels are 1 / 0, with -1 marking an ignored entry (partial labels);
 values are fractions in [0, 1]. See :mod:`keras_mld.metrics.ranking` for the AP definition
 and the treatment of classes without positives.
 """

@@ -1,4 +1,4 @@
-"""Exact average precision and mAP (SPEC section 6): numpy functions and a streaming Keras metric.
+"""Exact average precision and mAP: numpy functions and a streaming Keras metric.
 
 Definition (the official ML-Decoder / ASL ``average_precision``): for one class, sort the
 images by score, descending; ``AP = (1/P) * sum over the positives, at rank r, of precision@r``
@@ -84,7 +84,7 @@ def _ap_columns(y, s):
 
 
 def average_precision(y_true_col, score_col):
-    """Exact AP of one class (SPEC 6).
+    """Exact AP of one class: ``(1/P) sum over positives at rank r of precision@r``.
 
     Args:
         y_true_col: ``[num_images]`` labels in {1, 0, -1}; -1 entries are ignored.
@@ -98,7 +98,7 @@ def average_precision(y_true_col, score_col):
 
 
 def mean_average_precision(y_true, y_score, return_per_class=False):
-    """Exact mAP (SPEC 6): mean AP over the classes with at least one positive.
+    """Exact mAP: mean AP over the classes with at least one positive.
 
     Args:
         y_true: ``[num_images, num_classes]`` in {1, 0, -1}; -1 entries are ignored
@@ -110,6 +110,13 @@ def mean_average_precision(y_true, y_score, return_per_class=False):
     Returns:
         ``mAP`` (float in [0, 1], ``NaN`` if no class has a positive), or
         ``(mAP, per_class_ap)`` when ``return_per_class``.
+
+    Examples:
+        >>> from keras_mld.metrics import mean_average_precision
+        >>> y_true = [[1, 0], [0, 1], [1, 1]]
+        >>> y_score = [[0.9, 0.2], [0.3, 0.8], [0.6, 0.1]]
+        >>> round(float(mean_average_precision(y_true, y_score)), 4)  # AP 1.0 and 0.8333
+        0.9167
     """
     y, s = check_labels_scores(y_true, y_score, "mean_average_precision")
     ap = _ap_columns(y, s)
@@ -120,7 +127,7 @@ def mean_average_precision(y_true, y_score, return_per_class=False):
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class MeanAveragePrecision(keras.metrics.Metric):
-    """Exact streaming mAP (SPEC 6) as a Keras metric; ``keras.ops`` only (TF and JAX, jit).
+    """Exact streaming mAP as a Keras metric; ``keras.ops`` only (TF and JAX, jit).
 
     ``update_state`` copies each batch of scores and labels into preallocated
     ``[capacity, num_classes]`` state variables at the row given by a counter; ``result``
@@ -148,6 +155,15 @@ class MeanAveragePrecision(keras.metrics.Metric):
         capacity: maximum number of samples accumulated between resets (int >= 1).
         name: metric name (default ``"mAP"``).
         dtype: dtype of the state and the result (default ``"float32"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.metrics import MeanAveragePrecision
+        >>> metric = MeanAveragePrecision(num_classes=2)
+        >>> metric.update_state(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.3, 0.8]]))
+        >>> metric.update_state(np.array([[1, 1]]), np.array([[0.6, 0.1]]))
+        >>> round(float(metric.result()), 4)          # the same as mean_average_precision
+        0.9167
     """
 
     def __init__(self, num_classes, capacity=50_000, name="mAP", dtype="float32", **kwargs):

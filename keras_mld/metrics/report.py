@@ -1,4 +1,6 @@
-"""Multi-label classification report: mAP, CP, CR, CF1, OP, OR, OF1 (SPEC section 6).
+"""Multi-label classification report: mAP, CP, CR, CF1, OP, OR, OF1, the metrics
+reported by ML-Decoder (Ridnik et al., arXiv:2111.12933) and Prokofiev & Sovrasov
+(arXiv:2209.06585) section 4.
 
 Follows the evaluation code of ML-GCN (``util.py``, ``AveragePrecisionMeter.evaluation``),
 the reference implementation behind the CP..OF1 columns of the multi-label literature that
@@ -65,7 +67,7 @@ def _f1(p, r):
 
 def multilabel_report(y_true, y_score, threshold=0.5, top_k=None,
                       top_k_requires_threshold=False):
-    """mAP and CP, CR, CF1, OP, OR, OF1 of multi-label predictions (SPEC 6).
+    """mAP and CP, CR, CF1, OP, OR, OF1 of multi-label predictions.
 
     Args:
         y_true: ``[num_images, num_classes]`` in {1, 0, -1}; -1 entries are ignored (neither
@@ -83,6 +85,12 @@ def multilabel_report(y_true, y_score, threshold=0.5, top_k=None,
     Returns:
         dict with float values in [0, 1] (or NaN, see the module docstring) under the keys
         ``"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"``.
+
+    Examples:
+        >>> from keras_mld.metrics import multilabel_report
+        >>> report = multilabel_report([[1, 0], [0, 1]], [[0.9, 0.2], [0.3, 0.8]])
+        >>> round(report["mAP"], 4), round(report["CF1"], 4), round(report["OF1"], 4)
+        (1.0, 1.0, 1.0)
     """
     y, s = check_labels_scores(y_true, y_score, "multilabel_report")
     pred = predict_labels(s, threshold, top_k, top_k_requires_threshold, "multilabel_report")

@@ -1,6 +1,6 @@
-"""Per-class decision thresholds maximising per-class F1 (SPEC section 6).
+"""Per-class decision thresholds maximising per-class F1.
 
-papers/metric-learning-attention-heads.txt, 4.5: a grid search per class on a calibration
+Prokofiev & Sovrasov (arXiv:2209.06585), section 4.5: a grid search per class on a calibration
 split (not the test split) gains +0.6 to +3.6 OF1 over a global 0.5.
 """
 import numpy as np
@@ -45,6 +45,12 @@ def tune_thresholds(y_true, y_score, grid=None, default=0.5, return_f1=False):
     Returns:
         ``thresholds`` float64 ``[num_classes]``, or ``(thresholds, f1)`` if ``return_f1``.
         Among thresholds with equal F1 the largest is kept (fewest false positives).
+
+    Examples:
+        >>> from keras_mld.metrics import tune_thresholds
+        >>> thresholds = tune_thresholds([[1], [1], [0], [0]], [[0.9], [0.4], [0.3], [0.1]])
+        >>> bool(0.3 < float(thresholds[0]) <= 0.4)   # separates 0.4 (positive) from 0.3
+        True
     """
     y, s = check_labels_scores(y_true, y_score, "tune_thresholds")
     if grid is not None:

@@ -1,4 +1,5 @@
-"""Multi-label zero-shot evaluation (SPEC section 3; ML-Decoder section 2.3.3 and appendix B).
+"""Multi-label zero-shot evaluation (ML-Decoder (Ridnik et al., arXiv:2111.12933)
+section 2.3.3 and appendix B).
 
 Two settings on the same test images (NUS-WIDE: 925 seen and 81 unseen labels):
 
@@ -110,6 +111,14 @@ def zsl_report(y_true, y_score, unseen, ks=(3, 5), drop_empty=True):
     Returns:
         ``{"zsl": {...}, "gzsl": {...}}``, each with ``"mAP"`` and ``"P@k"``, ``"R@k"``,
         ``"F1@k"`` for every k in ``ks``, plus ``"num_labels"``.
+
+    Examples:
+        >>> from keras_mld.metrics import zsl_report
+        >>> y_true = [[1, 0, 1], [0, 1, 0]]
+        >>> y_score = [[0.9, 0.1, 0.8], [0.2, 0.7, 0.1]]
+        >>> report = zsl_report(y_true, y_score, unseen=[2], ks=(1,))
+        >>> sorted(report)[:2]
+        ['gzsl', 'zsl']
     """
     y, s = check_labels_scores(y_true, y_score, "zsl_report")
     mask = _unseen_mask(unseen, s.shape[1])

@@ -1,4 +1,5 @@
-"""Training strategy of SPEC section 7 (TensorFlow backend).
+"""Training strategy of Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5 and
+ML-Decoder (Ridnik et al., arXiv:2111.12933) appendix C (TensorFlow backend).
 
 SAM (:class:`SAMModel`), OneCycle (:class:`OneCycle`), weight decay without biases and
 normalisation variables (:func:`configure_weight_decay`), EMA evaluation and the papers'

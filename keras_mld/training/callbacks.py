@@ -1,4 +1,5 @@
-"""Training callbacks of SPEC section 7: EMA evaluation, the papers' early-stopping rule and
+"""Training callbacks of Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5: EMA evaluation, the
+papers' early-stopping rule and
 an atomic best-model checkpoint.
 
 Resume: each stateful callback here may keep a JSON file (``state_path``) holding the
@@ -65,7 +66,8 @@ class EMAEvaluation(keras.callbacks.Callback):
     Adds ``val_ema_<metric>`` (e.g. ``val_ema_loss``, ``val_ema_mAP``) to the epoch logs,
     and ``val_<metric>`` too when ``fit`` was not given ``validation_data`` (or with
     ``evaluate_raw=True``). Put it before callbacks that monitor these keys. The EMA
-    weights come from the model's optimizer (``use_ema=True``, SPEC: momentum 0.9997);
+    weights come from the model's optimizer (``use_ema=True``, momentum 0.9997 as in ML-Decoder
+    (Ridnik et al., arXiv:2111.12933) appendix C);
     BatchNorm moving statistics are the raw ones (Keras keeps no EMA of them).
     """
 
@@ -185,9 +187,9 @@ class _ReplayedState(keras.callbacks.Callback):
 
 # ---------------------------------------------------------------- early stopping
 class EarlyStoppingRule:
-    """The papers' early-stopping rule, as a pure state machine (SPEC section 7).
+    """The papers' early-stopping rule, as a pure state machine.
 
-    Text (papers/metric-learning-attention-heads.txt 3.5): "if the best result on the
+    Text (Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5): "if the best result on the
     validation subset hasn't been improved during 5 epochs, and evaluation results stay
     below the EMA averaged sequence of the previous best results, the training process
     stops". Our reading (``rule="paper"``, default), with scores oriented so that higher

@@ -1,4 +1,5 @@
-"""Data-parallel training with ``tf.distribute`` (issue 7; SPEC section 7 under replicas).
+"""Data-parallel training with ``tf.distribute`` (the training strategy of
+Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5, under replicas).
 
 ``tf.distribute`` is the engine: this module only picks the strategy, makes the input
 sharding and the batch / learning-rate arithmetic explicit, and keeps files per the

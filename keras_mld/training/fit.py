@@ -1,4 +1,5 @@
-"""The training recipe of SPEC section 7 wired into ``keras.Model.fit``.
+"""The training strategy of Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5 and ML-Decoder
+(Ridnik et al., arXiv:2111.12933) appendix C, wired into ``keras.Model.fit``.
 
 ``fit(model, train_data, validation_data, recipe, run_dir)``:
 
@@ -43,7 +44,8 @@ from keras_mld.training.weight_decay import configure_weight_decay
 
 __all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "resolve_jit_compile"]
 
-#: ML-Decoder MS-COCO recipe (SPEC 7), plus OneCycle and early stopping.
+#: ML-Decoder MS-COCO recipe (Ridnik et al., arXiv:2111.12933, appendix C), plus OneCycle
+#: and early stopping.
 DEFAULT_RECIPE = {
     "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "epochs": 40,
     "sam_rho": None, "ema_momentum": 0.9997,

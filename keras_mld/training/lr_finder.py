@@ -1,4 +1,5 @@
-"""Learning-rate range test (Smith 2017; "initial learning rate estimation", SPEC section 7).
+"""Learning-rate range test (Smith 2017; "initial learning rate
+estimation" of Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5).
 
 :func:`lr_range_test` trains for ``num_steps`` batches while the learning rate grows
 geometrically from ``min_lr`` to ``max_lr``, records the loss of every step, and restores

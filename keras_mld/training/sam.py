@@ -1,6 +1,7 @@
 """Sharpness-aware minimisation (SAM, Foret et al. 2021) as a Keras training wrapper.
 
-SPEC section 7 / papers/metric-learning-attention-heads.txt 3.5: SAM with ``rho = 0.05``
+Foret et al. (arXiv:2010.01412), as used by Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5:
+SAM with ``rho = 0.05``
 is the default optimiser of the training strategy. One SAM step::
 
     g  = grad L(w)                        (first pass, at the current weights)
@@ -91,7 +92,8 @@ def sam_gradients(loss_fn, variables, rho=0.05, eps=1e-12):
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class SAMModel(keras.Model):
-    """Wraps a built model so that ``fit`` takes SAM steps (SPEC section 7).
+    """Wraps a built model so that ``fit`` takes SAM steps (Foret et al. (arXiv:2010.01412),
+    Algorithm 1).
 
     Args:
         model: a built ``keras.Model`` (typically functional); stays savable/exportable

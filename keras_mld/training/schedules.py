@@ -1,4 +1,5 @@
-"""OneCycle learning-rate policy (Smith 2018), SPEC section 7 (official ``pct_start`` 0.2).
+"""OneCycle learning-rate policy (Smith 2018, arXiv:1803.09820) as used by
+Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5 (official ``pct_start`` 0.2).
 
 Same values as ``torch.optim.lr_scheduler.OneCycleLR(max_lr, total_steps,
 pct_start=0.2, anneal_strategy="cos", div_factor=25, final_div_factor=1e4,

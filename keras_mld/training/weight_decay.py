@@ -1,4 +1,6 @@
-"""Weight decay without decay on biases and normalisation layers (SPEC section 7).
+"""Weight decay without decay on biases and normalisation layers
+(Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5; ML-Decoder (Ridnik et al., arXiv:2111.12933)
+appendix C).
 
 Keras optimizers apply *decoupled* weight decay when built with ``weight_decay=wd``
 (``keras.optimizers.AdamW``, or ``Adam``/``SGD``/... with ``weight_decay``): before each

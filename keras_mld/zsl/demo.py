@@ -6,7 +6,8 @@ trained on their labels only (images may contain unseen digits, unlabelled, as i
 NUS-WIDE ZSL). At test time the same model, not rebuilt, scores the three *unseen*
 labels (ZSL) and all ten (GZSL) from their word vectors. It is trained twice with the
 same budget: without query augmentations, and with query-noise + random-queries
-(SPEC section 3). ZSL/GZSL mAP and P/R/F1 at top-3/top-5 are compared with the chance
+(ML-Decoder (Ridnik et al., arXiv:2111.12933) section 2.3.3). ZSL/GZSL mAP and P/R/F1 at
+top-3/top-5 are compared with the chance
 level (the same metrics of random scores, mean over 20 draws).
 
 Word vectors of number words carry little about a digit's *shape*, so ZSL here may well

@@ -1,6 +1,7 @@
 """Label graphs from training labels: co-occurrence, conditional probabilities, ML-GCN adjacency.
 
-SPEC section 4 ("GraphAttentionReweight", "ML-GCN"); papers/metric-learning-attention-heads.txt
+The label graphs of Prokofiev & Sovrasov (arXiv:2209.06585) section 3.3 and ML-GCN, Chen et al.
+(arXiv:1904.03582) section 3.3;
 3.3 builds ``Z`` "in the same way as" ML-GCN (Chen et al., CVPR 2019, section 3.4).
 
 Conventions (all numpy, float32 results):

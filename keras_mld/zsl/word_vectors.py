@@ -1,8 +1,10 @@
 """Word vectors for label names: GloVe / word2vec text files and the GloVe 6B 50-d package.
 
-SPEC section 3: a label is represented by word vectors ``V [N, d_w]`` (GloVe in the
+ML-Decoder (Ridnik et al., arXiv:2111.12933) section 2.3.3: a label is represented by word vectors
+``V [N, d_w]`` (GloVe in the
 papers); a multi-word label ("traffic light", "hair_drier") is the mean of its
-words' vectors. The same vectors feed the graph heads (SPEC section 4
+words' vectors. The same vectors feed the graph heads (Prokofiev & Sovrasov (arXiv:2209.06585)
+section 3.3;
 "GraphAttentionReweight", "ML-GCN": ``G [N, d_w]``).
 
 Sources accepted by :func:`load_word_vectors`:
@@ -229,7 +231,7 @@ def label_vectors(labels, word_vectors, oov="error"):
     """Label phrase vectors ``[N, d]`` float32: each label is the mean of its words' vectors.
 
     Words are split on whitespace and underscores (:func:`split_label`) and looked up
-    case-insensitively (SPEC section 3).
+    case-insensitively.
 
     Args:
         labels: sequence of N label names (strings).

@@ -1,4 +1,4 @@
-"""keras_mld.export.export_saved_model (SPEC section 8).
+"""keras_mld.export.export_saved_model (docs/serving.md).
 
 The central check: every signature of every export, run in a fresh interpreter where only
 TensorFlow can be imported (``tf_only_runner.py``), matches the in-process Keras model to

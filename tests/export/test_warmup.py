@@ -1,4 +1,4 @@
-"""TF Serving warm-up file: assets.extra/tf_serving_warmup_requests (SPEC section 8)."""
+"""TF Serving warm-up file: assets.extra/tf_serving_warmup_requests (docs/serving.md)."""
 import os
 
 import keras

@@ -1,4 +1,5 @@
-"""keras_mld.export.export_zero_shot_saved_model (SPEC sections 3 and 8).
+"""keras_mld.export.export_zero_shot_saved_model (ML-Decoder (Ridnik et al., arXiv:2111.12933)
+2.3.3; docs/serving.md).
 
 A word-query model is trained one step on 5 "seen" label vectors, exported once, and the
 export, loaded in a fresh interpreter where only TensorFlow can be imported

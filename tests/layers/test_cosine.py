@@ -1,4 +1,4 @@
-"""CosineDense (SPEC section 4 "CosineDense") against numpy."""
+"""CosineDense (Prokofiev & Sovrasov (arXiv:2209.06585) section 3.4) against numpy."""
 import keras
 import numpy as np
 import pytest

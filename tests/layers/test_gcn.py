@@ -1,11 +1,12 @@
-"""MLGCNHead (SPEC section 4 "ML-GCN"; Chen et al. 2019) against numpy."""
+"""MLGCNHead (ML-GCN, Chen et al. (arXiv:1904.03582)) against numpy."""
 import json
 
 import keras
 import numpy as np
 import pytest
 
-from keras_mld.layers import MLGCNHead, freeze_graph_branches
+from keras_mld.graph_branches import freeze_graph_branches
+from keras_mld.layers import MLGCNHead
 from tests.helpers import grad_wrt_variables, to_np
 
 N, D_W, C = 4, 6, 8

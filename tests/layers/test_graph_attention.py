@@ -1,4 +1,4 @@
-"""GraphAttentionReweight (SPEC section 4; metric-learning paper 3.3, Fig. 1) against a numpy
+"""GraphAttentionReweight (Prokofiev & Sovrasov (arXiv:2209.06585) 3.3, Fig. 1) against a numpy
 graph-attention reference (Velickovic et al. 2018) written here, with the layer's weights."""
 import json
 
@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mld.layers import GraphAttention, GraphAttentionReweight, freeze_graph_branches
+from keras_mld.graph_branches import freeze_graph_branches
+from keras_mld.layers import GraphAttention, GraphAttentionReweight
 from tests.helpers import grad_wrt_variables, to_np
 
 N, D_W, C = 5, 6, 8

@@ -1,4 +1,4 @@
-"""GroupDense (ML-Decoder eq. 6, SPEC section 2 "GroupDense") against per-class python loops."""
+"""GroupDense (ML-Decoder, arXiv:2111.12933, eq. 6) against per-class python loops."""
 import keras
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ B, D = 2, 8
 
 
 def loop_reference(t, kernel, bias, num_classes, cosine=False):
-    """SPEC: g = ceil(N/K); logit[n] = sum_d t[k,d] W[k,d,j] + b[n], k = n // g, j = n % g."""
+    """Eq. 6: g = ceil(N/K); logit[n] = sum_d t[k,d] W[k,d,j] + b[n], k = n // g, j = n % g."""
     t, kernel = t.astype(np.float64), kernel.astype(np.float64)
     g = kernel.shape[2]
     assert g == -(-num_classes // kernel.shape[0])

@@ -1,4 +1,5 @@
-"""MLDecoder (SPEC section 2) against a numpy reference written from SPEC."""
+"""MLDecoder against a numpy reference written from ML-Decoder (Ridnik et al., arXiv:2111.12933)
+section 2.3.2."""
 import warnings
 
 import keras
@@ -12,7 +13,8 @@ from tests.numpy_reference import decoder_layer_weights
 EPS = 1e-5  # LayerNorm epsilon (PyTorch default, used by the official code)
 
 
-# ---------------------------------------------------------------- numpy reference (SPEC 2)
+# ---------------------------------------------------------------- numpy reference
+# (arXiv:2111.12933, eqs. 7-9)
 def _ln(x, gamma, beta):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
@@ -37,8 +39,9 @@ def _mha(t, e, w):
 
 
 def reference(x, w, num_classes, cosine=False):
-    """SPEC section 2, inference mode (dropout = identity). ``cosine``: normalise both
-    arguments of the GroupDense dot products, no bias (SPEC section 4)."""
+    """ML-Decoder section 2.3.2, inference mode (dropout = identity). ``cosine``: normalise both
+    arguments of the GroupDense dot products, no bias (Prokofiev & Sovrasov (arXiv:2209.06585)
+    3.4)."""
     x = x.astype(np.float64)
     if x.ndim == 4:  # row-major: h, then w
         x = x.reshape(x.shape[0], x.shape[1] * x.shape[2], x.shape[3])

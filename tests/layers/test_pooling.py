@@ -1,4 +1,4 @@
-"""GlobalPoolHead (SPEC section 4 "GAP") against numpy."""
+"""GlobalPoolHead (the GAP baseline) against numpy."""
 import keras
 import numpy as np
 import pytest

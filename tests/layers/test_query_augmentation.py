@@ -1,4 +1,4 @@
-"""Query augmentations (ML-Decoder 2.3.3, SPEC section 3): identity at inference, active in
+"""Query augmentations (ML-Decoder, arXiv:2111.12933, 2.3.3): identity at inference, active in
 training, and random-query targets that never reach the model output or the metrics."""
 import keras
 import numpy as np

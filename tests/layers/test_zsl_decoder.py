@@ -1,5 +1,5 @@
-"""ZSLMLDecoder (zero-shot ML-Decoder, SPEC section 3) against a numpy reference written
-from SPEC, with the label set changing between calls."""
+"""ZSLMLDecoder (zero-shot ML-Decoder, arXiv:2111.12933 section 2.3.3 and appendix B)
+against a numpy reference written from the paper, with the label set changing between calls."""
 import keras
 import numpy as np
 import pytest
@@ -15,7 +15,8 @@ EPS = 1e-5
 DW = 6  # word_dim
 
 
-# ---------------------------------------------------------------- numpy reference (SPEC 3)
+# ---------------------------------------------------------------- numpy reference
+# (arXiv:2111.12933 2.3.3)
 def _ln(x, gamma, beta):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
@@ -36,7 +37,7 @@ def _mha(t, e, w):
 
 
 def _decode(t, e, layers):
-    """SPEC 2 step 3 in inference mode: no self-attention, post-norm."""
+    """ML-Decoder eqs. 7-8 (arXiv:2111.12933) in inference mode: no self-attention, post-norm."""
     for lw in layers:
         t = _ln(t + t, lw["g1"], lw["b1"])
         t = _ln(t + _mha(t, e, lw), lw["g2"], lw["b2"])

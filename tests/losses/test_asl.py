@@ -1,4 +1,5 @@
-"""AsymmetricLoss / AsymmetricLossSingleLabel against numpy references written from SPEC 5."""
+"""AsymmetricLoss / AsymmetricLossSingleLabel against numpy references written from
+arXiv:2009.14119 section 3."""
 import keras
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ from tests.helpers import grad_wrt_inputs, to_np
 from tests.numpy_reference import finite_diff
 
 
-# ----------------------------------------------------------------- numpy references (SPEC 5)
+# ----------------------------------------------------------------- numpy references (ASL,
+# arXiv:2009.14119)
 def np_sigmoid(x):
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-x))

@@ -1,4 +1,4 @@
-"""mAP (numpy) against scikit-learn and the SPEC 6 definition; the streaming Keras metric."""
+"""mAP (numpy) against scikit-learn and the definition written out; the streaming Keras metric."""
 import keras
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from tests.helpers import to_np
 
 
 def spec_ap(labels, scores):
-    """SPEC 6 written out: sort descending, AP = 1/P sum over positives of precision@rank."""
+    """AP written out: sort descending, AP = 1/P sum over positives of precision@rank."""
     order = np.argsort(-scores)
     hits, total = 0, 0.0
     for rank, i in enumerate(order, start=1):

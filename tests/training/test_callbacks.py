@@ -1,4 +1,5 @@
-"""EMA evaluation, the papers' early-stopping rule and the atomic best checkpoint (SPEC 7)."""
+"""EMA evaluation, the papers' early-stopping rule and the atomic best checkpoint (Prokofiev &
+Sovrasov (arXiv:2209.06585) section 3.5)."""
 import os
 
 import keras

@@ -1,4 +1,5 @@
-"""The fit recipe helper (SPEC 7): wiring, recipe validation, files written."""
+"""The fit recipe helper (Prokofiev & Sovrasov (arXiv:2209.06585) 3.5; ML-Decoder (Ridnik et al.,
+arXiv:2111.12933) appendix C): wiring, recipe validation, files written."""
 import json
 import os
 

@@ -1,4 +1,5 @@
-"""Learning-rate range test (SPEC 7): increasing lrs, per-step losses, model restored."""
+"""Learning-rate range test (Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5): increasing lrs,
+per-step losses, model restored."""
 import keras
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""A killed training run resumes from the BackupAndRestore checkpoint (SPEC 7)."""
+"""A killed training run resumes from the BackupAndRestore checkpoint."""
 import csv
 import json
 import os

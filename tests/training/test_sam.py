@@ -1,4 +1,5 @@
-"""SAM (SPEC 7): one SAMModel step equals the two-pass formula computed independently."""
+"""SAM (Foret et al. (arXiv:2010.01412)): one SAMModel step equals the two-pass formula computed
+independently."""
 import os
 import subprocess
 import sys

