@@ -10,9 +10,11 @@ Signatures (all batch-major, ``B`` may be 0):
 
 - ``serving_default``: ``images`` float32 ``[B, H, W, 3]`` RGB in [0, 255]
   -> ``scores`` float32 ``[B, N]`` (sigmoid, or softmax for single-label models).
-- ``predict_images``: ``image_bytes`` string ``[B]`` (encoded JPEG/PNG/GIF/BMP, formats may be
-  mixed) decoded and resized with ``keras_mld.data.image.decode_and_resize`` (as in
-  training) -> ``scores`` ``[B, N]``; ``labels`` string ``[B, N]``: the names whose score is
+- ``predict_images``: ``image_bytes`` string ``[B]`` (encoded JPEG/PNG/GIF/BMP/WebP, formats may
+  be mixed) decoded and resized with ``keras_mld.data.image.decode_and_resize`` (as in
+  training) -> ``scores`` ``[B, N]``. Bounded: each image's width and height are read from
+  its header before decoding; an image over ``max_image_pixels`` or a request of more than
+  ``max_batch_size`` images fails with ``INVALID_ARGUMENT`` naming the limit; ``labels`` string ``[B, N]``: the names whose score is
   ``>=`` their class threshold, highest score first, padded with ``""``; ``num_labels``
   int32 ``[B]`` (non-empty entries of each ``labels`` row); ``top_k_labels`` string
   ``[B, k]`` and ``top_k_scores`` float32 ``[B, k]`` (``k = min(top_k, N)``, best first).
@@ -33,7 +35,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.layers.graph_attention import freeze_graph_branches
-from keras_mld.data.image import decode_and_resize
+from keras_mld.data.image import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS,
+                                   _check_limit, decode_batch as _decode_batch)
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
                                      write_warmup_requests)
 
@@ -105,6 +108,13 @@ def _check_labels(labels, n):
         dup = sorted({x for x in out if out.count(x) > 1})
         raise _err("labels", "unique class names", f"duplicates {dup}")
     return out
+
+
+def _limit(value, name):
+    try:
+        return _check_limit(value, name)
+    except ValueError as e:
+        raise ValueError(f"export: {e}") from None
 
 
 def _check_thresholds(thresholds, n):
@@ -198,7 +208,9 @@ def _serving_module(model, labels, thresholds, assets):
     return module
 
 
-def _signature_functions(module, model, task, image_size, top_k):
+def _signature_functions(module, model, task, image_size, top_k,
+                         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                         max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """``{name: tf.function}``: closures over the Keras model (whose call is traced in).
 
     They are not attributes of ``module``: tf.saved_model.save would trace them once more
@@ -219,8 +231,7 @@ def _signature_functions(module, model, task, image_size, top_k):
         return tf.math.sigmoid(logits)
 
     def decode_batch(image_bytes):
-        return tf.map_fn(lambda b: decode_and_resize(b, (height, width)), image_bytes,
-                         fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+        return _decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
 
     @tf.function(input_signature=[images_spec], autograph=False)
     def serving_default(images):
@@ -296,14 +307,15 @@ def models_config_text(model_name, base_path, versions):
         "}\n")
 
 
-def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_classes):
+def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_classes,
+                  limits=None):
     paths = {"labels.txt": os.path.join(staging, "labels.txt"),
              "keras_mld.json": os.path.join(staging, "keras_mld.json")}
     with open(paths["labels.txt"], "w", encoding="utf-8") as f:
         f.write("".join(name + "\n" for name in labels))
     meta = {"format": "keras_mld.export/1", "task": task, "labels": list(labels),
             "thresholds": [float(t) for t in thresholds], "image_size": list(image_size),
-            "top_k": min(top_k, num_classes), "signatures": list(SIGNATURES)}
+            "top_k": min(top_k, num_classes), "signatures": list(SIGNATURES), **(limits or {})}
     with open(paths["keras_mld.json"], "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1, ensure_ascii=False)
     return paths
@@ -327,7 +339,9 @@ def _move_into_place(tmp_dir, final_dir, overwrite):
 
 
 def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
-                       image_size=None, task=None, top_k=5, overwrite=False):
+                       image_size=None, task=None, top_k=5, overwrite=False,
+                       max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                       max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """Export ``model`` (logits ``[B, N]``) for TF Serving; returns ``base_dir/<version>``.
 
     Args:
@@ -343,6 +357,10 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
             else multilabel.
         top_k: number of ``top_k_labels`` / ``top_k_scores`` (capped at ``N``).
         overwrite: replace an existing version (atomically) instead of refusing.
+        max_image_pixels: ``predict_images`` refuses (``INVALID_ARGUMENT``) an image whose
+            header declares more pixels (default 40,000,000; None: no limit).
+        max_batch_size: ``predict_images`` refuses a request of more images (default 256;
+            None: no limit).
 
     Also writes ``assets.extra/tf_serving_warmup_requests`` into the version and an
     example ``base_dir/models.config`` serving this version and the newest other one.
@@ -359,6 +377,8 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
     labels = _check_labels(labels, num_classes)
     thresholds = _check_thresholds(thresholds, num_classes)
     image_size = _check_image_size(model, _images_input(model), image_size)
+    limits = {"max_image_pixels": _limit(max_image_pixels, "max_image_pixels"),
+              "max_batch_size": _limit(max_batch_size, "max_batch_size")}
     base_dir = os.path.abspath(os.fspath(base_dir))
     version = _check_version(version, base_dir, overwrite)
     _serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
@@ -368,9 +388,10 @@ def export_saved_model(model, base_dir, labels, thresholds=None, version=None,
     def write(tmp_dir):
         with tempfile.TemporaryDirectory() as staging:
             assets = _write_assets(staging, labels, thresholds, task, image_size, top_k,
-                                   num_classes)
+                                   num_classes, limits)
             module = _serving_module(model, labels, thresholds, assets)
-            functions = _signature_functions(module, model, task, image_size, int(top_k))
+            functions = _signature_functions(module, model, task, image_size, int(top_k),
+                                             **limits)
             _save(module, functions, tmp_dir)
         write_warmup_requests(tmp_dir, image_size, model_name=model_name)
         _verify_export(tmp_dir)
