@@ -148,7 +148,10 @@ def predict(model_path, images, labels=None, top_k=5, threshold=0.5):
     for path in images:
         if not os.path.isfile(path):
             raise ValueError(f"images: no such file {path!r}")
-        x = decode_and_resize(tf.io.read_file(path), size)[None]
+        try:  # bounded: an image over DEFAULT_MAX_IMAGE_PIXELS is refused from its header
+            x = decode_and_resize(tf.io.read_file(path), size)[None]
+        except tf.errors.InvalidArgumentError as e:
+            raise ValueError(f"images: cannot use {path!r}: {e.message.strip()}") from None
         scores = probabilities(model, model(x, training=False))[0]
         order = np.argsort(-scores)[:top_k]
         picked = [(names[i], float(scores[i])) for i in order if scores[i] >= threshold]
