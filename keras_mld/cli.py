@@ -41,13 +41,21 @@ def _parser():
     e.add_argument("--data", required=True)
     e.add_argument("--batch-size", type=int, default=32)
 
-    x = sub.add_parser("export", help="export a .keras model as a TF Serving SavedModel")
+    x = sub.add_parser("export", help="export a .keras model: TF Serving SavedModel, ONNX or "
+                                      "OpenVINO IR")
     x.add_argument("--model", required=True)
-    x.add_argument("--out", required=True, help="base directory (versions go below it)")
+    x.add_argument("--format", default="savedmodel", choices=("savedmodel", "onnx", "openvino"))
+    x.add_argument("--out", required=True,
+                   help="savedmodel: base directory (versions go below it); onnx: the .onnx "
+                        "file; openvino: the directory for model.xml/model.bin")
     x.add_argument("--labels", help="labels .txt/.json (default: labels.json beside the model)")
     x.add_argument("--thresholds", help="JSON list of per-class thresholds, or one float")
-    x.add_argument("--version", type=int)
+    x.add_argument("--version", type=int, help="savedmodel only")
     x.add_argument("--overwrite", action="store_true")
+    x.add_argument("--max-image-pixels", type=int, default=40_000_000,
+                   help="savedmodel: predict_images refuses larger images (default 40,000,000)")
+    x.add_argument("--max-batch-size", type=int, default=256,
+                   help="savedmodel: predict_images refuses larger requests (default 256)")
 
     r = sub.add_parser("predict", help="labels and scores for image files")
     r.add_argument("images", nargs="+")
@@ -98,12 +106,20 @@ def _run(args):
         return 0
     if args.command == "export":
         import keras
-        from keras_mld.export import export_saved_model
+        from keras_mld import export
         model = keras.models.load_model(args.model, safe_mode=True)
         thresholds = json.loads(args.thresholds) if args.thresholds else None
-        path = export_saved_model(model, args.out, workflows.load_labels(args.model, args.labels),
-                                  thresholds=thresholds, version=args.version,
-                                  overwrite=args.overwrite)
+        labels = workflows.load_labels(args.model, args.labels)
+        if args.format == "savedmodel":
+            path = export.export_saved_model(model, args.out, labels, thresholds=thresholds,
+                                             version=args.version, overwrite=args.overwrite,
+                                             max_image_pixels=args.max_image_pixels,
+                                             max_batch_size=args.max_batch_size)
+        else:
+            if args.version is not None:
+                raise ValueError("--version: only for --format savedmodel")
+            fn = export.export_onnx if args.format == "onnx" else export.export_openvino
+            path = fn(model, args.out, labels, thresholds=thresholds, overwrite=args.overwrite)
         print(path)
         return 0
     if args.command == "bench":

@@ -24,6 +24,7 @@ An op OpenVINO cannot convert is an error naming it.
 """
 import json
 import os
+import re
 
 from keras_mld.export import deploy
 
@@ -40,6 +41,23 @@ def _openvino(caller="export_openvino"):
     return openvino
 
 
+def _where(fn, message):
+    """`` (op X in layer a/b)`` for the ops OpenVINO's report names, from the traced graph."""
+    found = re.search(r"No conversion rule found for operations: ([^\n]*)", message)
+    if not found:
+        return ""
+    ops = {op.strip() for op in found.group(1).split(",") if op.strip()}
+    graph = fn.get_concrete_function().graph
+    layers = {}
+    for op in graph.get_operations():
+        if op.type in ops:
+            parts = op.name.split("/")
+            layers.setdefault(op.type, set()).add("/".join(parts[:2]) if len(parts) > 1
+                                                  else op.name)
+    return " (" + "; ".join(f"op {op} in {', '.join(sorted(layers.get(op, ['?']))[:3])}"
+                            for op in sorted(ops)) + ")"
+
+
 def convert(model, meta):
     """The ``openvino.Model`` of ``model`` under the deployment contract, and the sample batch
     with TensorFlow's scores for it."""
@@ -50,9 +68,9 @@ def convert(model, meta):
         expected = fn(images).numpy()
         try:
             ov_model = ov.convert_model(fn)
-        except Exception as e:  # OpConversionFailure names the TF op it cannot take
-            raise ValueError(f"export_openvino: OpenVINO cannot convert {model.name!r}: "
-                             f"{type(e).__name__}: {e}") from None
+        except Exception as e:  # OpConversionFailure names the TF ops it cannot take
+            raise ValueError(f"export_openvino: OpenVINO cannot convert {model.name!r}"
+                             f"{_where(fn, str(e))}: {type(e).__name__}: {e}") from None
     # the TF frontend also returns dangling tensors of the graph (ML-Decoder: a shape
     # slice) as results: keep only the scores
     scores_name = f"{deploy.OUTPUT_NAME}:0"
