@@ -217,7 +217,7 @@ def parse_args(argv=None):
     p.add_argument("--backbone", default="efficientnetv2_s")
     p.add_argument("--head", default="mldecoder")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--classes", type=int, default=80)
+    p.add_argument("--classes", type=int, default=100)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--requests", type=int, default=50, help="requests per client")
     p.add_argument("--max-batch-size", type=int, default=16)
