@@ -12,6 +12,8 @@ with ``tf.image.extract_jpeg_shape``, PNG/GIF/BMP/WebP from their header fields)
 JPEG) with ``tf.errors.InvalidArgumentError`` naming the limit. Everything is in-graph
 core TensorFlow, so exported SavedModels carry the guard.
 """
+import numbers
+
 import tensorflow as tf
 
 RESIZE_METHOD = "bilinear"
@@ -98,7 +100,9 @@ def image_shape_from_header(image_bytes):
     """``(height, width)`` int64 ``[2]`` of encoded image bytes, read from the header only.
 
     JPEG: ``tf.image.extract_jpeg_shape`` (libjpeg's header reader). PNG: the IHDR fields.
-    GIF: the logical screen and every frame descriptor (see ``_gif_shape``). BMP: the info
+    GIF: the largest of the logical screen and every frame descriptor, the size TensorFlow's
+    decoder allocates (when the frames together hold more pixels than that, a square of
+    their total: an upper bound for the guard). BMP: the info
     header's width and ``|height|``. WebP: the VP8 / VP8L / VP8X header. ``[-1, -1]`` for
     any other format (which ``tf.io.decode_image`` does not decode either). A JPEG whose
     header cannot be parsed raises ``InvalidArgumentError``.
@@ -146,8 +150,8 @@ def image_shape_from_header(image_bytes):
 def _check_limit(max_image_pixels, what="max_image_pixels"):
     if max_image_pixels is None:
         return None
-    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or \
-            max_image_pixels < 1:
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, numbers.Integral) \
+            or max_image_pixels < 1:
         raise ValueError(f"{what} must be a positive int or None, got {max_image_pixels!r}")
     return int(max_image_pixels)
 
