@@ -225,6 +225,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _short(message):
+    """The line of a TF error message that says what is wrong (not where)."""
+    for line in message.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Graph execution error", "Detected at node", "<stack",
+                                          "[[{{node", "File ")) and not line.endswith(":"):
+            return line[:110]
+    return message[:110]
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -242,7 +252,7 @@ def main(argv=None):
         report = run_serve_job({"export_dir": path, "requests": requests,
                                 "clients": args.clients,
                                 "requests_per_client": args.requests}, tmp, timeout=3600)
-    errors = {k: sorted({s["message"].split("\n")[-1][:90] for s, kk in
+    errors = {k: sorted({_short(s["message"]) for s, kk in
                          zip(report["single"], kinds) if kk == k and s["error"]})
               for k in ("garbage", "bomb", "batch")}
     cores = len(os.sched_getaffinity(0))
