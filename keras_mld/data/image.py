@@ -104,9 +104,10 @@ def image_shape_from_header(image_bytes):
     GIF: the largest of the logical screen and every frame descriptor, the size TensorFlow's
     decoder allocates (when the frames together hold more pixels than that, a square of
     their total: an upper bound for the guard). BMP: the info
-    header's width and ``|height|``. WebP: the VP8 / VP8L / VP8X header. ``[-1, -1]`` for
-    any other format (which ``tf.io.decode_image`` does not decode either). A JPEG whose
-    header cannot be parsed raises ``InvalidArgumentError``.
+    header's width and ``|height|``. WebP: the VP8 / VP8L / VP8X header. ``[-2, -2]`` for
+    JPEG XL (which ``tf.io.decode_image`` decodes too, but whose bit-packed size header is
+    not read here), ``[-1, -1]`` for any other format (which ``tf.io.decode_image`` does not
+    decode either). A JPEG whose header cannot be parsed raises ``InvalidArgumentError``.
     """
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
     head = tf.strings.substr(tf.strings.join([tf.strings.substr(image_bytes, 0, _HEAD),
@@ -137,15 +138,20 @@ def image_shape_from_header(image_bytes):
             _match(h, 12, b"VP8L"), lossless, tf.where(_match(h, 12, b"VP8X"), extended,
                                                        unknown)))
 
+    def jpeg_xl():
+        return tf.constant([-2, -2], tf.int64)
+
     def unknown():
         return tf.constant([-1, -1], tf.int64)
 
     kinds = tf.stack([_match(h, 0, b"\xff\xd8\xff"), _match(h, 0, b"\x89PNG\r\n\x1a\n"),
                       _match(h, 0, b"GIF8"), _match(h, 0, b"BM"),
                       tf.logical_and(_match(h, 0, b"RIFF"), _match(h, 8, b"WEBP")),
+                      tf.logical_or(_match(h, 0, b"\xff\x0a"),
+                                    _match(h, 0, b"\0\0\0\x0cJXL \r\n\x87\n")),
                       tf.constant(True)])
     index = tf.cast(tf.argmax(tf.cast(kinds, tf.int32)), tf.int32)
-    return tf.switch_case(index, [jpeg, png, gif, bmp, webp, unknown])
+    return tf.switch_case(index, [jpeg, png, gif, bmp, webp, jpeg_xl, unknown])
 
 
 def _check_limit(max_image_pixels, what="max_image_pixels"):
@@ -159,15 +165,20 @@ def _check_limit(max_image_pixels, what="max_image_pixels"):
 
 def assert_image_size(image_bytes, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """An assert op (None when eager or without a limit): the image's header declares at most
-    ``max_image_pixels`` pixels, else ``InvalidArgumentError`` naming the limit. An unknown
-    format passes (``tf.io.decode_image`` then rejects it without allocating anything)."""
+    ``max_image_pixels`` pixels, else ``InvalidArgumentError`` naming the limit. JPEG XL is
+    refused (its size is not read); an unknown format passes (``tf.io.decode_image`` then
+    rejects it without allocating anything)."""
     limit = _check_limit(max_image_pixels)
     if limit is None:
         return None
     shape = image_shape_from_header(image_bytes)
+    jpeg_xl = tf.debugging.Assert(shape[0] != -2, [tf.constant(
+        f"JPEG XL images are not accepted with max_image_pixels={limit}: their size is not "
+        "read before decoding; send JPEG, PNG, GIF, BMP or WebP")])
     msg = tf.strings.format("image of {} x {} pixels (height x width, from its header) "
                             f"exceeds max_image_pixels={limit}", [shape[0], shape[1]])
-    return tf.debugging.Assert(shape[0] * shape[1] <= limit, [msg])
+    with tf.control_dependencies([] if jpeg_xl is None else [jpeg_xl]):
+        return tf.debugging.Assert(shape[0] * shape[1] <= limit, [msg])
 
 
 def decode_and_resize(image_bytes, image_size, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):

@@ -88,6 +88,18 @@ def test_unknown_formats_give_minus_one_and_decode_error():
         im.decode_and_resize(b"garbage", (8, 8))
 
 
+def test_jpeg_xl_is_refused_while_a_limit_is_set():
+    """TF decodes JPEG XL too; its size header is bit-packed and not read: refused."""
+    for data in [b"\xff\x0a" + bytes(40), b"\0\0\0\x0cJXL \r\n\x87\n" + bytes(40)]:
+        assert tuple(im.image_shape_from_header(data).numpy()) == (-2, -2)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="JPEG XL images are not accepted with max_image_pixels=40000000"):
+            im.decode_and_resize(data, (8, 8))
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:  # the decoder's own error
+            im.decode_and_resize(data, (8, 8), max_image_pixels=None)
+        assert "JPEG XL images are not accepted" not in str(info.value)
+
+
 def _patched(data, offset, fmt, *values):
     data = bytearray(data)
     data[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, *values)
@@ -256,3 +268,25 @@ def test_export_limit_arguments_are_validated(tmp_path):
         with pytest.raises(ValueError, match=match):
             export_saved_model(tiny_model(), tmp_path / "m", ["a", "b", "c", "d"], **kwargs)
     assert not (tmp_path / "m").exists()
+
+
+def test_zero_shot_image_signatures_are_bounded(tmp_path, bomb):
+    from keras_mld.export import export_zero_shot_saved_model
+    from tests.export.test_zero_shot_export import WORDS, make_model, word_matrix
+
+    path = export_zero_shot_saved_model(make_model(train=False), tmp_path / "z",
+                                        vocabulary=(WORDS, word_matrix()), max_batch_size=2)
+    loaded = tf.saved_model.load(path)
+    vectors = tf.constant(word_matrix()[:3])
+    good = encode(np.zeros((20, 20, 3), np.uint8), "PNG")
+    ok = loaded.signatures["predict_images"](image_bytes=tf.constant([good]),
+                                             label_vectors=vectors)
+    assert ok["scores"].shape == (1, 3)
+    for name, feeds in [("predict_images", {"label_vectors": vectors}),
+                        ("predict_label_names", {"label_names": tf.constant(["dog"])})]:
+        fn = loaded.signatures[name]
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="16000 x 16000 pixels.*max_image_pixels=40000000"):
+            fn(image_bytes=tf.constant([bomb]), **feeds)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="max_batch_size=2"):
+            fn(image_bytes=tf.constant([good] * 3), **feeds)
