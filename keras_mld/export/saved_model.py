@@ -10,16 +10,19 @@ Signatures (all batch-major, ``B`` may be 0):
 
 - ``serving_default``: ``images`` float32 ``[B, H, W, 3]`` RGB in [0, 255]
   -> ``scores`` float32 ``[B, N]`` (sigmoid, or softmax for single-label models).
-- ``predict_images``: ``image_bytes`` string ``[B]`` (encoded JPEG/PNG/GIF/BMP/WebP, formats may
-  be mixed) decoded and resized with ``keras_mld.data.image.decode_and_resize`` (as in
-  training) -> ``scores`` ``[B, N]``. Bounded: each image's width and height are read from
-  its header before decoding; an image over ``max_image_pixels`` or a request of more than
-  ``max_batch_size`` images fails with ``INVALID_ARGUMENT`` naming the limit; ``labels`` string ``[B, N]``: the names whose score is
+- ``predict_images``: ``image_bytes`` string ``[B]`` (encoded JPEG/PNG/GIF/BMP, formats may be
+  mixed) decoded and resized with ``keras_mld.data.image.decode_and_resize`` (as in
+  training) -> ``scores`` ``[B, N]``; ``labels`` string ``[B, N]``: the names whose score is
   ``>=`` their class threshold, highest score first, padded with ``""``; ``num_labels``
   int32 ``[B]`` (non-empty entries of each ``labels`` row); ``top_k_labels`` string
   ``[B, k]`` and ``top_k_scores`` float32 ``[B, k]`` (``k = min(top_k, N)``, best first).
 - ``metadata`` (no inputs): ``labels`` ``[N]``, ``thresholds`` ``[N]``, ``task``, ``image_size``
   ``[2]``, ``top_k``.
+
+``predict_images`` is bounded (also WebP accepted): each image's width and height are read
+from its header before decoding (``keras_mld.data.image.image_shape_from_header``); an
+image over ``max_image_pixels`` or a request of more than ``max_batch_size`` images fails
+with ``INVALID_ARGUMENT`` naming the limit.
 
 Class names and thresholds also travel as ``tf.Variable`` s (``loaded.labels``,
 ``loaded.thresholds``) and as assets ``labels.txt`` and ``keras_mld.json``.
