@@ -93,28 +93,43 @@ def _run_evaluate(args):
 
 
 def _add_export(sub):
-    x = sub.add_parser("export", help="export a .keras model or preset as a TF Serving SavedModel")
+    x = sub.add_parser("export", help="export a .keras model or preset: TF Serving SavedModel, "
+                                      "ONNX or OpenVINO IR")
     x.add_argument("--model", required=True, help=".keras file or preset folder")
-    x.add_argument("--out", required=True, help="base directory (versions go below it)")
+    x.add_argument("--format", default="savedmodel", choices=("savedmodel", "onnx", "openvino"))
+    x.add_argument("--out", required=True,
+                   help="savedmodel: base directory (versions go below it); onnx: the .onnx "
+                        "file; openvino: the directory for model.xml/model.bin")
     x.add_argument("--labels", help="class names, one a line (default: the model's own)")
     x.add_argument("--thresholds", help="JSON list of per-class thresholds, or one float "
                                         "(default: the model's own)")
-    x.add_argument("--version", type=int)
+    x.add_argument("--version", type=int, help="savedmodel only")
     x.add_argument("--overwrite", action="store_true")
+    x.add_argument("--max-image-pixels", type=int, default=40_000_000,
+                   help="savedmodel: predict_images refuses larger images (default 40,000,000)")
+    x.add_argument("--max-batch-size", type=int, default=256,
+                   help="savedmodel: predict_images refuses larger requests (default 256)")
     x.set_defaults(handler=_run_export)
 
 
 def _run_export(args):
-    from keras_mld import workflows
-    from keras_mld.export import export_saved_model
+    from keras_mld import export, workflows
     model = workflows.load_classifier(args.model)
     thresholds = json.loads(args.thresholds) if args.thresholds else None
     labels = None
     if args.labels:
         with open(args.labels, encoding="utf-8") as f:
             labels = [line.strip() for line in f if line.strip()]
-    path = export_saved_model(model, args.out, labels, thresholds=thresholds,
-                              version=args.version, overwrite=args.overwrite)
+    if args.format == "savedmodel":
+        path = export.export_saved_model(model, args.out, labels, thresholds=thresholds,
+                                         version=args.version, overwrite=args.overwrite,
+                                         max_image_pixels=args.max_image_pixels,
+                                         max_batch_size=args.max_batch_size)
+    else:
+        if args.version is not None:
+            raise ValueError("--version: only for --format savedmodel")
+        fn = export.export_onnx if args.format == "onnx" else export.export_openvino
+        path = fn(model, args.out, labels, thresholds=thresholds, overwrite=args.overwrite)
     print(path)
     return 0
 

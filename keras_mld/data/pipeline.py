@@ -13,9 +13,16 @@ which files fail; those are skipped, counted and reported in one
 cores -- measured about 3 CPU-ms per 640x480 JPEG, i.e. about 5 CPU-minutes for COCO's
 118k train images (under a minute on 16 cores) -- paid once: results are cached by
 (path, size, mtime) in memory and in a JSON file, so later runs only ``stat`` the files.
-``check="header"`` only stats the files and reads their magic bytes (catches missing,
-empty, garbage and unsupported files, not truncated ones); ``check="none"`` skips the
-pass. Whatever the mode, the decode step ends with ``ignore_errors(log_warning=True)``,
+``check="header"`` only stats the files and reads their headers (catches missing,
+empty, garbage, unsupported and too-large files, not truncated ones); ``check="none"``
+skips the pass.
+
+Decompression bombs: an image whose header declares more than ``max_image_pixels`` pixels
+(default ``keras_mld.data.image.DEFAULT_MAX_IMAGE_PIXELS``, 40 megapixels) is skipped and
+counted like a corrupt one, found from its header without decoding it (``"decode"``:
+``keras_mld.data.image.image_shape_from_header``, the reader exported models use;
+``"header"``: Pillow's lazy header parse, which reads only the header bytes), and
+:func:`keras_mld.data.image.decode_and_resize` refuses it again at training time. Whatever the mode, the decode step ends with ``ignore_errors(log_warning=True)``,
 so a file that goes bad after the check is dropped and logged by TensorFlow instead of
 crashing the run; ``repeat().take(n)`` then fills its place with an image of the next
 pass, so every epoch still has ``n`` images and the dataset a known cardinality.
@@ -40,7 +47,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.data.augment import AUGMENTS, make_augmenter
-from keras_mld.data.image import decode_and_resize
+from keras_mld.data.image import (DEFAULT_MAX_IMAGE_PIXELS, _check_limit, decode_and_resize,
+                                   image_shape_from_header)
 from keras_mld.validation import check_choice, check_int
 
 TASKS = ("multilabel", "singlelabel")
@@ -138,33 +146,72 @@ def _write_cache(cache_file, entries):
         warnings.warn(f"check_images: cannot write cache {cache_file!r}: {e}", stacklevel=3)
 
 
-def _header_reason(path):
+def _too_large(height, width, max_image_pixels):
+    return (f"larger than max_image_pixels={max_image_pixels} "
+            f"({height} x {width} pixels in its header)")
+
+
+def _header_reason(path, max_image_pixels=None):
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
         return "empty file"
-    if head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+    if not (head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+        return "not a JPEG/PNG/GIF/BMP/WebP file"
+    if max_image_pixels is None:
         return None
-    return "not a JPEG/PNG/GIF/BMP/WebP file"
+    from PIL import Image
+
+    # Image.open parses the header only (pixels are read on load()); its own bomb check
+    # (an error above 2 x Image.MAX_IMAGE_PIXELS) is caught: the file is too large either way
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        return f"larger than max_image_pixels={max_image_pixels} (Pillow: decompression bomb)"
+    except (OSError, ValueError, SyntaxError):
+        return "unreadable image header"
+    if width * height > max_image_pixels:
+        return _too_large(height, width, max_image_pixels)
+    return None
 
 
-def _decode_failures(paths):
-    """Indices of ``paths`` that ``tf.io.decode_image`` (the training op) cannot decode."""
+def _decode_failures(paths, max_image_pixels=None):
+    """``{index: reason}`` for the ``paths`` that ``tf.io.decode_image`` (the training op)
+    cannot decode or whose header declares more than ``max_image_pixels`` pixels (those are
+    not decoded)."""
+    limit = -1 if max_image_pixels is None else max_image_pixels
+
     def probe(i, path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return i, tf.reduce_prod(tf.shape(image)[:2])
+        data = tf.io.read_file(path)
+        shape = image_shape_from_header(data)
+        too_large = tf.logical_and(limit > 0, shape[0] * shape[1] > limit)
+
+        def decode():
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            return tf.cast(tf.reduce_prod(tf.shape(image)[:2]), tf.int64)
+
+        pixels = tf.cond(too_large, lambda: tf.constant(-1, tf.int64), decode)
+        return i, pixels, shape
 
     ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64),
                                              tf.constant(paths)))
     ds = ds.map(probe, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     ds = ds.ignore_errors().batch(4096)
-    ok = set()
-    for idx, pixels in ds.as_numpy_iterator():
-        ok.update(idx[pixels > 0].tolist())
-    return set(range(len(paths))) - ok
+    failures = {i: "cannot be decoded by tf.io.decode_image" for i in range(len(paths))}
+    for idx, pixels, shapes in ds.as_numpy_iterator():
+        for i, n, (height, width) in zip(idx.tolist(), pixels.tolist(), shapes.tolist()):
+            if n > 0:
+                del failures[i]
+            elif n == -1:
+                failures[i] = _too_large(height, width, max_image_pixels)
+    return failures
 
 
-def check_images(paths, mode="decode", cache_file=None):
+def check_images(paths, mode="decode", cache_file=None,
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Finds the images of ``paths`` that the pipeline cannot use.
 
     Args:
@@ -173,17 +220,24 @@ def check_images(paths, mode="decode", cache_file=None):
             pipeline runs), ``"header"`` (file exists and starts with an image signature)
             or ``"none"``.
         cache_file: JSON file remembering results by (path, size, mtime), or None.
+        max_image_pixels: images whose header declares more pixels are reported (and not
+            decoded); None: no limit.
 
     Returns:
         a list with, for each path, None (usable) or a short reason string.
     """
     if mode not in CHECKS:
         raise ValueError(f"check_images: mode must be one of {CHECKS}, got {mode!r}")
+    try:
+        max_image_pixels = _check_limit(max_image_pixels)
+    except ValueError as e:
+        raise ValueError(f"check_images: {e}") from None
     paths = [str(p) for p in paths]
     if mode == "none":
         return [None] * len(paths)
     disk = _read_cache(cache_file) if cache_file else {}
-    suffix = "" if mode == "decode" else "\0header"
+    suffix = ("" if mode == "decode" else "\0header") + (
+        "" if max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS else f"\0max{max_image_pixels}")
     reasons, keys, fresh, todo = [None] * len(paths), {}, {}, []
     for i, path in enumerate(paths):
         try:
@@ -198,14 +252,15 @@ def check_images(paths, mode="decode", cache_file=None):
             _MEMO[keys[i]] = tuple(known)
             continue
         try:
-            reasons[i] = _header_reason(path)
+            reasons[i] = _header_reason(path, max_image_pixels if mode == "header" else None)
         except OSError as e:
             reasons[i] = f"unreadable ({e})"
         fresh[i] = stat
         if reasons[i] is None and mode == "decode":
             todo.append(i)
-    for j in (_decode_failures([paths[i] for i in todo]) if todo else ()):
-        reasons[todo[j]] = "cannot be decoded by tf.io.decode_image"
+    failures = _decode_failures([paths[i] for i in todo], max_image_pixels) if todo else {}
+    for j, reason in failures.items():
+        reasons[todo[j]] = reason
     for i, stat in fresh.items():
         _MEMO[keys[i]] = stat + (reasons[i],)
     if cache_file and (fresh or any(k not in disk for k in keys.values())):
@@ -226,7 +281,8 @@ def _image_size(image_size):
 
 def make_dataset(source, image_size, batch_size, training=False, augment=None, seed=None,
                  shuffle=None, cache=False, drop_remainder=None, shuffle_buffer=None,
-                 check="decode", check_cache=True, num_parallel_calls=tf.data.AUTOTUNE):
+                 check="decode", check_cache=True, num_parallel_calls=tf.data.AUTOTUNE,
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Builds the tf.data pipeline ``(images [B,H,W,3] float32 in [0,255], labels)``.
 
     Args:
@@ -250,6 +306,8 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
         check: bad-image check mode, see :func:`check_images`.
         check_cache: True (JSON under ``$KERAS_MLD_CACHE_DIR`` or
             ``~/.cache/keras_mld``), False, or a JSON file path.
+        max_image_pixels: an image whose header declares more pixels is skipped and
+            counted like a corrupt one (default 40,000,000; None: no limit).
 
     Returns:
         a ``tf.data.Dataset`` of ``ceil`` (or ``floor`` with ``drop_remainder``) of
@@ -273,12 +331,16 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
 
     cache_file = (_default_cache_file(source.paths) if check_cache is True
                   else (os.fspath(check_cache) if check_cache else None))
-    reasons = check_images(source.paths, check, cache_file)
+    try:
+        max_image_pixels = _check_limit(max_image_pixels)
+    except ValueError as e:
+        raise ValueError(f"make_dataset: {e}") from None
+    reasons = check_images(source.paths, check, cache_file, max_image_pixels)
     bad = [i for i, r in enumerate(reasons) if r is not None]
     if bad:
         names = ", ".join(f"{source.paths[i]!r} ({reasons[i]})" for i in bad[:5])
         warnings.warn(f"make_dataset: skipped {len(bad)} of {len(source)} images that are "
-                      f"missing or cannot be decoded, e.g. {names}"
+                      f"missing, cannot be decoded or are too large, e.g. {names}"
                       + (" ..." if len(bad) > 5 else ""), SkippedImagesWarning, stacklevel=2)
         source = source.subset([r is None for r in reasons])
     if len(source) == 0:
@@ -295,7 +357,7 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=not cache)
 
     def load(path, label):
-        return decode_and_resize(tf.io.read_file(path), size), label
+        return decode_and_resize(tf.io.read_file(path), size, max_image_pixels), label
 
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=det)
     # safety net: an image failing now is dropped (and logged) and replaced by the first

@@ -19,6 +19,11 @@ Signatures (all batch-major, ``B`` may be 0):
 - ``metadata`` (no inputs): ``labels`` ``[N]``, ``thresholds`` ``[N]``, ``task``, ``image_size``
   ``[2]``, ``top_k``.
 
+``predict_images`` is bounded (also WebP accepted): each image's width and height are read
+from its header before decoding (``keras_mld.data.image.image_shape_from_header``); an
+image over ``max_image_pixels`` or a request of more than ``max_batch_size`` images fails
+with ``INVALID_ARGUMENT`` naming the limit.
+
 Class names and thresholds also travel as ``tf.Variable`` s (``loaded.labels``,
 ``loaded.thresholds``) and as assets ``labels.txt`` and ``keras_mld.json``.
 """
@@ -33,7 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.graph_branches import freeze_graph_branches
-from keras_mld.data.image import decode_and_resize
+from keras_mld.data.image import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS,
+                                   _check_limit, decode_batch as _decode_batch)
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
                                      write_warmup_requests)
 
@@ -103,6 +109,13 @@ def _check_labels(labels, n, model=None):
         dup = sorted({x for x in out if out.count(x) > 1})
         raise _err("labels", "unique class names", f"duplicates {dup}")
     return out
+
+
+def _limit(value, name):
+    try:
+        return _check_limit(value, name)
+    except ValueError as e:
+        raise ValueError(f"export: {e}") from None
 
 
 def _check_thresholds(thresholds, n, model=None):
@@ -200,7 +213,9 @@ def _serving_module(model, labels, thresholds, assets):
     return module
 
 
-def _signature_functions(module, model, task, image_size, top_k):
+def _signature_functions(module, model, task, image_size, top_k,
+                         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                         max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """``{name: tf.function}``: closures over the Keras model (whose call is traced in).
 
     They are not attributes of ``module``: tf.saved_model.save would trace them once more
@@ -215,14 +230,19 @@ def _signature_functions(module, model, task, image_size, top_k):
     # One trace of the Keras model, called by both image signatures.
     @tf.function(input_signature=[images_spec], autograph=False)
     def scores_fn(images):
-        logits = tf.cast(logits_fn(images), tf.float32)
-        if task == "singlelabel":
-            return tf.nn.softmax(logits, axis=-1)
-        return tf.math.sigmoid(logits)
+        def run():
+            logits = tf.cast(logits_fn(images), tf.float32)
+            if task == "singlelabel":
+                return tf.nn.softmax(logits, axis=-1)
+            return tf.math.sigmoid(logits)
+
+        # an empty request answers [0, N] without running the model: TensorFlow's oneDNN
+        # batch-norm kernel fails on an empty batch on some CPUs ("Incompatible shapes")
+        return tf.cond(tf.shape(images)[0] > 0, run,
+                       lambda: tf.zeros([0, num_classes], tf.float32))
 
     def decode_batch(image_bytes):
-        return tf.map_fn(lambda b: decode_and_resize(b, (height, width)), image_bytes,
-                         fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+        return _decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
 
     @tf.function(input_signature=[images_spec], autograph=False)
     def serving_default(images):
@@ -298,14 +318,15 @@ def models_config_text(model_name, base_path, versions):
         "}\n")
 
 
-def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_classes):
+def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_classes,
+                  limits=None):
     paths = {"labels.txt": os.path.join(staging, "labels.txt"),
              "keras_mld.json": os.path.join(staging, "keras_mld.json")}
     with open(paths["labels.txt"], "w", encoding="utf-8") as f:
         f.write("".join(name + "\n" for name in labels))
     meta = {"format": "keras_mld.export/1", "task": task, "labels": list(labels),
             "thresholds": [float(t) for t in thresholds], "image_size": list(image_size),
-            "top_k": min(top_k, num_classes), "signatures": list(SIGNATURES)}
+            "top_k": min(top_k, num_classes), "signatures": list(SIGNATURES), **(limits or {})}
     with open(paths["keras_mld.json"], "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1, ensure_ascii=False)
     return paths
@@ -329,7 +350,9 @@ def _move_into_place(tmp_dir, final_dir, overwrite):
 
 
 def export_saved_model(model, base_dir, labels=None, thresholds=None, version=None,
-                       image_size=None, task=None, top_k=5, overwrite=False):
+                       image_size=None, task=None, top_k=5, overwrite=False,
+                       max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                       max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """Export ``model`` (logits ``[B, N]``) for TF Serving; returns ``base_dir/<version>``.
 
     Args:
@@ -348,6 +371,10 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
             model's ``task``, else multilabel.
         top_k: number of ``top_k_labels`` / ``top_k_scores`` (capped at ``N``).
         overwrite: replace an existing version (atomically) instead of refusing.
+        max_image_pixels: ``predict_images`` refuses (``INVALID_ARGUMENT``) an image whose
+            header declares more pixels (default 40,000,000; None: no limit).
+        max_batch_size: ``predict_images`` refuses a request of more images (default 256;
+            None: no limit).
 
     Also writes ``assets.extra/tf_serving_warmup_requests`` into the version and an
     example ``base_dir/models.config`` serving this version and the newest other one.
@@ -373,6 +400,8 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
     labels = _check_labels(labels, num_classes, model)
     thresholds = _check_thresholds(thresholds, num_classes, model)
     image_size = _check_image_size(model, _images_input(model), image_size)
+    limits = {"max_image_pixels": _limit(max_image_pixels, "max_image_pixels"),
+              "max_batch_size": _limit(max_batch_size, "max_batch_size")}
     base_dir = os.path.abspath(os.fspath(base_dir))
     version = _check_version(version, base_dir, overwrite)
     _serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
@@ -382,9 +411,10 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
     def write(tmp_dir):
         with tempfile.TemporaryDirectory() as staging:
             assets = _write_assets(staging, labels, thresholds, task, image_size, top_k,
-                                   num_classes)
+                                   num_classes, limits)
             module = _serving_module(model, labels, thresholds, assets)
-            functions = _signature_functions(module, model, task, image_size, int(top_k))
+            functions = _signature_functions(module, model, task, image_size, int(top_k),
+                                             **limits)
             _save(module, functions, tmp_dir)
         write_warmup_requests(tmp_dir, image_size, model_name=model_name)
         _verify_export(tmp_dir)

@@ -15,7 +15,8 @@ Signatures (``B`` and ``M`` may vary per request; ``k = min(top_k, M)``):
   ``label_vectors`` float32 ``[M, d_w]`` -> ``scores`` float32 ``[B, M]`` (sigmoid; softmax
   over the M labels for single-label models).
 - ``predict_images``: ``image_bytes`` string ``[B]`` (decoded and resized as in training,
-  ``keras_mld.data.image.decode_and_resize``), ``label_vectors`` ``[M, d_w]`` ->
+  ``keras_mld.data.image.decode_and_resize``; bounded by ``max_image_pixels`` and
+  ``max_batch_size`` as in :mod:`keras_mld.export.saved_model`), ``label_vectors`` ``[M, d_w]`` ->
   ``scores [B, M]``, ``top_k_indices`` int32 ``[B, k]`` (rows of ``label_vectors``, best
   first), ``top_k_scores [B, k]``.
 - with ``vocabulary=`` (an embedded word-vector table):
@@ -44,9 +45,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.data.image import decode_and_resize
+from keras_mld.data.image import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS,
+                                   decode_batch as _decode_batch)
 from keras_mld.export.saved_model import (IMAGES_INPUT, _check_image_size, _check_version,
-                                          _detect_task, publish_version)
+                                          _detect_task, _limit, publish_version)
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis, encode_image,
                                      sample_image)
 
@@ -212,7 +214,9 @@ def _lookup_fn(module):
     return lookup
 
 
-def _signature_functions(module, model, task, image_size, word_dim, top_k):
+def _signature_functions(module, model, task, image_size, word_dim, top_k,
+                         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                         max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     model_fn = _model_fn(model)
     height, width = image_size
     images_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
@@ -226,8 +230,7 @@ def _signature_functions(module, model, task, image_size, word_dim, top_k):
         return tf.nn.softmax(logits, axis=-1) if task == "singlelabel" else tf.sigmoid(logits)
 
     def decode_batch(image_bytes):
-        return tf.map_fn(lambda b: decode_and_resize(b, (height, width)), image_bytes,
-                         fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+        return _decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
 
     def top(scores):
         return tf.math.top_k(scores, k=tf.minimum(top_k, tf.shape(scores)[1]), sorted=True)
@@ -337,7 +340,9 @@ def _verify_export(export_dir, signatures):
 
 
 def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, version=None,
-                                 image_size=None, task=None, top_k=5, overwrite=False):
+                                 image_size=None, task=None, top_k=5, overwrite=False,
+                                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                                 max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """Export a zero-shot model for TF Serving; the label set is a signature input.
 
     Args:
@@ -352,7 +357,9 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
         labels: optional names of the labels the model was trained on (``metadata``,
             ``assets/labels.txt``; default: the model's ``class_names``); scoring never
             depends on them.
-        version, image_size, overwrite: as :func:`keras_mld.export.export_saved_model`.
+        version, image_size, overwrite, max_image_pixels, max_batch_size: as
+            :func:`keras_mld.export.export_saved_model` (the limits bound the image-bytes
+            signatures ``predict_images`` and ``predict_label_names``).
         task: ``"multilabel"`` (sigmoid) or ``"singlelabel"`` (softmax over the M labels);
             default: the model's ``task``, else multilabel.
         top_k: ``top_k_*`` outputs hold ``min(top_k, M)`` labels.
@@ -385,6 +392,8 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
     task = _detect_task(model, task)
     labels = _check_names(labels if labels is not None else getattr(model, "class_names", None))
     image_size = _check_image_size(model, images_input, image_size)
+    limits = {"max_image_pixels": _limit(max_image_pixels, "max_image_pixels"),
+              "max_batch_size": _limit(max_batch_size, "max_batch_size")}
     vocab = None if vocabulary is None else _vocabulary_arrays(vocabulary, word_dim)
     signatures = BASE_SIGNATURES + (VOCABULARY_SIGNATURES if vocab is not None else ())
     base_dir = os.path.abspath(os.fspath(base_dir))
@@ -395,13 +404,13 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
     meta = {"format": "keras_mld.export.zero_shot/1", "task": task, "labels": labels,
             "image_size": list(image_size), "word_dim": word_dim, "top_k": int(top_k),
             "vocabulary_size": 0 if vocab is None else len(vocab[0]),
-            "signatures": list(signatures)}
+            "signatures": list(signatures), **limits}
 
     def write(tmp_dir):
         with tempfile.TemporaryDirectory() as staging:
             module = _serving_module(model, labels, vocab, _write_assets(staging, labels, meta))
             functions = _signature_functions(module, model, task, image_size, word_dim,
-                                             int(top_k))
+                                             int(top_k), **limits)
             tf.saved_model.save(module, tmp_dir, signatures={
                 name: fn.get_concrete_function() for name, fn in functions.items()})
         _write_warmup(tmp_dir, _warmup_logs(image_size, word_dim, signatures,

@@ -438,7 +438,7 @@ def _load_one(item, preprocessor):
     if _is_image_source(item):
         import tensorflow as tf
 
-        from keras_mld.data.image import decode_and_resize
+        from keras_mld.data.image import assert_image_size, decode_and_resize
 
         if isinstance(item, bytes):
             data = item
@@ -447,13 +447,17 @@ def _load_one(item, preprocessor):
             if not os.path.isfile(path):
                 raise ValueError(f"images: no such file {path!r}")
             data = tf.io.read_file(path)
-        try:
-            image = (decode_and_resize(data, size) if size is not None else tf.cast(
-                tf.io.decode_image(data, channels=3, expand_animations=False), tf.float32))
+        try:  # bounded: an image over max_image_pixels is refused from its header
+            if size is not None:
+                image = decode_and_resize(data, size)
+            else:
+                assert_image_size(data)
+                image = tf.cast(tf.io.decode_image(data, channels=3, expand_animations=False),
+                                tf.float32)
         except tf.errors.InvalidArgumentError as err:
             name = item if not isinstance(item, bytes) else f"{len(item)} bytes"
-            raise ValueError(f"images: {name} is not a JPEG/PNG/GIF/BMP image ({err.message})") \
-                from None
+            raise ValueError(f"images: cannot use {name}: not a JPEG/PNG/GIF/BMP/WebP image of "
+                             f"at most the allowed pixels ({err.message.strip()})") from None
         return image.numpy()
     x = np.asarray(keras.ops.convert_to_numpy(item) if not isinstance(item, np.ndarray)
                    else item)
