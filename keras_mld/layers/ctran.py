@@ -53,11 +53,26 @@ class CTranHead(keras.layers.Layer):
     training: :func:`keras_mld.data.label_mask.ctran_label_mask_dataset`.
 
     Args:
-        num_classes: N >= 1. embed_dim: D (default 512), divisible by ``num_heads``;
-        ``None`` = the input channels. input_proj: project the features to D with a Dense
-        layer (default True); False: D must be the input channels (official).
-        num_layers: encoder layers (default 3, paper). num_heads: default 4 (paper).
-        ff_dim: FFN width, ``None`` = ``embed_dim``. dropout: in [0, 1), default 0.1.
+        num_classes: N >= 1.
+        embed_dim: D (default 512), divisible by ``num_heads``; ``None`` = the input
+            channels.
+        num_layers: encoder layers (default 3, paper), >= 1.
+        num_heads: attention heads (default 4, paper), >= 1.
+        ff_dim: FFN width, ``None`` = ``embed_dim``.
+        dropout: in [0, 1), default 0.1.
+        input_proj: project the features to D with a Dense layer (default True); False: D
+            must be the input channels (official).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import CTranHead
+        >>> head = CTranHead(num_classes=4, embed_dim=8, num_layers=1, num_heads=2)
+        >>> features = np.zeros((2, 3, 3, 6), "float32")  # [B, H, W, C]
+        >>> tuple(head(features).shape)  # every label unknown (inference)
+        (2, 4)
+        >>> known = np.array([[-1, 0, 1, -1], [1, -1, -1, -1]], "float32")
+        >>> tuple(head(features, known_labels=known).shape)  # some labels known
+        (2, 4)
     """
 
     def __init__(self, num_classes, embed_dim=512, num_layers=3, num_heads=4, ff_dim=None,

@@ -255,11 +255,31 @@ class TransformerDecoderHead(keras.layers.Layer):
         num_classes: N >= 1.
         hidden_dim: D; ``None`` = the input channels C. Must equal C unless
             ``keep_input_proj``; divisible by ``num_heads``, and by 4 for spatial input.
-        num_heads: attention heads. num_encoder_layers: >= 0. num_decoder_layers: >= 1.
-        ff_dim: FFN width, ``None`` = ``4 * hidden_dim``. dropout: in [0, 1).
-        temperature: of the sine encoding (10000).
-        keep_input_proj, keep_first_self_attn_dec, keep_other_self_attn_dec, pre_norm: bools,
-            as above.
+        num_heads: attention heads (default 4), >= 1.
+        num_encoder_layers: transformer encoder layers (default 1), >= 0.
+        num_decoder_layers: transformer decoder layers (default 2), >= 1.
+        ff_dim: FFN width, ``None`` = ``4 * hidden_dim``.
+        dropout: in [0, 1) (default 0.1).
+        temperature: of the sine positional encoding (default 10000), > 0.
+        keep_input_proj: a Dense projection of the features to ``hidden_dim`` (see 1;
+            default False, official).
+        keep_first_self_attn_dec: self-attention in the first decoder layer (default False,
+            official).
+        keep_other_self_attn_dec: self-attention in the other decoder layers (default False,
+            official).
+        pre_norm: pre-norm encoder and decoder layers (default False: post-norm, official).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import TransformerDecoderHead
+        >>> head = TransformerDecoderHead(num_classes=5, num_heads=2, ff_dim=16)
+        >>> tuple(head(np.zeros((2, 3, 4, 8), "float32")).shape)  # features [B, H, W, C=D]
+        (2, 5)
+        >>> q2l = TransformerDecoderHead(num_classes=5, hidden_dim=8, num_heads=2, ff_dim=16,
+        ...                              keep_input_proj=True, keep_first_self_attn_dec=True,
+        ...                              keep_other_self_attn_dec=True, pre_norm=True)
+        >>> tuple(q2l(np.zeros((2, 3, 3, 6), "float32")).shape)  # C=6 projected to D=8
+        (2, 5)
     """
 
     def __init__(self, num_classes, hidden_dim=None, num_heads=4, num_encoder_layers=1,
