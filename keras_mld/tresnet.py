@@ -32,6 +32,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_mld.validation import check_choice, check_int
+
 STEM_SLOPE = 1e-2
 BLOCK_SLOPE = 1e-3
 BN_EPSILON = 1e-5  # PyTorch's BatchNorm2d / InPlaceABN default
@@ -60,9 +62,7 @@ class SpaceToDepth(keras.layers.Layer):
 
     def __init__(self, block_size=4, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
-            raise ValueError(f"SpaceToDepth: block_size must be an int >= 1, got {block_size!r}")
-        self.block_size = block_size
+        self.block_size = check_int("SpaceToDepth", "block_size", block_size, minimum=1)
 
     def _check(self, shape):
         if len(shape) != 4 or shape[-1] is None:
@@ -107,11 +107,10 @@ class BlurPool2D(keras.layers.Layer):
 
     def __init__(self, filt_size=3, stride=2, **kwargs):
         super().__init__(**kwargs)
-        if filt_size != 3:
-            raise ValueError(f"BlurPool2D: filt_size must be 3 (the TResNet filter), got {filt_size!r}")
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-            raise ValueError(f"BlurPool2D: stride must be an int >= 1, got {stride!r}")
-        self.filt_size, self.stride = filt_size, stride
+        # 3 is the TResNet filter, the only one implemented
+        self.filt_size = check_choice("BlurPool2D", "filt_size",
+                                      check_int("BlurPool2D", "filt_size", filt_size), (3,))
+        self.stride = check_int("BlurPool2D", "stride", stride, minimum=1)
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:

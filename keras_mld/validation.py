@@ -25,7 +25,7 @@ import numbers
 import numpy as np
 
 __all__ = ["check_int", "check_number", "check_rate", "check_bool", "check_choice",
-           "check_seed", "check_str", "check_float_array"]
+           "check_seed", "check_str", "check_float_array", "check_divisible"]
 
 
 def _is_int(value):
@@ -108,6 +108,18 @@ def check_choice(owner, name, value, choices):
 def check_seed(owner, value, name="seed"):
     """``None`` or an int (numpy integers accepted)."""
     return check_int(owner, name, value, allow_none=True)
+
+
+def check_divisible(owner, name, value, divisor, divisor_name=None):
+    """``value`` if it is a multiple of ``divisor`` (both already checked ints), e.g. an
+    attention width against its number of heads (``divisor_name="num_heads"``) or a
+    constant (``divisor_name=None``)."""
+    if value % divisor:
+        if divisor_name is None:
+            raise ValueError(f"{owner}: {name} must be a multiple of {divisor}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be divisible by {divisor_name}, got "
+                         f"{name}={value}, {divisor_name}={divisor}")
+    return value
 
 
 def check_float_array(owner, name, value, ndim):

@@ -190,6 +190,15 @@ def read_state_dict(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
         max_bytes: refuse a file whose content exceeds this many bytes (default 4 GiB).
 
     bfloat16 tensors come back as float32; other dtypes are kept.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.convert import read_state_dict
+        >>> np.savez("head.npz", **{"fc.weight": np.ones((3, 4), "float32"),
+        ...                         "fc.bias": np.zeros(3, "float32")})
+        >>> weights = read_state_dict("head.npz")
+        >>> sorted(weights), weights["fc.weight"].shape
+        (['fc.bias', 'fc.weight'], (3, 4))
     """
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -3,9 +3,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mld.layers.transformer_decoder import (
-    _LN_EPS, TransformerEncoderLayer, _check_bool, _check_heads, _check_int, _check_rate,
-    _flatten_tokens)
+from keras_mld.layers.transformer_decoder import (_LN_EPS, TransformerEncoderLayer,
+                                                 _flatten_tokens)
+from keras_mld.validation import check_bool, check_divisible, check_int, check_rate
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -53,26 +53,41 @@ class CTranHead(keras.layers.Layer):
     training: :func:`keras_mld.data.label_mask.ctran_label_mask_dataset`.
 
     Args:
-        num_classes: N >= 1. embed_dim: D (default 512), divisible by ``num_heads``;
-        ``None`` = the input channels. input_proj: project the features to D with a Dense
-        layer (default True); False: D must be the input channels (official).
-        num_layers: encoder layers (default 3, paper). num_heads: default 4 (paper).
-        ff_dim: FFN width, ``None`` = ``embed_dim``. dropout: in [0, 1), default 0.1.
+        num_classes: N >= 1.
+        embed_dim: D (default 512), divisible by ``num_heads``; ``None`` = the input
+            channels.
+        num_layers: encoder layers (default 3, paper), >= 1.
+        num_heads: attention heads (default 4, paper), >= 1.
+        ff_dim: FFN width, ``None`` = ``embed_dim``.
+        dropout: in [0, 1), default 0.1.
+        input_proj: project the features to D with a Dense layer (default True); False: D
+            must be the input channels (official).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import CTranHead
+        >>> head = CTranHead(num_classes=4, embed_dim=8, num_layers=1, num_heads=2)
+        >>> features = np.zeros((2, 3, 3, 6), "float32")  # [B, H, W, C]
+        >>> tuple(head(features).shape)  # every label unknown (inference)
+        (2, 4)
+        >>> known = np.array([[-1, 0, 1, -1], [1, -1, -1, -1]], "float32")
+        >>> tuple(head(features, known_labels=known).shape)  # some labels known
+        (2, 4)
     """
 
     def __init__(self, num_classes, embed_dim=512, num_layers=3, num_heads=4, ff_dim=None,
                  dropout=0.1, input_proj=True, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.num_classes = _check_int(name, "num_classes", num_classes, 1)
-        self.embed_dim = None if embed_dim is None else _check_int(name, "embed_dim", embed_dim, 1)
-        self.num_layers = _check_int(name, "num_layers", num_layers, 1)
-        self.num_heads = _check_int(name, "num_heads", num_heads, 1)
-        self.ff_dim = None if ff_dim is None else _check_int(name, "ff_dim", ff_dim, 1)
-        self.dropout = _check_rate(name, dropout)
-        self.input_proj_enabled = _check_bool(name, "input_proj", input_proj)
+        self.num_classes = check_int(name, "num_classes", num_classes, minimum=1)
+        self.embed_dim = check_int(name, "embed_dim", embed_dim, minimum=1, allow_none=True)
+        self.num_layers = check_int(name, "num_layers", num_layers, minimum=1)
+        self.num_heads = check_int(name, "num_heads", num_heads, minimum=1)
+        self.ff_dim = check_int(name, "ff_dim", ff_dim, minimum=1, allow_none=True)
+        self.dropout = check_rate(name, "dropout", dropout)
+        self.input_proj_enabled = check_bool(name, "input_proj", input_proj)
         if self.embed_dim is not None:
-            _check_heads(name, "embed_dim", self.embed_dim, self.num_heads)
+            check_divisible(name, "embed_dim", self.embed_dim, self.num_heads, "num_heads")
 
     def _check_input(self, input_shape):
         name = type(self).__name__
@@ -88,7 +103,8 @@ class CTranHead(keras.layers.Layer):
         if not self.input_proj_enabled and d != c:
             raise ValueError(f"{name}: embed_dim={d} differs from the feature channels {c}: "
                              f"pass input_proj=True or embed_dim=None")
-        _check_heads(name, "embed_dim (None = the feature channels)", d, self.num_heads)
+        check_divisible(name, "embed_dim (None: the feature channels)", d, self.num_heads,
+                        "num_heads")
         return int(d)
 
     def _check_known(self, shape):

@@ -5,6 +5,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mld.validation import check_bool, check_divisible, check_int, check_number
+
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class SinePositionalEncoding2D(keras.layers.Layer):
@@ -40,23 +42,16 @@ class SinePositionalEncoding2D(keras.layers.Layer):
                  scale=2.0 * math.pi, eps=1e-6, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        if num_channels is not None:
-            if (isinstance(num_channels, bool) or not isinstance(num_channels, (int, np.integer))
-                    or num_channels < 4 or num_channels % 4):
-                raise ValueError(f"{name}: num_channels must be None or a positive multiple "
-                                 f"of 4, got {num_channels!r}")
-            num_channels = int(num_channels)
-        if not temperature > 0:
-            raise ValueError(f"{name}: temperature must be > 0, got {temperature!r}")
-        if not scale > 0:
-            raise ValueError(f"{name}: scale must be > 0, got {scale!r}")
-        if not eps >= 0:
-            raise ValueError(f"{name}: eps must be >= 0, got {eps!r}")
-        self.num_channels = num_channels
-        self.temperature = float(temperature)
-        self.normalize = bool(normalize)
-        self.scale = float(scale)
-        self.eps = float(eps)
+        # sin/cos pairs per axis, half the channels per axis: a multiple of 4
+        self.num_channels = check_int(name, "num_channels", num_channels, minimum=4,
+                                      allow_none=True)
+        if self.num_channels is not None:
+            check_divisible(name, "num_channels", self.num_channels, 4)
+        self.temperature = check_number(name, "temperature", temperature, low=0.0,
+                                        low_open=True)
+        self.normalize = check_bool(name, "normalize", normalize)
+        self.scale = check_number(name, "scale", scale, low=0.0, low_open=True)
+        self.eps = check_number(name, "eps", eps, low=0.0)
 
     def _channels(self, input_shape):
         name = type(self).__name__

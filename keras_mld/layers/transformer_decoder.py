@@ -11,32 +11,10 @@ import numpy as np
 from keras import ops
 
 from keras_mld.layers.positional import SinePositionalEncoding2D
+from keras_mld.validation import (check_bool, check_divisible, check_int, check_number,
+                                  check_rate)
 
 _LN_EPS = 1e-5  # PyTorch LayerNorm default, as in DETR / Query2Label / C-Tran
-
-
-def _check_int(cls_name, arg, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{cls_name}: {arg} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_rate(cls_name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{cls_name}: dropout must be a float in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_bool(cls_name, arg, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{cls_name}: {arg} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_heads(cls_name, dim_arg, dim, num_heads):
-    if dim % num_heads:
-        raise ValueError(f"{cls_name}: {dim_arg} must be divisible by num_heads, got "
-                         f"{dim_arg}={dim}, num_heads={num_heads}")
 
 
 def _flatten_tokens(x):
@@ -55,12 +33,12 @@ class _TransformerBase(keras.layers.Layer):
     def __init__(self, hidden_dim, num_heads, ff_dim, dropout=0.1, pre_norm=False, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.hidden_dim = _check_int(name, "hidden_dim", hidden_dim, 1)
-        self.num_heads = _check_int(name, "num_heads", num_heads, 1)
-        self.ff_dim = _check_int(name, "ff_dim", ff_dim, 1)
-        self.dropout = _check_rate(name, dropout)
-        self.pre_norm = _check_bool(name, "pre_norm", pre_norm)
-        _check_heads(name, "hidden_dim", self.hidden_dim, self.num_heads)
+        self.hidden_dim = check_int(name, "hidden_dim", hidden_dim, minimum=1)
+        self.num_heads = check_int(name, "num_heads", num_heads, minimum=1)
+        self.ff_dim = check_int(name, "ff_dim", ff_dim, minimum=1)
+        self.dropout = check_rate(name, "dropout", dropout)
+        self.pre_norm = check_bool(name, "pre_norm", pre_norm)
+        check_divisible(name, "hidden_dim", self.hidden_dim, self.num_heads, "num_heads")
 
     def _sub(self, cls, *args, **kwargs):
         return cls(*args, dtype=self.dtype_policy, **kwargs)
@@ -177,7 +155,7 @@ class TransformerDecoderLayer(_TransformerBase):
                  self_attention=True, **kwargs):
         super().__init__(hidden_dim, num_heads, ff_dim, dropout=dropout, pre_norm=pre_norm,
                          **kwargs)
-        self.self_attention = _check_bool(type(self).__name__, "self_attention", self_attention)
+        self.self_attention = check_bool(type(self).__name__, "self_attention", self_attention)
 
     def build(self, tgt_shape, memory_shape=None):
         q_shape = tuple(tgt_shape)
@@ -277,11 +255,31 @@ class TransformerDecoderHead(keras.layers.Layer):
         num_classes: N >= 1.
         hidden_dim: D; ``None`` = the input channels C. Must equal C unless
             ``keep_input_proj``; divisible by ``num_heads``, and by 4 for spatial input.
-        num_heads: attention heads. num_encoder_layers: >= 0. num_decoder_layers: >= 1.
-        ff_dim: FFN width, ``None`` = ``4 * hidden_dim``. dropout: in [0, 1).
-        temperature: of the sine encoding (10000).
-        keep_input_proj, keep_first_self_attn_dec, keep_other_self_attn_dec, pre_norm: bools,
-            as above.
+        num_heads: attention heads (default 4), >= 1.
+        num_encoder_layers: transformer encoder layers (default 1), >= 0.
+        num_decoder_layers: transformer decoder layers (default 2), >= 1.
+        ff_dim: FFN width, ``None`` = ``4 * hidden_dim``.
+        dropout: in [0, 1) (default 0.1).
+        temperature: of the sine positional encoding (default 10000), > 0.
+        keep_input_proj: a Dense projection of the features to ``hidden_dim`` (see 1;
+            default False, official).
+        keep_first_self_attn_dec: self-attention in the first decoder layer (default False,
+            official).
+        keep_other_self_attn_dec: self-attention in the other decoder layers (default False,
+            official).
+        pre_norm: pre-norm encoder and decoder layers (default False: post-norm, official).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_mld.layers import TransformerDecoderHead
+        >>> head = TransformerDecoderHead(num_classes=5, num_heads=2, ff_dim=16)
+        >>> tuple(head(np.zeros((2, 3, 4, 8), "float32")).shape)  # features [B, H, W, C=D]
+        (2, 5)
+        >>> q2l = TransformerDecoderHead(num_classes=5, hidden_dim=8, num_heads=2, ff_dim=16,
+        ...                              keep_input_proj=True, keep_first_self_attn_dec=True,
+        ...                              keep_other_self_attn_dec=True, pre_norm=True)
+        >>> tuple(q2l(np.zeros((2, 3, 3, 6), "float32")).shape)  # C=6 projected to D=8
+        (2, 5)
     """
 
     def __init__(self, num_classes, hidden_dim=None, num_heads=4, num_encoder_layers=1,
@@ -290,26 +288,25 @@ class TransformerDecoderHead(keras.layers.Layer):
                  keep_other_self_attn_dec=False, pre_norm=False, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.num_classes = _check_int(name, "num_classes", num_classes, 1)
-        self.hidden_dim = (None if hidden_dim is None
-                           else _check_int(name, "hidden_dim", hidden_dim, 1))
-        self.num_heads = _check_int(name, "num_heads", num_heads, 1)
-        self.num_encoder_layers = _check_int(name, "num_encoder_layers", num_encoder_layers, 0)
-        self.num_decoder_layers = _check_int(name, "num_decoder_layers", num_decoder_layers, 1)
-        self.ff_dim = None if ff_dim is None else _check_int(name, "ff_dim", ff_dim, 1)
-        self.dropout = _check_rate(name, dropout)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not temperature > 0:
-            raise ValueError(f"{name}: temperature must be > 0, got {temperature!r}")
-        self.temperature = float(temperature)
-        self.keep_input_proj = _check_bool(name, "keep_input_proj", keep_input_proj)
-        self.keep_first_self_attn_dec = _check_bool(name, "keep_first_self_attn_dec",
-                                                    keep_first_self_attn_dec)
-        self.keep_other_self_attn_dec = _check_bool(name, "keep_other_self_attn_dec",
-                                                    keep_other_self_attn_dec)
-        self.pre_norm = _check_bool(name, "pre_norm", pre_norm)
+        self.num_classes = check_int(name, "num_classes", num_classes, minimum=1)
+        self.hidden_dim = check_int(name, "hidden_dim", hidden_dim, minimum=1, allow_none=True)
+        self.num_heads = check_int(name, "num_heads", num_heads, minimum=1)
+        self.num_encoder_layers = check_int(name, "num_encoder_layers", num_encoder_layers,
+                                            minimum=0)
+        self.num_decoder_layers = check_int(name, "num_decoder_layers", num_decoder_layers,
+                                            minimum=1)
+        self.ff_dim = check_int(name, "ff_dim", ff_dim, minimum=1, allow_none=True)
+        self.dropout = check_rate(name, "dropout", dropout)
+        self.temperature = check_number(name, "temperature", temperature, low=0.0,
+                                        low_open=True)
+        self.keep_input_proj = check_bool(name, "keep_input_proj", keep_input_proj)
+        self.keep_first_self_attn_dec = check_bool(name, "keep_first_self_attn_dec",
+                                                   keep_first_self_attn_dec)
+        self.keep_other_self_attn_dec = check_bool(name, "keep_other_self_attn_dec",
+                                                   keep_other_self_attn_dec)
+        self.pre_norm = check_bool(name, "pre_norm", pre_norm)
         if self.hidden_dim is not None:
-            _check_heads(name, "hidden_dim", self.hidden_dim, self.num_heads)
+            check_divisible(name, "hidden_dim", self.hidden_dim, self.num_heads, "num_heads")
 
     def _dim(self, input_shape):
         name = type(self).__name__
@@ -326,7 +323,8 @@ class TransformerDecoderHead(keras.layers.Layer):
             raise ValueError(f"{name}: hidden_dim={d} differs from the input channels {c}: "
                              f"pass keep_input_proj=True (a Dense projection to hidden_dim) "
                              f"or hidden_dim=None")
-        _check_heads(name, "hidden_dim (None = the input channels)", d, self.num_heads)
+        check_divisible(name, "hidden_dim (None: the input channels)", d, self.num_heads,
+                        "num_heads")
         if len(input_shape) == 4 and d % 4:
             raise ValueError(f"{name}: hidden_dim must be a multiple of 4 for spatial "
                              f"[B,H,W,C] input (sine positional encoding), got {d}")

@@ -116,6 +116,25 @@ class ImageClassifier(keras.Model):
 
     Attributes ``backbone``, ``head``, ``preprocessor``, ``class_names``, ``thresholds``,
     ``task``, ``num_classes``, ``image_size``.
+
+    Examples:
+        >>> import numpy as np
+        >>> import keras_mld
+        >>> model = keras_mld.build("small_convnet", class_names=["cat", "dog", "car"],
+        ...                         input_shape=(32, 32, 3), num_groups=3, embed_dim=16,
+        ...                         num_heads=2, ff_dim=32)
+        >>> model.class_names, model.image_size
+        (['cat', 'dog', 'car'], (32, 32))
+        >>> model.thresholds = {"dog": 0.3}  # per class; the others keep 0.5
+        >>> model.thresholds
+        [0.5, 0.3, 0.5]
+        >>> images = np.zeros((2, 48, 64, 3), "uint8")  # any size: resized inside the model
+        >>> out = model.predict_labels(images, top_k=2)
+        >>> len(out), sorted(out[0]), len(out[0]["top_k"])
+        (2, ['labels', 'top_k'], 2)
+        >>> all(score >= model.thresholds[model.class_names.index(name)]
+        ...     for name, score in out[0]["labels"])
+        True
     """
 
     def __init__(self, backbone, head, preprocessor=None, class_names=None, thresholds=None,

@@ -1,12 +1,21 @@
-"""Every registered layer of ``keras_mld.layers`` through the one harness
+"""Every layer registered anywhere in the ``keras_mld`` package (``keras_mld.layers``,
+``keras_mld.tresnet``, ``keras_mld.models``, ...) through the one harness
 (``tests/layer_harness.py``): shape/dtype, config round trip, ``.keras`` with safe_mode=True,
 mixed_float16, XLA. On JAX: tests/test_jax_backend.py runs tests/layers (this file included)
-again in a subprocess with ``KERAS_BACKEND=jax``."""
+again in a subprocess with ``KERAS_BACKEND=jax``. Registered models (``keras.Model``
+subclasses: ``ImageClassifier``, ``SAMModel``) have their own tests."""
+import importlib
+import pkgutil
+
 import keras
 import numpy as np
 import pytest
 
+import keras_mld
 import keras_mld.layers as L
+from keras_mld import tresnet
+from keras_mld.layers import transformer_decoder as td
+from keras_mld.models import ImageClassifierPreprocessor
 from tests.layer_harness import run_layer_test
 
 RNG = np.random.default_rng(0)
@@ -20,7 +29,8 @@ def _known_labels(batch, n):
     return RNG.integers(-1, 2, size=(batch, n)).astype("float32")
 
 
-# name -> (class, init kwargs, inputs, expected output shape, extra harness options)
+# name (the class name, "[variant]" for another configuration of it) -> (class, init kwargs,
+# inputs, expected output shape, extra harness options)
 CASES = {
     "CosineDense": (L.CosineDense, dict(units=3), _x(2, 5), (2, 3), {}),
     "GroupDense": (L.GroupDense, dict(num_classes=6), _x(2, 3, 4), (2, 6), {}),
@@ -57,48 +67,81 @@ CASES = {
                   _x(2, 3, 8), (2, 4), {}),
     "SinePositionalEncoding2D": (L.SinePositionalEncoding2D, dict(num_channels=8),
                                  _x(2, 3, 4, 8), (2, 3, 4, 8), {}),
+    # official defaults: no input projection (D = C), no decoder self-attention, post-norm
     "TransformerDecoderHead": (L.TransformerDecoderHead,
-                               dict(num_classes=4, hidden_dim=8, num_heads=2,
-                                    num_encoder_layers=1, num_decoder_layers=1, ff_dim=16),
-                               _x(2, 3, 3, 5), (2, 4), {}),
+                               dict(num_classes=4, num_heads=2, num_encoder_layers=1,
+                                    num_decoder_layers=2, ff_dim=16),
+                               _x(2, 3, 3, 8), (2, 4), {}),
+    # every keep_* flag on, pre-norm, Dense projection C=5 -> D=8
+    "TransformerDecoderHead[keep_all, pre_norm]": (
+        L.TransformerDecoderHead,
+        dict(num_classes=4, hidden_dim=8, num_heads=2, num_encoder_layers=1,
+             num_decoder_layers=2, ff_dim=16, keep_input_proj=True,
+             keep_first_self_attn_dec=True, keep_other_self_attn_dec=True, pre_norm=True),
+        _x(2, 3, 3, 5), (2, 4), {}),
+    # call(x, pos): the positional term passed positionally
+    "TransformerEncoderLayer": (td.TransformerEncoderLayer,
+                                dict(hidden_dim=8, num_heads=2, ff_dim=16),
+                                [_x(2, 5, 8), _x(2, 5, 8)], (2, 5, 8), {}),
+    "TransformerEncoderLayer[pre_norm]": (td.TransformerEncoderLayer,
+                                          dict(hidden_dim=8, num_heads=2, ff_dim=16,
+                                               pre_norm=True),
+                                          _x(2, 5, 8), (2, 5, 8), {}),
+    # call(tgt, memory, pos, query_pos)
+    "TransformerDecoderLayer": (td.TransformerDecoderLayer,
+                                dict(hidden_dim=8, num_heads=2, ff_dim=16),
+                                [_x(2, 3, 8), _x(2, 5, 8), _x(2, 5, 8), _x(2, 3, 8)],
+                                (2, 3, 8), {}),
+    "TransformerDecoderLayer[no self-attention, pre_norm]": (
+        td.TransformerDecoderLayer,
+        dict(hidden_dim=8, num_heads=2, ff_dim=16, self_attention=False, pre_norm=True),
+        [_x(2, 3, 8), _x(2, 5, 8), _x(2, 5, 8), _x(2, 3, 8)], (2, 3, 8), {}),
     "CTranHead": (L.CTranHead, dict(num_classes=4, embed_dim=8, num_layers=1, num_heads=2),
                   [_x(2, 3, 3, 5), _known_labels(2, 4)], (2, 4), {}),
+    # keras_mld.tresnet
+    "SpaceToDepth": (tresnet.SpaceToDepth, dict(block_size=2), _x(2, 4, 6, 3), (2, 2, 3, 12),
+                     {}),
+    "BlurPool2D": (tresnet.BlurPool2D, dict(), _x(2, 5, 6, 3), (2, 3, 3, 3), {}),
+    # keras_mld.models: uint8 images of another size -> resized and normalised float32
+    "ImageClassifierPreprocessor": (
+        ImageClassifierPreprocessor, dict(image_size=(4, 4), normalization="torch"),
+        RNG.integers(0, 256, size=(2, 6, 8, 3)).astype("uint8"), (2, 4, 4, 3), {}),
 }
 
 
+def _import_the_whole_package():
+    """Imports every module of keras_mld, so that every registration has happened (a layer
+    may live outside keras_mld.layers, e.g. keras_mld.tresnet)."""
+    for info in pkgutil.walk_packages(keras_mld.__path__, "keras_mld."):
+        if not info.name.endswith(("__main__", ".cli")):
+            importlib.import_module(info.name)
+
+
 def _registered_layers():
-    """Names of the layer classes registered by modules of keras_mld.layers."""
+    """Names of the layer classes (not models) registered under the ``keras_mld`` package
+    name by any module of keras_mld."""
+    _import_the_whole_package()
     return sorted(
         name.split(">", 1)[1] for name, obj in keras.saving.get_custom_objects().items()
         if name.startswith("keras_mld>") and isinstance(obj, type)
-        and issubclass(obj, keras.layers.Layer) and obj.__module__.startswith("keras_mld.layers"))
+        and issubclass(obj, keras.layers.Layer) and not issubclass(obj, keras.Model)
+        and obj.__module__.startswith("keras_mld"))
 
 
-def _sub_layer_cases():
-    """Registered helper layers of the Query2Label decoder (built from their parent's case)."""
-    from keras_mld.layers import transformer_decoder as td
-
-    cases = {}
-    if hasattr(td, "PostNormDecoderLayer"):
-        cases["PostNormDecoderLayer"] = (
-            td.PostNormDecoderLayer, dict(hidden_dim=8, num_heads=2, ff_dim=16),
-            [_x(2, 3, 8), _x(2, 5, 8)], (2, 3, 8), {})
-    if hasattr(td, "PostNormEncoderLayer"):
-        cases["PostNormEncoderLayer"] = (
-            td.PostNormEncoderLayer, dict(hidden_dim=8, num_heads=2, ff_dim=16),
-            _x(2, 5, 8), (2, 5, 8), {})
-    return cases
-
-
-ALL_CASES = {**CASES, **_sub_layer_cases()}
+def test_registry_enumeration_sees_layers_outside_keras_mld_layers():
+    found = set(_registered_layers())
+    assert {"SpaceToDepth", "BlurPool2D", "ImageClassifierPreprocessor",
+            "TransformerEncoderLayer", "TransformerDecoderLayer", "MLDecoder"} <= found, found
+    assert "ImageClassifier" not in found  # a model: tests/test_image_classifier.py
 
 
 def test_every_registered_layer_has_a_harness_case():
-    missing = sorted(set(_registered_layers()) - set(ALL_CASES))
+    covered = {name.split("[")[0] for name in CASES}
+    missing = sorted(set(_registered_layers()) - covered)
     assert not missing, f"add a case to tests/layers/test_layer_harness.py for: {missing}"
 
 
-@pytest.mark.parametrize("name", sorted(ALL_CASES))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_layer_harness(name):
-    cls, kwargs, inputs, shape, options = ALL_CASES[name]
+    cls, kwargs, inputs, shape, options = CASES[name]
     run_layer_test(cls, kwargs, inputs, shape, **options)
