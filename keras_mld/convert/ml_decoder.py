@@ -105,7 +105,8 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
     """An official ML-Decoder checkpoint -> ``(keras.Model, class_names)``.
 
     Args:
-        source: a path (``.pth`` / ``.pt`` -- needs torch --, ``.safetensors``, ``.npz``)
+        source: a path (``.pth`` / ``.pt``: torch not needed, see
+            :func:`keras_mld.convert.state_dict.read_pth`; ``.safetensors``, ``.npz``)
             or the loaded dict (``{"model": state_dict, "idx_to_class": ...}`` or a state
             dict).
         image_size: input side (int) or ``(H, W)`` (the official models: TResNet-M 224,

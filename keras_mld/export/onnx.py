@@ -121,8 +121,8 @@ def export_onnx(model, path, labels=None, thresholds=None, image_size=None, task
             TensorFlow's to 1e-4 on a sample batch.
 
     Raises:
-        ValueError naming the op and layer ONNX cannot express; RuntimeError when the
-        runtime's scores differ.
+        ValueError: naming the op and layer ONNX cannot express.
+        RuntimeError: when the runtime's scores differ from TensorFlow's.
     """
     meta = deploy.deploy_metadata(model, labels, thresholds, task, image_size, "export_onnx")
     path = deploy.check_destination(path, overwrite, "export_onnx")
