@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mld.atomic import move_into_place
 from keras_mld.graph_branches import freeze_graph_branches
 from keras_mld.data.image import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS,
                                    _check_limit, decode_batch as _decode_batch)
@@ -333,20 +334,7 @@ def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_clas
 
 
 def _move_into_place(tmp_dir, final_dir, overwrite):
-    if not os.path.exists(final_dir):
-        os.rename(tmp_dir, final_dir)
-        return
-    if not overwrite:
-        raise FileExistsError(f"export_saved_model: {final_dir!r} appeared during the export")
-    parent, name = os.path.split(final_dir)
-    aside = os.path.join(parent, f".old-{name}-{uuid.uuid4().hex[:8]}")
-    os.rename(final_dir, aside)
-    try:
-        os.rename(tmp_dir, final_dir)
-    except BaseException:
-        os.rename(aside, final_dir)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    move_into_place(tmp_dir, final_dir, overwrite, "export_saved_model")
 
 
 def export_saved_model(model, base_dir, labels=None, thresholds=None, version=None,

@@ -23,9 +23,10 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 
 import keras
+
+from keras_mld.atomic import move_into_place
 
 PRESET_FORMAT = "keras_mld.preset/1"
 CONFIG_FILE = "config.json"
@@ -167,17 +168,7 @@ def save_preset(model, preset_dir, recipe=None, validation=None, overwrite=False
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
             json.dump(_jsonable(meta), f, indent=1, ensure_ascii=False)
         os.chmod(tmp, 0o755)
-        if os.path.exists(final):
-            aside = os.path.join(parent, f".old-{os.path.basename(final)}-{uuid.uuid4().hex[:8]}")
-            os.rename(final, aside)
-            try:
-                os.rename(tmp, final)
-            except BaseException:
-                os.rename(aside, final)
-                raise
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        move_into_place(tmp, final, overwrite, "save_to_preset")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
