@@ -23,6 +23,7 @@ DEFAULT_TF_LOG_LEVEL = "2"
 _LOG_LINE = re.compile(r"^(?:([IWEF])\d{4} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d [\d:.]+: ([IWEF]) )")
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
+_NO_GPU = "failed call to cuInit"
 
 
 # --------------------------------------------------------------------------- sub-commands
@@ -212,7 +213,9 @@ def _keras_backend():
 
 
 def _below_level(line, level):
-    if line.startswith(_ABSL_PREAMBLE):
+    if line.startswith(_ABSL_PREAMBLE) or _NO_GPU in line:
+        # the absl preamble, and CUDA's "no GPU here" (logged as an error by every TensorFlow
+        # start on a CPU-only machine): start-up notices, shown from level 1 down
         return level > _SEVERITY["W"]
     match = _LOG_LINE.match(line)
     return bool(match) and _SEVERITY[match.group(1) or match.group(2)] < level
@@ -255,9 +258,10 @@ def import_tensorflow_quietly():
 
 def _try_import_tensorflow():
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow
     except ImportError:  # the command's own import then says what is missing
-        pass
+        return
+    tensorflow.config.list_physical_devices()  # device start-up lines, inside the capture
 
 
 # --------------------------------------------------------------------------- entry point

@@ -78,6 +78,10 @@ def test_bench_takes_its_own_options_first_and_others_reject_unknown_ones():
     ("WARNING: All log messages before absl::InitializeLog() is called are written", 1, False),
     ("I0000 00:00:1796017375.083880    7325 port.cc:153] info", 1, True),
     ("Traceback (most recent call last):", 3, False),
+    ("E0000 00:00:1796022651.702862   30893 cuda_platform.cc:52] failed call to cuInit: "
+     "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)", 2, True),
+    ("E0000 00:00:1796022651.702862   30893 cuda_platform.cc:52] failed call to cuInit: x",
+     1, False),
 ])
 def test_log_filter_drops_only_lines_below_the_level(line, level, dropped):
     assert cli._below_level(line, level) is dropped
