@@ -12,11 +12,10 @@ in training, backbone normalisation) -> ``backbone`` -> ``head`` -> ``logits`` `
 (float32). A head with extra inputs (C-Tran's ``known_labels``, the zero-shot decoder's
 ``label_vectors``) makes the model take a dict ``{"images": ..., <name>: ...}``.
 """
-import os
-
 import keras
 import numpy as np
 
+from keras_mld.models.images import image_batches
 from keras_mld.models.preprocessor import ImageClassifierPreprocessor
 
 TASKS = ("multilabel", "singlelabel")
@@ -356,7 +355,7 @@ class ImageClassifier(keras.Model):
 
     def predict_scores(self, images, batch_size=32):
         """Scores ``[B, N]`` (float32) of ``images`` (see :meth:`predict_labels`)."""
-        batches = _image_batches(images, self.preprocessor, batch_size)
+        batches = image_batches(images, self.preprocessor, batch_size)
         out = [self.scores(self(self._feeds(b), training=False)) for b in batches]
         if not out:
             return np.zeros((0, self.num_classes), np.float32)
@@ -445,62 +444,3 @@ def _static_size(backbone):
     if shape is None or len(shape) != 4 or None in tuple(shape[1:3]):
         return None
     return (int(shape[1]), int(shape[2]))
-
-
-def _is_image_source(item):
-    return isinstance(item, (str, bytes, os.PathLike))
-
-
-def _load_one(item, preprocessor):
-    """One image (path, bytes or ``[H, W, 3]`` array) -> float32 ``[h, w, 3]`` numpy."""
-    size = preprocessor.image_size
-    if _is_image_source(item):
-        import tensorflow as tf
-
-        from keras_mld.data.image import assert_image_size, decode_and_resize
-
-        if isinstance(item, bytes):
-            data = item
-        else:
-            path = os.fspath(item)
-            if not os.path.isfile(path):
-                raise ValueError(f"images: no such file {path!r}")
-            data = tf.io.read_file(path)
-        try:  # bounded: an image over max_image_pixels is refused from its header
-            if size is not None:
-                image = decode_and_resize(data, size)
-            else:
-                assert_image_size(data)
-                image = tf.cast(tf.io.decode_image(data, channels=3, expand_animations=False),
-                                tf.float32)
-        except tf.errors.InvalidArgumentError as err:
-            name = item if not isinstance(item, bytes) else f"{len(item)} bytes"
-            raise ValueError(f"images: cannot use {name}: not a JPEG/PNG/GIF/BMP/WebP image of "
-                             f"at most the allowed pixels ({err.message.strip()})") from None
-        return image.numpy()
-    x = np.asarray(keras.ops.convert_to_numpy(item) if not isinstance(item, np.ndarray)
-                   else item)
-    if x.ndim != 3 or x.shape[-1] != 3:
-        raise ValueError(f"images: expected arrays [H, W, 3] (RGB), got shape {x.shape}")
-    return np.asarray(keras.ops.convert_to_numpy(preprocessor.resize(x[None])))[0]
-
-
-def _image_batches(images, preprocessor, batch_size):
-    """``images`` in any accepted form -> list of float32 batches ``[b, h, w, 3]``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    if _is_image_source(images) or (hasattr(images, "shape") and len(images.shape) == 3):
-        images = [images]
-    if hasattr(images, "shape"):  # a batch [B, H, W, 3]: resized inside the model
-        if len(images.shape) != 4 or images.shape[-1] != 3:
-            raise ValueError("images: expected a batch [B, H, W, 3], a list of files, bytes or "
-                             f"[H, W, 3] arrays; got shape {tuple(images.shape)}")
-        x = np.asarray(keras.ops.convert_to_numpy(images))
-        return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
-    if not isinstance(images, (list, tuple)):
-        raise ValueError("images: expected a batch [B, H, W, 3], or a list of image files, "
-                         f"encoded bytes or [H, W, 3] arrays; got {type(images).__name__}")
-    loaded = [_load_one(item, preprocessor) for item in images]
-    if preprocessor.image_size is None:  # sizes may differ: one image per batch
-        return [x[None] for x in loaded]
-    return [np.stack(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]

@@ -1,0 +1,68 @@
+"""Images for :meth:`keras_mld.ImageClassifier.predict_labels`: file paths, encoded bytes or
+arrays, decoded with the training pipeline's own bounded decoder
+(:func:`keras_mld.data.image.decode_and_resize`) and batched lazily."""
+import os
+
+import keras
+import numpy as np
+
+
+def _is_image_source(item):
+    return isinstance(item, (str, bytes, os.PathLike))
+
+
+def _load_one(item, preprocessor):
+    """One image (path, bytes or ``[H, W, 3]`` array) -> float32 ``[h, w, 3]`` numpy."""
+    size = preprocessor.image_size
+    if _is_image_source(item):
+        import tensorflow as tf
+
+        from keras_mld.data.image import assert_image_size, decode_and_resize
+
+        if isinstance(item, bytes):
+            data = item
+        else:
+            path = os.fspath(item)
+            if not os.path.isfile(path):
+                raise ValueError(f"images: no such file {path!r}")
+            data = tf.io.read_file(path)
+        try:  # bounded: an image over max_image_pixels is refused from its header
+            if size is not None:
+                image = decode_and_resize(data, size)
+            else:
+                assert_image_size(data)
+                image = tf.cast(tf.io.decode_image(data, channels=3, expand_animations=False),
+                                tf.float32)
+        except tf.errors.InvalidArgumentError as err:
+            name = item if not isinstance(item, bytes) else f"{len(item)} bytes"
+            raise ValueError(f"images: cannot use {name}: not a JPEG/PNG/GIF/BMP/WebP image of "
+                             f"at most the allowed pixels ({err.message.strip()})") from None
+        return image.numpy()
+    x = np.asarray(keras.ops.convert_to_numpy(item) if not isinstance(item, np.ndarray)
+                   else item)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"images: expected arrays [H, W, 3] (RGB), got shape {x.shape}")
+    return np.asarray(keras.ops.convert_to_numpy(preprocessor.resize(x[None])))[0]
+
+
+def image_batches(images, preprocessor, batch_size):
+    """``images`` in any accepted form -> an iterator of float32 batches ``[b, h, w, 3]``.
+
+    Files and bytes are decoded one batch at a time (bounded memory for a long list)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    if _is_image_source(images) or (hasattr(images, "shape") and len(images.shape) == 3):
+        images = [images]
+    if hasattr(images, "shape"):  # a batch [B, H, W, 3]: resized inside the model
+        if len(images.shape) != 4 or images.shape[-1] != 3:
+            raise ValueError("images: expected a batch [B, H, W, 3], a list of files, bytes or "
+                             f"[H, W, 3] arrays; got shape {tuple(images.shape)}")
+        x = np.asarray(keras.ops.convert_to_numpy(images))
+        return (x[i:i + batch_size] for i in range(0, len(x), batch_size))
+    if not isinstance(images, (list, tuple)):
+        raise ValueError("images: expected a batch [B, H, W, 3], or a list of image files, "
+                         f"encoded bytes or [H, W, 3] arrays; got {type(images).__name__}")
+    if preprocessor.image_size is None:  # sizes may differ: one image per batch
+        return (_load_one(item, preprocessor)[None] for item in images)
+    return (np.stack([_load_one(item, preprocessor) for item in images[i:i + batch_size]])
+            for i in range(0, len(images), batch_size))
