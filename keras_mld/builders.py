@@ -14,6 +14,7 @@ from keras_mld.heads import register_head  # noqa: F401  (re-exported)
 from keras_mld.models.coco import COCO_CLASS_NAMES
 from keras_mld.models.image_classifier import ImageClassifier, check_class_names
 from keras_mld.models.preprocessor import ImageClassifierPreprocessor
+from keras_mld.validation import check_int
 
 TASKS = ("multilabel", "singlelabel")
 NORMALIZATIONS = ("none", "unit", "symmetric", "torch", "caffe")
@@ -70,8 +71,7 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
     if class_names is not None:
         class_names = check_class_names(class_names, num_classes)
         num_classes = len(class_names)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+    num_classes = check_int("build", "num_classes", num_classes, minimum=1)
     if task not in TASKS:
         raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
     input_shape = _check_input_shape(input_shape)

@@ -282,7 +282,7 @@ def main(argv=None):
         import_tensorflow_quietly()
     try:
         return args.handler(args)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input, an existing or unreadable path
         print(f"keras-mld {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -32,7 +32,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from keras_mld.validation import check_choice, check_int
+from keras_mld.validation import check_choice, check_int, check_number
 
 STEM_SLOPE = 1e-2
 BLOCK_SLOPE = 1e-3
@@ -184,10 +184,11 @@ def _block(x, planes, stride, bottleneck, use_se, downsample, prefix):
 
 def _check_layers(layers):
     ok = (isinstance(layers, (list, tuple)) and len(layers) == 4
-          and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers))
+          and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                  for n in layers))
     if not ok:
         raise ValueError(f"layers: expected 4 ints >= 1 (blocks per stage), got {layers!r}")
-    return tuple(layers)
+    return tuple(int(n) for n in layers)
 
 
 def tresnet(layers=(3, 4, 11, 3), width_factor=1.0, v2=False, include_top=False,
@@ -208,11 +209,10 @@ def tresnet(layers=(3, 4, 11, 3), width_factor=1.0, v2=False, include_top=False,
     """
     if weights is not None:
         raise ValueError("weights: TResNet has no Keras download; use weights=None and "
-                         "keras_mld.convert.tresnet.load_timm_weights(...) for timm / official "
-                         f"PyTorch weights, got {weights!r}")
+                         "keras_mld.convert.tresnet.load_weights(model, state_dict) for "
+                         f"timm / official PyTorch weights, got {weights!r}")
     layers = _check_layers(layers)
-    if isinstance(width_factor, bool) or not isinstance(width_factor, (int, float)) or width_factor <= 0:
-        raise ValueError(f"width_factor: expected a number > 0, got {width_factor!r}")
+    width_factor = check_number("tresnet", "width_factor", width_factor, low=0, low_open=True)
     if not isinstance(v2, bool):
         raise ValueError(f"v2: expected True or False, got {v2!r}")
     shape = tuple(input_shape)
@@ -240,8 +240,7 @@ def tresnet(layers=(3, 4, 11, 3), width_factor=1.0, v2=False, include_top=False,
                        f"body_layer{stage + 1}_{i}")
             in_ch = out_ch
     if include_top:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+        num_classes = check_int("tresnet", "num_classes", num_classes, minimum=1)
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         x = keras.layers.Dense(num_classes, name="head_fc")(x)
     return keras.Model(inputs, x, name=name)

@@ -69,7 +69,10 @@ def check_number(owner, name, value, low=None, high=None, low_open=False, high_o
     """``float(value)`` for a finite real number (int or float, Python or numpy) in range."""
     if value is None and allow_none:
         return None
-    ok = _is_real(value) and math.isfinite(float(value))
+    try:
+        ok = _is_real(value) and math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        ok = False
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:

@@ -164,6 +164,9 @@ def predict(model_path, images, top_k=5, threshold=None):
     return out
 
 
+SERVED_CHUNK = 32  # images per request to an exported SavedModel in `keras-mld predict`
+
+
 def _predict_served(export_dir, images, threshold):
     import tensorflow as tf
 
@@ -171,10 +174,28 @@ def _predict_served(export_dir, images, threshold):
     if "predict_images" not in loaded.signatures:
         raise ValueError(f"model: {export_dir} has no predict_images signature")
     fn = loaded.signatures["predict_images"]
-    data = tf.constant([tf.io.read_file(p).numpy() for p in images])
-    res = {k: v.numpy() for k, v in fn(image_bytes=data).items()}
-    if "labels" not in res:
+    if "labels" not in fn.structured_outputs:
         raise ValueError(f"model: {export_dir} is a zero-shot export; pass label names")
+
+    def request(paths):
+        data = tf.constant([tf.io.read_file(p).numpy() for p in paths])
+        return {k: v.numpy() for k, v in fn(image_bytes=data).items()}
+
+    # small requests (memory bounded for a long file list, under the export's
+    # max_batch_size); a refused request is retried image by image to name the bad file
+    parts = []
+    for start in range(0, len(images), SERVED_CHUNK):
+        chunk = images[start:start + SERVED_CHUNK]
+        try:
+            parts.append(request(chunk))
+        except tf.errors.InvalidArgumentError:
+            for path in chunk:
+                try:
+                    parts.append(request([path]))
+                except tf.errors.InvalidArgumentError as err:
+                    raise ValueError(f"images: cannot use {path!r}: "
+                                     f"{err.message.strip()}") from None
+    res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     names = [n.decode("utf-8") for n in loaded.signatures["metadata"]()["labels"].numpy()]
     out = []
     for i in range(len(images)):

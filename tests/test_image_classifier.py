@@ -367,3 +367,18 @@ def test_compiled_model_reloads_compiled_with_the_same_defaults(tmp_path):
     np.testing.assert_allclose(loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"],
                                model.evaluate(x, y, verbose=0, return_dict=True)["loss"],
                                rtol=1e-6)
+
+
+def test_numpy_integers_are_accepted_like_python_ints():
+    # e.g. num_classes=y.max() + 1: build, predict_labels and TResNet take numpy integers
+    model = keras_mld.build("small_convnet", head="gap", num_classes=np.int64(3),
+                            input_shape=(16, 16, 3))
+    assert model.num_classes == 3
+    images = np.zeros((3, 20, 20, 3), "uint8")
+    batched = model.predict_labels(list(images), batch_size=np.int64(2))
+    assert batched == model.predict_labels(list(images), batch_size=3)
+    from keras_mld.tresnet import tresnet
+
+    small = tresnet(layers=tuple(np.int64(1) for _ in range(4)), width_factor=np.float32(0.125),
+                    input_shape=(64, 64, 3), num_classes=np.int64(5), include_top=True)
+    assert small.output_shape == (None, 5)

@@ -190,3 +190,10 @@ def test_layer_modules_import_each_other_without_cycles():
     for name in graph:
         visit(name, [])
     assert "gcn" not in graph["graph_attention"] and "graph_attention" not in graph["gcn"]
+
+
+def test_check_number_refuses_an_int_too_large_for_a_float():
+    from keras_mld.validation import check_number
+
+    with pytest.raises(ValueError, match="lr"):
+        check_number("X", "lr", 10 ** 400)

@@ -129,21 +129,38 @@ def _read_pth_without_torch(path, max_bytes):
         with archive.open(pkl[0]) as f:
             try:
                 obj = _WeightsUnpickler(f).load()
-            except pickle.UnpicklingError as e:
-                raise _error(path, str(e)) from None
-        cache = {}
+            except Exception as e:  # a malformed pickle, whatever the opcode that broke
+                raise _error(path, f"{type(e).__name__}: {e}") from None
+        cache, done, active = {}, {}, set()
+        budget = {"bytes": 0}
 
         def convert(x):
+            # each object once (a pickle can share one dict or tensor many times: converting
+            # every path would cost exponential time) and no cycles
+            key = id(x)
+            if key in done:
+                return done[key]
             if isinstance(x, _Tensor):
-                return _materialise(x, archive, prefix, big_endian, cache)
-            if isinstance(x, dict):
-                return {k: convert(v) for k, v in x.items()}
-            return x
+                dtype = _STORAGE_DTYPES.get(getattr(x.storage, "dtype", None), np.float32)
+                itemsize = 4 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+                budget["bytes"] += int(np.prod(x.size, dtype=np.int64)) * itemsize
+                if budget["bytes"] > max_bytes:  # strided views can claim more than the file
+                    raise ValueError(f"its tensors hold more than max_bytes={max_bytes} bytes")
+                done[key] = _materialise(x, archive, prefix, big_endian, cache)
+            elif isinstance(x, dict):
+                if key in active:
+                    raise ValueError("a dict contains itself")
+                active.add(key)
+                done[key] = {k: convert(v) for k, v in x.items()}
+                active.discard(key)
+            else:
+                return x
+            return done[key]
 
         try:
             return convert(obj)
-        except (ValueError, KeyError) as e:
-            raise _error(path, str(e)) from None
+        except Exception as e:  # bad views, missing storages, malformed rebuild arguments
+            raise _error(path, f"{type(e).__name__}: {e}") from None
 
 
 def _read_pth_with_torch(path):

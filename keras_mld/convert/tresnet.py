@@ -17,6 +17,8 @@ import re
 
 import numpy as np
 
+from keras_mld.convert.state_dict import DEFAULT_MAX_BYTES, _check_size
+
 INPLACE_ABN_EPS = 1e-5
 _NORM_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
 
@@ -51,6 +53,8 @@ def read_checkpoint(source):
         ext = os.path.splitext(path)[1].lower()
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as z:
+                # bounded like read_state_dict: a deflate bomb is refused before it expands
+                _check_size(path, sum(i.file_size for i in z.zip.infolist()), DEFAULT_MAX_BYTES)
                 raw = {k: z[k] for k in z.files}
             if "class_names" in raw:
                 meta["class_names"] = [str(c) for c in raw.pop("class_names")]

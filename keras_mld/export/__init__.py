@@ -6,8 +6,8 @@ SavedModel with the ``serving_default``, ``predict_images`` and ``metadata`` sig
 class names and thresholds, and a warm-up file) plus an example ``base_dir/models.config``.
 See the README section "Serving with TensorFlow Serving".
 
-``export_onnx(model, "model.onnx", labels)`` (ONNX Runtime) and
-``export_openvino(model, "model_ov", labels)`` (OpenVINO IR) write the same model (pixels in
+``export_onnx(model, "model.onnx")`` (ONNX Runtime) and
+``export_openvino(model, "model_ov")`` (OpenVINO IR) write the same model (pixels in
 [0, 255] in, probabilities out, dynamic batch, class names and thresholds in the metadata);
 they need the ``deploy`` extra (tf2onnx, onnx, onnxruntime, openvino), imported on first
 call. See the README section "Deployment".
@@ -27,13 +27,13 @@ from keras_mld.export.warmup import (  # noqa: F401
 from keras_mld.export.zero_shot import export_zero_shot_saved_model  # noqa: F401
 
 
-def export_onnx(model, path, labels, **kwargs):
+def export_onnx(model, path, labels=None, **kwargs):
     """See :func:`keras_mld.export.onnx.export_onnx` (imported on call: needs tf2onnx)."""
     from keras_mld.export.onnx import export_onnx as export
     return export(model, path, labels, **kwargs)
 
 
-def export_openvino(model, path, labels, **kwargs):
+def export_openvino(model, path, labels=None, **kwargs):
     """See :func:`keras_mld.export.openvino.export_openvino` (imported on call)."""
     from keras_mld.export.openvino import export_openvino as export
     return export(model, path, labels, **kwargs)

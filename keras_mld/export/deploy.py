@@ -43,7 +43,7 @@ def deploy_metadata(model, labels=None, thresholds=None, task=None, image_size=N
         num_classes = sm._num_classes(model)
         task = sm._detect_task(model, task)
         labels = sm._check_labels(labels, num_classes, model)
-        thresholds = sm._check_thresholds(thresholds, num_classes, model)
+        thresholds = sm._check_thresholds(thresholds, num_classes, model, labels)
         image_size = sm._check_image_size(model, sm._images_input(model), image_size)
     except ValueError as e:
         raise ValueError(str(e).replace("export_saved_model", caller)) from None

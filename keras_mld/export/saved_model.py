@@ -72,6 +72,8 @@ def _images_input(model):
 
 
 def _num_classes(model):
+    if isinstance(getattr(model, "num_classes", None), int):
+        return model.num_classes  # an ImageClassifier: also after set_labels changed M
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2 or \
             model.outputs[0].shape[-1] is None:
         raise ValueError("export_saved_model: the model must have one output, logits of "
@@ -119,12 +121,24 @@ def _limit(value, name):
         raise ValueError(f"export: {e}") from None
 
 
-def _check_thresholds(thresholds, n, model=None):
+def _check_thresholds(thresholds, n, model=None, labels=None):
     if thresholds is None:
         thresholds = getattr(model, "thresholds", None)
     if thresholds is None:
         return np.full([n], 0.5, np.float32)
-    t = np.asarray(thresholds, dtype=np.float64)
+    if isinstance(thresholds, dict):  # {class name: threshold}, as ImageClassifier takes them
+        from keras_mld.models.image_classifier import check_thresholds
+
+        try:
+            thresholds = check_thresholds(thresholds, list(labels or []))
+        except ValueError as e:
+            raise _err("thresholds", "a dict of known class names to floats in [0, 1]",
+                       str(e)) from None
+    try:
+        t = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _err("thresholds", f"None, a float, {n} floats or a dict {{class name: float}}",
+                   thresholds) from None
     if t.ndim == 0:
         t = np.full([n], float(t))
     if t.shape != (n,):
@@ -147,7 +161,13 @@ def _check_image_size(model, images_input, image_size):
             raise ValueError("export_saved_model: the model input has no static height/width "
                              f"(shape {tuple(images_input.shape)}); pass image_size=(H, W)")
         return tuple(int(s) for s in static)
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    try:
+        size = tuple(image_size)
+    except TypeError:
+        raise _err("image_size", "None, a positive int or (H, W) positive ints",
+                   image_size) from None
     if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                                  and s > 0 for s in size):
         raise _err("image_size", "None, a positive int or (H, W) positive ints", image_size)
@@ -386,7 +406,7 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
     num_classes = _num_classes(model)
     task = _detect_task(model, task)
     labels = _check_labels(labels, num_classes, model)
-    thresholds = _check_thresholds(thresholds, num_classes, model)
+    thresholds = _check_thresholds(thresholds, num_classes, model, labels)
     image_size = _check_image_size(model, _images_input(model), image_size)
     limits = {"max_image_pixels": _limit(max_image_pixels, "max_image_pixels"),
               "max_batch_size": _limit(max_batch_size, "max_batch_size")}

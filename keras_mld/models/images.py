@@ -6,9 +6,42 @@ import os
 import keras
 import numpy as np
 
+from keras_mld.validation import check_int
+
 
 def _is_image_source(item):
     return isinstance(item, (str, bytes, os.PathLike))
+
+
+_DECODERS = {}
+
+
+def _decoder(size):
+    """The bounded decoder for ``size`` as a (cached) ``tf.function``: run eagerly, the
+    header reader's loops (every GIF frame) would run op by op, ~100x slower."""
+    if size not in _DECODERS:
+        import tensorflow as tf
+
+        from keras_mld.data.image import assert_image_size, decode_and_resize
+
+        def decode(data):
+            if size is not None:
+                return decode_and_resize(data, size)
+            check = assert_image_size(data)
+            with tf.control_dependencies([] if check is None else [check]):
+                image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            return tf.cast(image, tf.float32)
+
+        _DECODERS[size] = tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
+    return _DECODERS[size]
+
+
+def _reason(message):
+    """The op's own words from a graph-mode error (without TensorFlow's trace lines)."""
+    lines = [line.strip() for line in message.splitlines()]
+    kept = [line for line in lines if line and not line.startswith(
+        ("Graph execution error", "Detected at node", "File ", "[[", "{{"))]
+    return kept[-1] if kept else message.strip()
 
 
 def _load_one(item, preprocessor):
@@ -16,8 +49,6 @@ def _load_one(item, preprocessor):
     size = preprocessor.image_size
     if _is_image_source(item):
         import tensorflow as tf
-
-        from keras_mld.data.image import assert_image_size, decode_and_resize
 
         if isinstance(item, bytes):
             data = item
@@ -27,16 +58,11 @@ def _load_one(item, preprocessor):
                 raise ValueError(f"images: no such file {path!r}")
             data = tf.io.read_file(path)
         try:  # bounded: an image over max_image_pixels is refused from its header
-            if size is not None:
-                image = decode_and_resize(data, size)
-            else:
-                assert_image_size(data)
-                image = tf.cast(tf.io.decode_image(data, channels=3, expand_animations=False),
-                                tf.float32)
+            image = _decoder(size)(data)
         except tf.errors.InvalidArgumentError as err:
             name = item if not isinstance(item, bytes) else f"{len(item)} bytes"
             raise ValueError(f"images: cannot use {name}: not a JPEG/PNG/GIF/BMP/WebP image of "
-                             f"at most the allowed pixels ({err.message.strip()})") from None
+                             f"at most the allowed pixels ({_reason(err.message)})") from None
         return image.numpy()
     x = np.asarray(keras.ops.convert_to_numpy(item) if not isinstance(item, np.ndarray)
                    else item)
@@ -49,8 +75,7 @@ def image_batches(images, preprocessor, batch_size):
     """``images`` in any accepted form -> an iterator of float32 batches ``[b, h, w, 3]``.
 
     Files and bytes are decoded one batch at a time (bounded memory for a long list)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    batch_size = check_int("predict_labels", "batch_size", batch_size, minimum=1)
     if _is_image_source(images) or (hasattr(images, "shape") and len(images.shape) == 3):
         images = [images]
     if hasattr(images, "shape"):  # a batch [B, H, W, 3]: resized inside the model

@@ -152,3 +152,33 @@ def test_npz_and_safetensors(tmp_path):
         for k, v in arrays.items():
             np.testing.assert_array_equal(out[k], v)
             assert out[k].dtype == v.dtype
+
+
+def test_pth_views_cannot_claim_more_memory_than_max_bytes(tmp_path, monkeypatch):
+    # a stride-0 view of one float claims 3000 x 3000 floats (36 MB) from a tiny file
+    st = [_FakeStorage("FloatStorage", "0", np.ones(1, "<f4"))]
+    path = tmp_path / "wide.pth"
+    _write_pth(path, {"w": _FakeTensor(st[0], 0, (3000, 3000), (0, 0))}, st, monkeypatch)
+    with pytest.raises(ValueError, match="max_bytes"):
+        read_state_dict(path, use_torch=False, max_bytes=2 ** 20)
+    out = read_state_dict(path, use_torch=False)  # within the default limit: the view's values
+    assert out["w"].shape == (3000, 3000) and float(out["w"][5, 7]) == 1.0
+
+
+def test_pth_shared_and_cyclic_containers(tmp_path, monkeypatch):
+    # one dict shared 2 x 2 x ... 40 levels deep is read once per object (not 2**40 paths);
+    # a dict that contains itself is refused with a ValueError
+    st = [_FakeStorage("FloatStorage", "0", np.arange(3, dtype="<f4"))]
+    node = {"t": _FakeTensor(st[0], 0, (3,), (1,))}
+    for _ in range(40):
+        node = {"a": node, "b": node}
+    path = tmp_path / "shared.pth"
+    _write_pth(path, {"state_dict": {"x": _FakeTensor(st[0], 0, (3,), (1,))}, "tree": node},
+               st, monkeypatch)
+    np.testing.assert_array_equal(read_state_dict(path, use_torch=False)["x"], [0, 1, 2])
+    cyclic = tmp_path / "cyclic.pth"
+    loop = {}
+    loop["self"] = loop
+    _write_pth(cyclic, {"w": _FakeTensor(st[0], 0, (3,), (1,)), "loop": loop}, st, monkeypatch)
+    with pytest.raises(ValueError, match="contains itself"):
+        read_state_dict(cyclic, use_torch=False)

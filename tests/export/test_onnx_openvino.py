@@ -249,6 +249,11 @@ def test_cli_export_formats(tmp_path):
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert json.loads(props["keras_mld.labels"]) == LABELS
     np.testing.assert_allclose(json.loads(props["keras_mld.thresholds"]), [0.4] * N)
+    # the README's Python form: names and thresholds from the model itself
+    keras_mld.export.export_onnx(model, tmp_path / "py.onnx")
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "py.onnx")).metadata_props}
+    assert json.loads(props["keras_mld.labels"]) == LABELS
+    np.testing.assert_allclose(json.loads(props["keras_mld.thresholds"]), [0.3] * N)
     assert os.path.isfile(tmp_path / "m.onnx") and os.path.isfile(tmp_path / "ov" / "model.xml")
     assert main(["export", "--model", model_path, "--format", "onnx", "--version", "2",
                  "--out", str(tmp_path / "x.onnx")]) == 2

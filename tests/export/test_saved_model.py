@@ -396,6 +396,9 @@ def test_versions_increment_refuse_and_overwrite(small, tmp_path):
     ({"labels": "abcde"}, "labels must be"),
     ({"labels": None}, "labels must be .*class names"),
     ({"thresholds": [0.5] * 4}, "thresholds must be"),
+    ({"thresholds": {"unicorn": 0.3}}, "thresholds must be .*unknown class names"),
+    ({"thresholds": "high"}, "thresholds must be"),
+    ({"image_size": 1.5}, "image_size must be"),
     ({"thresholds": [0.5, 0.5, 0.5, 0.5, 1.5]}, r"values in \[0, 1\]"),
     ({"thresholds": [0.5, 0.5, 0.5, 0.5, float("nan")]}, r"values in \[0, 1\]"),
     ({"version": 0}, "version must be"),
@@ -440,3 +443,36 @@ def test_gat_branch_is_exported_as_a_constant(tmp_path):
     gat = [layer for layer in model.head.layers
            if isinstance(layer, keras_mld.layers.GraphAttentionReweight)]
     assert gat and not gat[0].frozen
+
+
+def test_thresholds_by_class_name_and_numpy_image_size(small, tmp_path):
+    # thresholds as a {class name: value} dict (as ImageClassifier takes them), others 0.5;
+    # image_size as a numpy integer
+    path = export_saved_model(small, tmp_path / "m", LABELS, thresholds={LABELS[1]: 0.2},
+                              image_size=np.int64(16))
+    meta = tf.saved_model.load(path).signatures["metadata"]()
+    np.testing.assert_allclose(meta["thresholds"].numpy(), [0.5, 0.2, 0.5, 0.5, 0.5])
+    assert list(meta["image_size"].numpy()) == [16, 16]
+
+
+def test_predict_on_an_export_names_a_bad_file_and_chunks_requests(small, tmp_path, monkeypatch):
+    # keras-mld predict --model <SavedModel>: requests of at most SERVED_CHUNK images (so a
+    # long list stays under the export's max_batch_size), scores equal to one request per
+    # image, and a garbage file is named in a ValueError
+    from keras_mld import workflows
+
+    path = export_saved_model(small, tmp_path / "m", LABELS)
+    files = []
+    for i in range(5):
+        files.append(str(tmp_path / f"{i}.png"))
+        with open(files[-1], "wb") as f:
+            f.write(encode_image(sample_image(20 + i, 24, seed=i), "png"))
+    monkeypatch.setattr(workflows, "SERVED_CHUNK", 2)
+    chunked = workflows.predict(path, files, top_k=5, threshold=0.0)
+    monkeypatch.setattr(workflows, "SERVED_CHUNK", 1)
+    assert workflows.predict(path, files, top_k=5, threshold=0.0) == chunked
+    bad = str(tmp_path / "bad.png")
+    with open(bad, "wb") as f:
+        f.write(b"not an image at all")
+    with pytest.raises(ValueError, match="bad.png"):
+        workflows.predict(path, files[:3] + [bad], top_k=5)

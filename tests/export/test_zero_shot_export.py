@@ -204,3 +204,22 @@ def test_without_vocabulary_and_bad_arguments(exports, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="label_vectors"):
         export_zero_shot_saved_model(plain, tmp_path / "p")
     assert sorted(os.listdir(tmp_path / "m")) == ["1", "models.config"]
+
+
+def test_standard_export_after_set_labels_serves_the_new_label_set(tmp_path):
+    # a zero-shot classifier switched to 7 labels exports (standard SavedModel) with those 7
+    # names and scores equal to the Keras model's on the same label set
+    from keras_mld.export import export_saved_model
+
+    model = make_model(train=False)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(7, DW)).astype(np.float32)
+    names = [f"new {i}" for i in range(7)]
+    model.set_labels(names, vectors)
+    path = export_saved_model(model, tmp_path / "m")
+    served = tf.saved_model.load(path)
+    assert [n.decode() for n in served.signatures["metadata"]()["labels"].numpy()] == names
+    images = rng.uniform(0, 255, (3, *SIZE, 3)).astype(np.float32)
+    got = served.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
+    np.testing.assert_allclose(got, tf.sigmoid(model(images, training=False)).numpy(),
+                               atol=1e-5)
