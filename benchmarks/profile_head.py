@@ -9,7 +9,7 @@ full model): the backbone, a GAP head, the whole ML-Decoder head, and the stages
 ML-Decoder (eq. 1-6 of the paper): token embedding (Dense C -> D + ReLU), the queries +
 cross-attention (Keras ``MultiHeadAttention``), the feed-forward block, the three LayerNorms
 with their residual adds, and GroupDense. FLOPs are counted on each part's graph
-(``keras_mld.bench.tf_flops``); the table gives each part's FLOP rate (GFLOP/s) and its
+(``keras_mld.app.bench.tf_flops``); the table gives each part's FLOP rate (GFLOP/s) and its
 rate relative to the backbone's: a part whose relative rate is >= 1 runs at least as
 efficiently as the backbone, which is what the FLOP bound of ``benchmarks/heads.py``
 assumes. ``--train`` times forward + gradients (for the part's weights and its input)
@@ -53,10 +53,10 @@ def parse_args(argv=None):
 def parts(args):
     """``{name: (keras.Model, input shape without batch)}``."""
     import keras
-    from keras_mld import backbones
+    from keras_mld.models.builder import create_backbone
     from keras_mld.layers import MLDecoder
 
-    backbone = backbones.create_backbone(args.backbone, (args.size, args.size, 3))
+    backbone = create_backbone(args.backbone, (args.size, args.size, 3))
     fshape = tuple(backbone.output.shape[1:])
     tokens = fshape[0] * fshape[1]
     dec = MLDecoder(args.classes, num_groups=args.num_groups)
@@ -108,7 +108,7 @@ def measure(args):
     """Rows ``{part, jit, gflops, seconds (per image, median)}``, timed round-robin."""
     import tensorflow as tf
 
-    from keras_mld.bench import tf_flops
+    from keras_mld.app.bench import tf_flops
 
     jits = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
     rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def main(argv=None):
     text = render(args, measure(args))
     print(text)
     if args.output:
-        from keras_mld import bench_report
+        from keras_mld.app import bench_report
 
         name = args.section or f"profile-{args.backbone}-{args.size}"
         bench_report.write_section(args.output, name, text)

@@ -10,10 +10,14 @@ Public API::
 
 ``import keras_mld`` itself is cheap: it imports neither Keras nor TensorFlow (so that
 ``keras-mld --help`` answers at once). The first use of any attribute (``keras_mld.build``,
-``keras_mld.layers``, ...) imports Keras and registers every layer, loss and schedule with
-Keras' serialization, so that ``keras.models.load_model(..., safe_mode=True)`` finds them.
-TensorFlow-only parts (``data``, ``training``, ``export``) are imported on first use, so that
+``keras_mld.layers``, ...) imports Keras, every architecture folder of
+:mod:`keras_mld.models` (which registers its backbones, heads and presets), the losses and
+metrics, so that every layer, loss and metric is registered with Keras' serialization and
+``keras.models.load_model(..., safe_mode=True)`` finds them. TensorFlow-only parts
+(``data``, ``training``, ``export``) are imported on first use, so that
 ``keras_mld.layers`` / ``keras_mld.losses`` work on the JAX backend without TensorFlow.
+
+Nothing inside the package imports through this module: it is the users' door only.
 
 Examples:
     >>> import keras_mld
@@ -25,57 +29,51 @@ Examples:
 """
 import importlib
 
-__version__ = "0.1.0"
+from keras_mld.version import __version__  # noqa: F401
 
-_CORE = ("layers", "losses", "metrics", "builders", "heads", "backbones", "models")
-_LAZY = ("data", "training", "export", "zsl", "workflows", "graph_branches", "convert",
-         "tresnet")
-_LIGHT = ("cli", "recipes", "validation")  # no Keras needed: imported without the core
-_FROM_BUILDERS = ("build", "list_models", "register_head")
-_FROM_MODELS = ("ImageClassifier", "ImageClassifierPreprocessor", "list_presets")
-_state = {"loaded": False, "loading": False}
+# attribute -> the module that defines it
+_ATTRIBUTES = {
+    "build": "keras_mld.models.builder", "list_models": "keras_mld.models.builder",
+    "ImageClassifier": "keras_mld.models.image_classifier",
+    "ImageClassifierPreprocessor": "keras_mld.models.preprocessor",
+    "list_presets": "keras_mld.models.presets", "register_head": "keras_mld.registry",
+}
+# sub-packages and modules reachable as keras_mld.<name> ("tresnet": the TResNet folder)
+_MODULES = {name: f"keras_mld.{name}" for name in (
+    "layers", "losses", "metrics", "models", "registry", "metadata", "data", "training",
+    "export", "zsl", "convert", "checkpoints", "recipes", "validation", "atomic")}
+_MODULES["tresnet"] = "keras_mld.models.tresnet"
+_LIGHT = ("recipes", "validation", "atomic", "registry", "metadata")  # need no Keras
+# registering everything with Keras: the models (every architecture folder), losses, metrics
+_REGISTER = ("keras_mld.models", "keras_mld.losses", "keras_mld.metrics")
 
 
-def _import_core():
-    """Imports Keras, the layers, losses, metrics and builders (registering them); idempotent.
+def _register_all():
+    for module in _REGISTER:
+        importlib.import_module(module)
+    import keras
 
-    While it runs, ``from keras_mld import x`` inside the package imports ``x`` plainly."""
-    if _state["loaded"] or _state["loading"]:
-        return
-    _state["loading"] = True
-    try:
-        for name in _CORE:
-            importlib.import_module(f"keras_mld.{name}")
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            # registers the OneCycle schedule that compiled models saved by `fit` refer to
-            importlib.import_module("keras_mld.training.schedules")
-        _state["loaded"] = True
-    finally:
-        _state["loading"] = False
+    if keras.backend.backend() == "tensorflow":
+        # the OneCycle schedule that compiled models saved by `fit` refer to
+        importlib.import_module("keras_mld.training.schedules")
 
 
 def __getattr__(name):
-    if name in _FROM_BUILDERS:
-        _import_core()
-        return getattr(importlib.import_module("keras_mld.builders"), name)
-    if name in _FROM_MODELS:
-        _import_core()
-        return getattr(importlib.import_module("keras_mld.models"), name)
     if name in _LIGHT:
-        return importlib.import_module(f"keras_mld.{name}")
-    if name in _CORE or name in _LAZY:
-        _import_core()
-        return importlib.import_module(f"keras_mld.{name}")
+        return importlib.import_module(_MODULES[name])
+    if name in _ATTRIBUTES:
+        _register_all()
+        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    if name in _MODULES:
+        _register_all()
+        return importlib.import_module(_MODULES[name])
     raise AttributeError(f"module 'keras_mld' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_CORE) | set(_LAZY) | set(_LIGHT) | set(_FROM_BUILDERS)
-                  | set(_FROM_MODELS))
+    return sorted(set(globals()) | set(_ATTRIBUTES) | set(_MODULES))
 
 
 __all__ = ["build", "list_models", "list_presets", "register_head", "ImageClassifier",
            "ImageClassifierPreprocessor", "layers", "losses", "metrics",
-           "data", "training", "export", "zsl", "__version__"]
+           "data", "training", "export", "zsl", "convert", "__version__"]

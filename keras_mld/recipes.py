@@ -1,10 +1,13 @@
 """Recipes: the papers' hyper-parameters per dataset, kept as data in ``keras_mld/zoo/*.yaml``.
 
 A recipe has three sections: ``model`` (backbone, head, head_kwargs, input_size,
-weights), ``data`` (batch_size, augment, ...) and ``train`` (the keys of
+weights; or ``heads: {name: head_kwargs}`` for a recipe that trains several heads side by
+side), ``data`` (batch_size, augment, ...) and ``train`` (the keys of
 :data:`keras_mld.training.DEFAULT_RECIPE`). :func:`load_recipe` takes a path or the
 name of a recipe shipped inside the package (package data read with
-:mod:`importlib.resources`, so it works from an installed wheel).
+:mod:`importlib.resources`, so it works from an installed wheel);
+:func:`model_arguments` turns its ``model`` section into :func:`keras_mld.build` arguments
+(the one place that does).
 
 Examples:
     >>> from keras_mld.recipes import list_recipes, load_recipe
@@ -60,3 +63,42 @@ def load_recipe(name_or_path):
     recipe.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     recipe["path"] = path
     return recipe
+
+
+def model_arguments(recipe, **overrides):
+    """The :func:`keras_mld.build` keyword arguments of ``recipe``'s ``model`` section:
+    ``backbone``, ``head``, ``input_shape`` (``input_size`` squared), ``weights`` and the
+    head's options; then ``overrides`` (build arguments, e.g. ``weights=None`` offline).
+
+    ``head`` (an override) picks one head of a multi-head recipe (``model.heads``); the
+    recipe's head options apply only to its own head.
+
+    Examples:
+        >>> from keras_mld.recipes import load_recipe, model_arguments
+        >>> args = model_arguments(load_recipe("demo"), head="mldecoder", class_names=["a"])
+        >>> args["backbone"], args["head"], args["input_shape"], args["num_groups"]
+        ('small_convnet', 'mldecoder', (64, 64, 3), 10)
+    """
+    model = recipe.get("model") or {}
+    heads = model.get("heads") or {}
+    head = overrides.pop("head", None) or model.get("head")
+    if head is None:
+        if len(heads) != 1:
+            raise ValueError(f"head: recipe {recipe.get('name')!r} trains the heads "
+                             f"{sorted(heads)}; pick one with head=...")
+        head = next(iter(heads))
+    if head == model.get("head"):
+        head_kwargs = model.get("head_kwargs") or {}
+    else:
+        head_kwargs = heads.get(head) or {}
+    if not isinstance(head_kwargs, dict):
+        raise ValueError(f"recipe: {recipe.get('name')!r}: the options of head {head!r} must "
+                         f"be a mapping, got {head_kwargs!r}")
+    size = int(model.get("input_size", 224))
+    args = {"backbone": model.get("backbone", "efficientnetv2_s"), "head": head,
+            "input_shape": (size, size, 3)}
+    if model.get("weights") is not None:
+        args["weights"] = model["weights"]
+    args.update(head_kwargs)
+    args.update(overrides)
+    return args

@@ -11,29 +11,30 @@ import pytest
 import keras_mld
 
 # TensorFlow-only modules (tf.data, SavedModel) run on the TensorFlow backend only
-TF_ONLY = ("keras_mld.export", "keras_mld.data", "keras_mld.training", "keras_mld.workflows",
-           "keras_mld.demo", "keras_mld.zsl.demo", "keras_mld.builders", "keras_mld.bench")
+TF_ONLY = ("keras_mld.export", "keras_mld.data", "keras_mld.training", "keras_mld.app",
+           "keras_mld.models.builder")
 
 ENTRY_POINTS = [
-    "keras_mld.builders.build",
+    "keras_mld.models.builder.build", "keras_mld.recipes.model_arguments",
     "keras_mld.layers.MLDecoder", "keras_mld.layers.GroupDense", "keras_mld.layers.ZSLMLDecoder",
     "keras_mld.layers.GraphAttentionReweight", "keras_mld.layers.MLGCNHead",
     "keras_mld.layers.GlobalPoolHead", "keras_mld.layers.CosineDense",
-    "keras_mld.layers.TransformerDecoderHead", "keras_mld.layers.CTranHead",
+    "keras_mld.layers.Query2LabelHead", "keras_mld.layers.CTranHead",
     "keras_mld.losses.AsymmetricLoss", "keras_mld.losses.AsymmetricLossSingleLabel",
     "keras_mld.losses.AAMLoss",
     "keras_mld.metrics.mean_average_precision", "keras_mld.metrics.MeanAveragePrecision",
     "keras_mld.metrics.multilabel_report", "keras_mld.metrics.tune_thresholds",
     "keras_mld.metrics.zsl_report",
     "keras_mld.export.export_saved_model", "keras_mld.export.export_zero_shot_saved_model",
-    "keras_mld.ImageClassifier", "keras_mld.convert.read_state_dict",
+    "keras_mld.ImageClassifier", "keras_mld.convert.read_state_dict", "keras_mld.atomic",
+    "keras_mld.registry",
 ]
 
 
 def _modules():
     names = ["keras_mld"]
     for info in pkgutil.walk_packages(keras_mld.__path__, "keras_mld."):
-        if not info.name.endswith(("__main__", ".cli")):
+        if not info.name.endswith(("__main__", ".app.cli")):
             names.append(info.name)
     return sorted(names)
 
@@ -66,7 +67,8 @@ def test_public_entry_point_has_a_runnable_example(entry):
 
 def test_examples_are_found():
     names = {t.name for t in TESTS}
-    assert "keras_mld.validation" in names and "keras_mld.layers.ml_decoder.MLDecoder" in names
+    assert "keras_mld.validation" in names
+    assert "keras_mld.models.ml_decoder.ml_decoder.MLDecoder" in names
 
 
 @pytest.mark.parametrize("test", TESTS, ids=[t.name for t in TESTS])

@@ -27,7 +27,7 @@ _SCRIPT = textwrap.dedent(f"""
     import keras_mld
     from keras_mld.export import export_saved_model
     from keras_mld.training import SAMModel
-    from tests.tiny import tiny_backbone
+    from tests.support.tiny import tiny_backbone
 
     keras.utils.set_random_seed(0)
     model = keras_mld.build(tiny_backbone(), head="mldecoder", num_classes={N},

@@ -1,8 +1,8 @@
 """The layer, loss and metric tests also pass on the JAX backend (no TensorFlow in the layers).
 
-Runs those test directories again in a subprocess with ``KERAS_BACKEND=jax`` (a
-backend is fixed per process), and checks that the layers/losses packages never
-import TensorFlow.
+Runs those tests again in a subprocess with ``KERAS_BACKEND=jax`` (a backend is fixed per
+process): the shared layers, each architecture's layers, the losses and the metrics; and
+checks that the layers, losses, metrics and models never import TensorFlow there.
 """
 import os
 import pathlib
@@ -12,6 +12,12 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the layer tests of the architecture folders (tests/models/<arch>/test_<layer>.py)
+ARCHITECTURE_LAYER_TESTS = [
+    "tests/models/ml_decoder/test_ml_decoder.py", "tests/models/ml_decoder/test_zero_shot.py",
+    "tests/models/ml_decoder/test_query_augmentation.py",
+    "tests/models/query2label/test_query2label.py", "tests/models/ctran/test_ctran.py",
+    "tests/models/graph/test_gcn.py", "tests/models/graph/test_graph_attention.py"]
 
 
 @pytest.mark.slow
@@ -19,7 +25,7 @@ def test_layers_losses_metrics_pass_on_jax():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-           "tests/layers", "tests/losses", "tests/metrics"]
+           "tests/layers", "tests/losses", "tests/metrics", *ARCHITECTURE_LAYER_TESTS]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     tail = proc.stdout[-4000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
@@ -28,7 +34,8 @@ def test_layers_losses_metrics_pass_on_jax():
 
 def test_layers_and_losses_do_not_import_tensorflow():
     pytest.importorskip("jax")
-    code = ("import sys, keras_mld.layers, keras_mld.losses, keras_mld.metrics; "
+    code = ("import sys, keras_mld.layers, keras_mld.losses, keras_mld.metrics, keras_mld.models; "
+            "from keras_mld.layers import MLDecoder, Query2LabelHead, CTranHead, MLGCNHead; "
             "bad = [m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     env = {**os.environ, "KERAS_BACKEND": "jax"}

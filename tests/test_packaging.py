@@ -20,11 +20,11 @@ PACKAGE = ROOT / "keras_mld"
 
 def _version():
     """``__version__`` read from the source without importing the package."""
-    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    tree = ast.parse((PACKAGE / "version.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["__version__"]:
             return node.value.value
-    raise AssertionError("keras_mld/__init__.py has no __version__ literal")
+    raise AssertionError("keras_mld/version.py has no __version__ literal")
 
 
 def _build(source, outdir, *kinds):
@@ -77,7 +77,7 @@ def test_wheel_has_recipes_entry_point_and_one_version(dists):
     zoo = {n.split("/")[-1][:-5] for n in names if n.startswith("keras_mld/zoo/")}
     assert zoo == {p.stem for p in (PACKAGE / "zoo").glob("*.yaml")} and "demo" in zoo
     assert meta["Version"] == version and meta["Name"] == "keras-mld"
-    assert "keras-mld = keras_mld.cli:main" in entry_points
+    assert "keras-mld = keras_mld.app.cli:main" in entry_points
     extras = set(meta.get_all("Provides-Extra"))
     assert {"demo", "test", "docs", "serving", "hub", "cv", "glove"} <= extras
     # only the package goes in: no tests, benchmarks or docs in site-packages

@@ -36,7 +36,7 @@ def test_readme_usage_block_runs_as_printed(tmp_path, monkeypatch):
 
     import keras_mld
     from keras_mld import data
-    from tests.tiny import tiny_backbone
+    from tests.support.tiny import tiny_backbone
 
     code = usage_block()
     for old, new in SUBSTITUTIONS:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from keras_mld import cli
+from keras_mld.app import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
@@ -112,7 +112,7 @@ def test_documented_command_parses(where, env, argv, fenced):
         return
     args = cli.parse_args(argv)  # SystemExit (status 2) if it does not parse as typed
     if args.command == "bench":
-        from keras_mld import bench
+        from keras_mld.app import bench
 
         bench.parse_args(args.extra_args)
 

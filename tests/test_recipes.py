@@ -20,7 +20,7 @@ def test_every_recipe_loads_with_known_sections():
 @pytest.mark.parametrize("name, s, gneg, gpos, lr", [
     ("aam_coco", 23, 1, 0, 0.007), ("aam_voc", 17, 2, 1, 0.005),
     ("aam_nus_wide", 23, 2, 1, 0.009), ("aam_vg500", 25, 1, 0, 0.005)])
-def test_aam_recipes_match_spec_section_5(name, s, gneg, gpos, lr):
+def test_aam_recipes_match_the_papers_settings(name, s, gneg, gpos, lr):
     r = load_recipe(name)
     loss = r["train"]["loss"]
     assert (loss["name"], loss["s"], loss["gamma_neg"], loss["gamma_pos"], loss["m"], loss["k"]) \
@@ -44,3 +44,25 @@ def test_unknown_recipe_and_bad_sections(tmp_path):
     bad.write_text("model: {}\noptimiser: {}\n")
     with pytest.raises(ValueError, match="optimiser"):
         load_recipe(str(bad))
+
+
+def test_model_arguments_is_the_one_recipe_to_build_mapping():
+    from keras_mld.recipes import load_recipe, model_arguments
+
+    coco = load_recipe("mldecoder_coco")
+    args = model_arguments(coco)
+    m = coco["model"]
+    assert args == {"backbone": m["backbone"], "head": "mldecoder",
+                    "input_shape": (m["input_size"], m["input_size"], 3),
+                    "weights": m["weights"], **m["head_kwargs"]}
+    # overrides win, None included (weights=None offline)
+    assert model_arguments(coco, weights=None, num_classes=3)["weights"] is None
+    # another head: the recipe head's options do not follow it
+    assert model_arguments(coco, head="gap") == {
+        "backbone": m["backbone"], "head": "gap", "input_shape": args["input_shape"],
+        "weights": m["weights"]}
+    demo = load_recipe("demo")
+    assert model_arguments(demo, head="mldecoder")["num_groups"] == \
+        demo["model"]["heads"]["mldecoder"]["num_groups"]
+    with pytest.raises(ValueError, match="pick one with head="):
+        model_arguments(demo)

@@ -86,7 +86,7 @@ def test_check_divisible_names_both_arguments_or_the_constant():
 
 
 @pytest.mark.parametrize("cls, kwargs", [
-    ("TransformerDecoderHead", dict(
+    ("Query2LabelHead", dict(
         num_classes=np.int64(4), hidden_dim=np.int32(8), num_heads=np.int64(2),
         ff_dim=np.int64(16), num_encoder_layers=np.int64(0), num_decoder_layers=np.int8(1),
         dropout=np.float32(0.0), temperature=np.float64(100.0), pre_norm=np.bool_(True))),
@@ -104,9 +104,11 @@ def test_check_divisible_names_both_arguments_or_the_constant():
 def test_query2label_ctran_positional_take_numpy_scalars(cls, kwargs):
     import json
 
-    from keras_mld.layers import ctran, positional, transformer_decoder
+    from keras_mld.layers import positional, transformer
+    from keras_mld.models.ctran import ctran
+    from keras_mld.models.query2label import query2label
 
-    owner = next(getattr(m, cls) for m in (ctran, positional, transformer_decoder)
+    owner = next(getattr(m, cls) for m in (ctran, positional, transformer, query2label)
                  if hasattr(m, cls))
     config = owner(**kwargs).get_config()
     json.dumps(config)  # plain Python values only
@@ -115,10 +117,10 @@ def test_query2label_ctran_positional_take_numpy_scalars(cls, kwargs):
 
 
 @pytest.mark.parametrize("cls, kwargs, match", [
-    ("TransformerDecoderHead", dict(num_classes=4, temperature=0),
-     r"TransformerDecoderHead: temperature must be a finite number > 0\.0, got 0"),
-    ("TransformerDecoderHead", dict(num_classes=4, num_heads=0),
-     r"TransformerDecoderHead: num_heads must be an int >= 1, got 0"),
+    ("Query2LabelHead", dict(num_classes=4, temperature=0),
+     r"Query2LabelHead: temperature must be a finite number > 0\.0, got 0"),
+    ("Query2LabelHead", dict(num_classes=4, num_heads=0),
+     r"Query2LabelHead: num_heads must be an int >= 1, got 0"),
     ("CTranHead", dict(num_classes=4, embed_dim=10, num_heads=4),
      "CTranHead: embed_dim must be divisible by num_heads, got embed_dim=10, num_heads=4"),
     ("CTranHead", dict(num_classes=4, dropout=1.0),
@@ -151,12 +153,13 @@ def test_numpy_integers_reach_get_config_as_python_ints():
 
 
 def _modules(folder):
-    return sorted(p for p in (ROOT / "keras_mld" / folder).glob("*.py") if p.name != "__init__.py")
+    return sorted(p for p in (ROOT / "keras_mld" / folder).rglob("*.py")
+                  if p.name != "__init__.py")
 
 
 def test_no_private_copies_of_the_checks():
     offenders = []
-    for folder in ("layers", "losses", "data"):
+    for folder in ("layers", "losses", "data", "models"):
         for path in _modules(folder):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.FunctionDef) and node.name in (
@@ -164,32 +167,6 @@ def test_no_private_copies_of_the_checks():
                         "_check_seed", "_check_heads", "_is_int"):
                     offenders.append(f"{path.name}:{node.lineno} {node.name}")
     assert not offenders, offenders
-
-
-def _layer_imports(path):
-    """Names of the other keras_mld.layers modules that ``path`` imports (any depth)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module.startswith("keras_mld.layers."):
-                found.add(node.module.split(".")[2])
-            elif node.module == "keras_mld.layers":
-                found.update(a.name for a in node.names)
-    return found - {path.stem}
-
-
-def test_layer_modules_import_each_other_without_cycles():
-    graph = {p.stem: _layer_imports(p) for p in _modules("layers")}
-
-    def visit(node, stack):
-        assert node not in stack, "import cycle between layer modules: " + " -> ".join(
-            stack + [node])
-        for nxt in graph.get(node, ()):
-            visit(nxt, stack + [node])
-
-    for name in graph:
-        visit(name, [])
-    assert "gcn" not in graph["graph_attention"] and "graph_attention" not in graph["gcn"]
 
 
 def test_check_number_refuses_an_int_too_large_for_a_float():

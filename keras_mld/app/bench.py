@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from keras_mld.bench_report import add_ratios, paired_ratio  # noqa: F401 (paired_ratio re-exported)
+from keras_mld.app.bench_report import add_ratios, paired_ratio  # noqa: F401 (paired_ratio re-exported)
 
 DEFAULT_CLASSES = (100, 1000, 5000, 9600)
 DEFAULT_HEADS = ("gap", "mldecoder", "query2label")
@@ -45,13 +45,10 @@ QUICK_HEAD_KWARGS = {  # narrower heads than the defaults: a CPU smoke run in < 
     "mldecoder": {"embed_dim": 256, "ff_dim": 512},
     "query2label": {"hidden_dim": 128, "num_heads": 8, "ff_dim": 256},
 }
-# Query2Label as the ML-Decoder paper times it ("transformer-decoder", Ridnik et al.,
-# arXiv:2111.12933, section 2.2 and Table 9): self-attention over the N class queries in
-# every decoder layer (quadratic in N) and a projection to a narrower decoder. The official
+# Query2Label as the ML-Decoder paper times it: its "transformer-decoder" baseline
+# (keras_mld.models.query2label.TRANSFORMER_DECODER_BASELINE, quadratic in N). The official
 # Query2Label default removes the decoder self-attention (linear in N); pass
 # --head-kwargs '{"query2label": {"keep_first_self_attn_dec": false, ...}}' to time that one.
-Q2L_BENCH_VARIANT = {"keep_input_proj": True, "keep_first_self_attn_dec": True,
-                     "keep_other_self_attn_dec": True}
 Q2L_BENCH_WIDTH = {"hidden_dim": 256, "num_heads": 8, "ff_dim": 1024}  # full runs
 TINY = dict(backbone="small_convnet", size=32, classes=(10, 40), batch=4, train_batch=4,
             reps=2, iters=1, warmup=1, jit="off")
@@ -60,6 +57,12 @@ TINY_HEAD_KWARGS = {
     "query2label": {"hidden_dim": 32, "num_heads": 2, "ff_dim": 64, "num_encoder_layers": 0,
                     "num_decoder_layers": 1},
 }
+
+
+def _transformer_decoder_baseline():
+    from keras_mld.models.query2label.head import TRANSFORMER_DECODER_BASELINE
+
+    return TRANSFORMER_DECODER_BASELINE
 
 
 def parse_args(argv=None):
@@ -110,7 +113,7 @@ def parse_args(argv=None):
         kwargs = {**(TINY_HEAD_KWARGS if args.tiny else QUICK_HEAD_KWARGS), **kwargs}
     kwargs.setdefault("mldecoder", {}).setdefault("num_groups", args.num_groups)
     q2l = kwargs.setdefault("query2label", dict(Q2L_BENCH_WIDTH))
-    for key, value in Q2L_BENCH_VARIANT.items():
+    for key, value in _transformer_decoder_baseline().items():
         q2l.setdefault(key, value)
     args.head_kwargs = kwargs
     if any(n < 1 for n in args.classes) or not args.classes:
@@ -163,12 +166,11 @@ def on_accelerator(info):
 # --------------------------------------------------------------------------- build
 def _build(args, head, n):
     import keras
-    import keras_mld
+    from keras_mld.models.builder import build
 
     keras.utils.set_random_seed(args.seed)
-    return keras_mld.build(args.backbone, head=head, num_classes=n,
-                           input_shape=(args.size, args.size, 3),
-                           **args.head_kwargs.get(head, {}))
+    return build(args.backbone, head=head, num_classes=n, input_shape=(args.size, args.size, 3),
+                 **args.head_kwargs.get(head, {}))
 
 
 def _data(args, n, batch, seed):
@@ -429,7 +431,7 @@ def _short(err):
 
 def main(argv=None):
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    from keras_mld import bench_report
+    from keras_mld.app import bench_report
 
     t0 = time.perf_counter()
     info, rows = run(args, log=lambda m: print(m, file=sys.stderr, flush=True))

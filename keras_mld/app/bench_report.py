@@ -1,7 +1,7 @@
-"""Markdown report of :mod:`keras_mld.bench`: tables, the target checks, BENCHMARKS.md sections.
+"""Markdown report of :mod:`keras_mld.app.bench`: tables, the target checks, BENCHMARKS.md sections.
 
 No TensorFlow / JAX import: ratios, checks and formatting over the rows
-``keras_mld.bench.run`` returns.
+``keras_mld.app.bench.run`` returns.
 """
 import os
 import re
@@ -220,7 +220,7 @@ def write_section(path, name, text):
         new = pattern.sub(lambda _: block, old)
     else:
         head = old if old else ("# Benchmarks\n\nWritten by `benchmarks/heads.py` "
-                                "(`keras_mld.bench`); one section per setup.\n")
+                                "(`keras_mld.app.bench`); one section per setup.\n")
         new = head.rstrip("\n") + "\n\n" + block
     with open(path, "w") as f:
         f.write(new)

@@ -1,5 +1,5 @@
-"""``keras-mld`` command: argparse front end over :mod:`keras_mld.workflows`, ``demo``,
-``export`` and the benchmarks. No logic of its own.
+"""``keras-mld`` command: argparse front end over :mod:`keras_mld.app.workflows`, the demos,
+``export`` and the head benchmark. No logic of its own.
 
 Each sub-command is one ``_add_<name>(sub)`` function that declares its parser and sets its
 handler (``_run_<name>(args)``); :data:`COMMANDS` lists them. Nothing here imports Keras or
@@ -15,7 +15,7 @@ import re
 import sys
 import tempfile
 
-from keras_mld import __version__
+from keras_mld.version import __version__
 
 DEFAULT_TF_LOG_LEVEL = "2"
 # C++ log lines: absl ("I0000 00:00:17.. 123 port.cc:153] ...") and TensorFlow's older
@@ -40,10 +40,10 @@ def _add_demo(sub):
 
 def _run_demo(args):
     if args.zsl:
-        from keras_mld.zsl.demo import run_zsl_demo
+        from keras_mld.app.zsl_demo import run_zsl_demo
         run_zsl_demo(out=args.out, tiny=args.tiny, seed=args.seed)
         return 0
-    from keras_mld.demo import run_demo
+    from keras_mld.app.demo import run_demo
     run_demo(out=args.out, recipe=args.recipe, tiny=args.tiny, seed=args.seed,
              export=not args.no_export)
     return 0
@@ -71,7 +71,7 @@ def _add_train(sub):
 
 
 def _run_train(args):
-    from keras_mld import workflows
+    from keras_mld.app import workflows
     workflows.train(args.recipe, args.data, args.out, val_data=args.val_data,
                     backbone=args.backbone, head=args.head, epochs=args.epochs,
                     batch_size=args.batch_size, seed=args.seed,
@@ -88,7 +88,7 @@ def _add_evaluate(sub):
 
 
 def _run_evaluate(args):
-    from keras_mld import workflows
+    from keras_mld.app import workflows
     print(json.dumps(workflows.evaluate(args.model, args.data, args.batch_size), indent=1))
     return 0
 
@@ -114,7 +114,8 @@ def _add_export(sub):
 
 
 def _run_export(args):
-    from keras_mld import export, workflows
+    from keras_mld.app import workflows
+    from keras_mld.export import export_onnx, export_openvino, export_saved_model
     model = workflows.load_classifier(args.model)
     thresholds = json.loads(args.thresholds) if args.thresholds else None
     labels = None
@@ -122,14 +123,14 @@ def _run_export(args):
         with open(args.labels, encoding="utf-8") as f:
             labels = [line.strip() for line in f if line.strip()]
     if args.format == "savedmodel":
-        path = export.export_saved_model(model, args.out, labels, thresholds=thresholds,
+        path = export_saved_model(model, args.out, labels, thresholds=thresholds,
                                          version=args.version, overwrite=args.overwrite,
                                          max_image_pixels=args.max_image_pixels,
                                          max_batch_size=args.max_batch_size)
     else:
         if args.version is not None:
             raise ValueError("--version: only for --format savedmodel")
-        fn = export.export_onnx if args.format == "onnx" else export.export_openvino
+        fn = export_onnx if args.format == "onnx" else export_openvino
         path = fn(model, args.out, labels, thresholds=thresholds, overwrite=args.overwrite)
     print(path)
     return 0
@@ -147,7 +148,7 @@ def _add_predict(sub):
 
 
 def _run_predict(args):
-    from keras_mld import workflows
+    from keras_mld.app import workflows
     for path, picked in workflows.predict(args.model, args.images, args.top_k, args.threshold):
         print(path + ": " + ", ".join(f"{name} {score:.3f}" for name, score in picked))
     return 0
@@ -168,21 +169,21 @@ def _add_convert(sub):
 
 
 def _run_convert(args):
-    from keras_mld.convert.ml_decoder import convert_checkpoint_to_files
-    print(convert_checkpoint_to_files(args.checkpoint, args.out, image_size=args.image_size,
+    from keras_mld.app.workflows import convert
+    print(convert(args.checkpoint, args.out, image_size=args.image_size,
                                       num_heads=args.num_heads, overwrite=args.overwrite))
     return 0
 
 
 def _add_bench(sub):
-    # bench's own parser (keras_mld.bench) reads every argument after "bench", options first
+    # bench's own parser (keras_mld.app.bench) reads every argument after "bench", options first
     # included: add_help=False sends "--help" there too, and main() hands over the rest.
     b = sub.add_parser("bench", add_help=False, help="head benchmarks (keras-mld bench --help)")
     b.set_defaults(handler=_run_bench, takes_extra_args=True)
 
 
 def _run_bench(args):
-    from keras_mld.bench import main as bench_main
+    from keras_mld.app.bench import main as bench_main
     return bench_main(args.extra_args)
 
 

@@ -16,27 +16,31 @@ import time
 import keras
 import numpy as np
 
-from keras_mld import builders, metrics
-from keras_mld.recipes import load_recipe
-from keras_mld.workflows import scores_of
+from keras_mld.app.workflows import scores_of
+from keras_mld.atomic import write_json
+from keras_mld.metrics import mean_average_precision, multilabel_report, tune_thresholds
+from keras_mld.models.builder import build
+from keras_mld.recipes import load_recipe, model_arguments
 
 # a run that checks the whole path in seconds (used by the test suite)
 TINY = {"num_train": 96, "num_val": 64, "batch_size": 16, "epochs": 1}
 
 
 def _datasets(out, cfg, seed):
-    from keras_mld import data
+    from keras_mld.data.coco import load_coco
+    from keras_mld.data.digits import make_digits_dataset
+    from keras_mld.data.pipeline import make_dataset
 
-    built = data.make_digits_dataset(os.path.join(out, "data"), num_train=cfg["num_train"],
+    built = make_digits_dataset(os.path.join(out, "data"), num_train=cfg["num_train"],
                                      num_val=cfg["num_val"], image_size=cfg["input_size"],
                                      seed=seed)
-    train_src = data.load_coco(built.train_annotations)
-    val_src = data.load_coco(built.val_annotations)
+    train_src = load_coco(built.train_annotations)
+    val_src = load_coco(built.val_annotations)
     size = (cfg["input_size"], cfg["input_size"])
     bs = cfg["batch_size"]
-    train_ds = data.make_dataset(train_src, size, bs, training=True, augment=cfg["augment"],
+    train_ds = make_dataset(train_src, size, bs, training=True, augment=cfg["augment"],
                                  seed=seed, cache=True)
-    val_ds = data.make_dataset(val_src, size, bs, cache=True)
+    val_ds = make_dataset(val_src, size, bs, cache=True)
     return train_src, val_src, train_ds, val_ds
 
 
@@ -57,13 +61,13 @@ def _throughput(model, dataset, repeats=3):
 def _evaluate(model, val_ds, class_names):
     y, p, _ = scores_of(model, val_ds)
     half = len(y) // 2
-    thresholds = metrics.tune_thresholds(y[:half], p[:half])
+    thresholds = tune_thresholds(y[:half], p[:half])
     return {
-        "at_0.5": metrics.multilabel_report(y, p, 0.5),
-        "tuned_thresholds_on_second_half": metrics.multilabel_report(y[half:], p[half:],
+        "at_0.5": multilabel_report(y, p, 0.5),
+        "tuned_thresholds_on_second_half": multilabel_report(y[half:], p[half:],
                                                                      thresholds),
-        "top_3": metrics.multilabel_report(y, p, top_k=3),
-        "per_class_AP": dict(zip(class_names, map(float, metrics.mean_average_precision(
+        "top_3": multilabel_report(y, p, top_k=3),
+        "per_class_AP": dict(zip(class_names, map(float, mean_average_precision(
             y, p, return_per_class=True)[1]))),
     }, y, p, thresholds
 
@@ -77,7 +81,7 @@ def _plots(out, curves, histories):
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for head, (y, p) in curves.items():
         precision, recall, _ = precision_recall_curve(y.ravel(), p.ravel())
-        ax.plot(recall, precision, label=f"{head} (mAP {metrics.mean_average_precision(y, p):.3f})")
+        ax.plot(recall, precision, label=f"{head} (mAP {mean_average_precision(y, p):.3f})")
     ax.set(xlabel="recall (micro)", ylabel="precision (micro)", title="Validation PR curves",
            xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="lower left")
@@ -123,7 +127,7 @@ def format_table(results):
 
 def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, verbose=2):
     """Runs the demo into ``out``; returns the report dict (also ``out/report.json``)."""
-    from keras_mld import training
+    from keras_mld.training.fit import fit
 
     recipe = load_recipe(recipe)
     cfg = {"input_size": int(recipe["model"]["input_size"]), **recipe["data"]}
@@ -138,15 +142,13 @@ def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, ve
     size = cfg["input_size"]
 
     results, curves, histories, models = {}, {}, {}, {}
-    for head, head_kwargs in recipe["model"]["heads"].items():
+    for head in recipe["model"]["heads"]:
         keras.utils.set_random_seed(seed)
-        model = builders.build(recipe["model"]["backbone"], head=head,
-                               class_names=class_names, input_shape=(size, size, 3),
-                               **(head_kwargs or {}))
+        model = build(**model_arguments(recipe, head=head, class_names=class_names))
         print(f"\n== training {head}: {model.count_params():,} parameters, "
               f"{train_cfg['epochs']} epochs ==", flush=True)
         start = time.perf_counter()
-        history = training.fit(model, train_ds, val_ds, recipe=train_cfg,
+        history = fit(model, train_ds, val_ds, recipe=train_cfg,
                                run_dir=os.path.join(out, "runs", head), verbose=verbose)
         train_seconds = time.perf_counter() - start
         report, y, p, thresholds = _evaluate(model, val_ds, class_names)
@@ -195,8 +197,7 @@ def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, ve
         print(f"ML-Decoder {'ahead of' if ahead else 'NOT ahead of'} GAP on validation mAP "
               f"({100 * mld['report']['at_0.5']['mAP']:.2f} vs "
               f"{100 * gap['report']['at_0.5']['mAP']:.2f}).", flush=True)
-    from keras_mld.training import atomic_write_json
-    atomic_write_json(os.path.join(out, "report.json"), report)
+    write_json(os.path.join(out, "report.json"), report)
     print(f"report: {os.path.join(out, 'report.json')}; plots: {pr_path}, {curve_path}",
           flush=True)
     return report

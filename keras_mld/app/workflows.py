@@ -1,7 +1,8 @@
-"""The jobs behind the ``keras-mld`` command: train from a recipe, evaluate, predict.
+"""The jobs behind the ``keras-mld`` command: train from a recipe, evaluate, predict,
+convert.
 
-Each function does one job end to end and returns plain data; ``keras_mld.cli`` only
-parses arguments and prints.
+Each function does one job end to end and returns plain data; :mod:`keras_mld.app.cli`
+only parses arguments and prints.
 """
 import os
 import time
@@ -9,29 +10,27 @@ import time
 import keras
 import numpy as np
 
-from keras_mld import builders, metrics
-from keras_mld.recipes import load_recipe
+from keras_mld.atomic import save_model
+from keras_mld.metrics.report import multilabel_report
+from keras_mld.models.builder import build
+from keras_mld.models.image_classifier import ImageClassifier
+from keras_mld.recipes import load_recipe, model_arguments
+
 
 def load_source(path, class_names=None):
     """A labelled image source from a path: COCO ``.json``, ``.csv`` or an image-folder root."""
-    from keras_mld import data
+    from keras_mld.data.coco import load_coco
+    from keras_mld.data.csv import load_csv
+    from keras_mld.data.folders import load_image_folder
 
     path = os.fspath(path)
     if os.path.isdir(path):
-        return data.load_image_folder(path, class_names=class_names)
+        return load_image_folder(path, class_names=class_names)
     if path.endswith(".json"):
-        return data.load_coco(path)
+        return load_coco(path)
     if path.endswith(".csv"):
-        return data.load_csv(path, class_names=class_names)
+        return load_csv(path, class_names=class_names)
     raise ValueError(f"data: expected a COCO .json, a .csv or an image folder, got {path!r}")
-
-
-def _model_kwargs(recipe, source, overrides):
-    m = {**recipe["model"], **{k: v for k, v in overrides.items() if v is not None}}
-    size = int(m.get("input_size", 224))
-    return dict(backbone=m.get("backbone", "efficientnetv2_s"), head=m.get("head", "mldecoder"),
-                class_names=list(source.class_names), input_shape=(size, size, 3),
-                weights=m.get("weights"), task=source.task, **m.get("head_kwargs", {}))
 
 
 def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=None,
@@ -46,9 +45,9 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     (``none``/``linear``/``sqrt``) scales the recipe's lr from its reference batch
     (``data.reference_batch_size``, else ``data.batch_size``). See the README section "Distributed and extreme-scale training".
     """
-    from keras_mld import data as data_lib
-    from keras_mld import training
+    from keras_mld.data.pipeline import make_dataset
     from keras_mld.training import distribute
+    from keras_mld.training.fit import DEFAULT_RECIPE
 
     # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op
     if isinstance(strategy, str):
@@ -58,13 +57,15 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     val_source = load_source(val_data, class_names=source.class_names) if val_data else None
     if val_source is not None and list(val_source.class_names) != list(source.class_names):
         raise ValueError("val_data: its classes differ from the training data's classes")
-    kwargs = _model_kwargs(recipe, source, {"backbone": backbone, "head": head})
+    chosen = {k: v for k, v in {"backbone": backbone, "head": head}.items() if v is not None}
+    kwargs = model_arguments(recipe, class_names=list(source.class_names), task=source.task,
+                             **chosen)
     bs = int(batch_size or recipe["data"].get("batch_size", 32))
     distribute.per_replica_batch_size(bs, strategy)
     size = kwargs["input_shape"][:2]
-    train_ds = data_lib.make_dataset(source, size, bs, training=True,
+    train_ds = make_dataset(source, size, bs, training=True,
                                      augment=recipe["data"].get("augment"), seed=seed)
-    val_ds = (data_lib.make_dataset(val_source, size, bs) if val_source is not None else None)
+    val_ds = (make_dataset(val_source, size, bs) if val_source is not None else None)
     train_recipe = dict(recipe["train"])
     if epochs is not None:
         train_recipe["epochs"] = int(epochs)
@@ -73,24 +74,15 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     if val_ds is None:
         train_recipe["monitor"] = "loss"
     train_recipe["lr"] = distribute.scale_learning_rate(
-        train_recipe.get("lr", training.DEFAULT_RECIPE["lr"]), bs,
+        train_recipe.get("lr", DEFAULT_RECIPE["lr"]), bs,
         distribute.reference_batch_size(recipe) or bs, lr_scaling)
-    return distribute.distributed_fit(lambda: builders.build(**kwargs), train_ds, val_ds,
+    return distribute.distributed_fit(lambda: build(**kwargs), train_ds, val_ds,
                                       recipe=train_recipe, run_dir=out, strategy=strategy,
                                       verbose=verbose)[1]
 
 
-def probabilities(model, logits):
-    """Scores of ``logits``: softmax for a single-label model (``model.task``), else sigmoid."""
-    if getattr(model, "task", "multilabel") == "singlelabel":
-        return np.asarray(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
-    return np.asarray(keras.ops.convert_to_numpy(keras.ops.sigmoid(logits)))
-
-
 def load_classifier(path):
     """A :class:`keras_mld.ImageClassifier` from a ``.keras`` file or a preset folder."""
-    from keras_mld.models import ImageClassifier
-
     path = os.fspath(path)
     if os.path.isdir(path):
         return ImageClassifier.from_preset(path)
@@ -110,24 +102,23 @@ def scores_of(model, dataset):
     ys, ps = [], []
     start = time.perf_counter()
     for images, labels in dataset:
-        logits = model(images, training=False)
-        ps.append(probabilities(model, logits))
+        ps.append(model.scores(model(images, training=False)))
         ys.append(np.asarray(labels))
     return np.concatenate(ys), np.concatenate(ps), time.perf_counter() - start
 
 
 def evaluate(model_path, data, batch_size=32, thresholds=None):
     """Multi-label report of a saved ``.keras`` model on ``data`` (0.5, per-class, top-3)."""
-    from keras_mld import data as data_lib
+    from keras_mld.data.pipeline import make_dataset
 
     model = load_classifier(model_path)
     source = load_source(data, class_names=model.class_names)
     size = model.image_size
-    y, p, _ = scores_of(model, data_lib.make_dataset(source, size, batch_size))
-    return {"at_0.5": metrics.multilabel_report(y, p, 0.5),
-            "at_tuned": metrics.multilabel_report(y, p, thresholds) if thresholds is not None
+    y, p, _ = scores_of(model, make_dataset(source, size, batch_size))
+    return {"at_0.5": multilabel_report(y, p, 0.5),
+            "at_tuned": multilabel_report(y, p, thresholds) if thresholds is not None
             else None,
-            "top_3": metrics.multilabel_report(y, p, top_k=3)}
+            "top_3": multilabel_report(y, p, top_k=3)}
 
 
 def _saved_model_dir(path):
@@ -210,3 +201,45 @@ def _predict_served(export_dir, images, threshold):
             picked = [(names[j], float(scores[j])) for j in order if scores[j] >= threshold]
         out.append((picked, top))
     return out
+
+
+def convert(source, out, image_size=224, num_heads=8, overwrite=False):
+    """``keras-mld convert``: a checkpoint -> a preset folder or a ``.keras`` file.
+
+    An official ML-Decoder checkpoint gives the :class:`~keras_mld.ImageClassifier` (input
+    RGB [0, 255], class names inside): ``out`` a folder -> a preset
+    (:meth:`~keras_mld.ImageClassifier.save_to_preset`, which ``keras-mld predict --model``,
+    ``keras-mld export --model`` and ``ImageClassifier.from_preset`` read); ``out`` ending in
+    ``.keras`` -> one Keras file. A timm / official TResNet state dict without ML-Decoder head
+    gives the TResNet backbone (input RGB in [0, 1]; with its GAP + fc classifier when the
+    state dict has ``head.fc``) as ``out`` (``.keras``) or ``out/model.keras``.
+
+    Everything is written aside and renamed into place. Returns the path written.
+    """
+    from keras_mld.checkpoints.reader import read_checkpoint
+    from keras_mld.models.ml_decoder.convert import PREFIX, convert_ml_decoder_checkpoint
+    from keras_mld.models.tresnet.convert import convert_tresnet, infer_config, to_timm_layout
+
+    out = os.fspath(out)
+    if not out.endswith(".keras") and os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out: {out!r} exists and is not a folder (give a folder or a .keras path)")
+    state, meta = read_checkpoint(source)
+    if any(k.startswith(PREFIX) for k in state):
+        model, _ = convert_ml_decoder_checkpoint({**state, **meta}, image_size=image_size,
+                                                 num_heads=num_heads)
+        if not out.endswith(".keras"):
+            return model.save_to_preset(out, overwrite=overwrite)
+        model_path = out
+    else:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        cfg = infer_config(to_timm_layout(state))
+        model = convert_tresnet(state, input_shape=size + (3,),
+                                include_top=cfg["num_classes"] is not None)
+        model_path = out if out.endswith(".keras") else os.path.join(out, "model.keras")
+    if os.path.exists(model_path) and not overwrite:  # fail before saving; the rename refuses too
+        raise ValueError(f"out: {model_path!r} exists; pass overwrite=True (--overwrite) to "
+                         "replace it")
+    try:
+        return save_model(model, model_path, overwrite=overwrite, caller="convert")
+    except FileExistsError as err:
+        raise ValueError(f"out: {err}") from None

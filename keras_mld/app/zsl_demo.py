@@ -18,7 +18,9 @@ import os
 import keras
 import numpy as np
 
-from keras_mld import builders, metrics
+from keras_mld.atomic import write_json
+from keras_mld.metrics.zsl import zsl_report
+from keras_mld.models.builder import build
 
 SEEN = ("zero", "one", "two", "four", "five", "six", "eight")
 UNSEEN = ("three", "seven", "nine")
@@ -36,29 +38,33 @@ def _columns(ds, columns):
 
 def _chance(y, unseen, draws=20, seed=0):
     rng = np.random.default_rng(seed)
-    reports = [metrics.zsl_report(y, rng.uniform(size=y.shape), unseen, ks=KS) for _ in range(draws)]
+    reports = [zsl_report(y, rng.uniform(size=y.shape), unseen, ks=KS) for _ in range(draws)]
     return {part: {k: float(np.mean([r[part][k] for r in reports])) for k in reports[0][part]}
             for part in ("zsl", "gzsl")}
 
 
 def run_zsl_demo(out="runs/demo_zsl", tiny=False, seed=0, epochs=5):
     """Trains the two ZSL variants into ``out``; returns the report (also ``out/zsl_report.json``)."""
-    from keras_mld import data, training, zsl
+    from keras_mld.data.coco import load_coco
+    from keras_mld.data.digits import make_digits_dataset
+    from keras_mld.data.pipeline import make_dataset
+    from keras_mld.training.fit import fit
+    from keras_mld.zsl.word_vectors import label_vectors, load_word_vectors
 
     size, batch = 64, 32
     n_train, n_val = (96, 64) if tiny else (2000, 600)
     epochs = 1 if tiny else epochs
-    built = data.make_digits_dataset(os.path.join(out, "data"), num_train=n_train,
+    built = make_digits_dataset(os.path.join(out, "data"), num_train=n_train,
                                      num_val=n_val, image_size=size, seed=seed)
-    train_src = data.load_coco(built.train_annotations)
-    val_src = data.load_coco(built.val_annotations)
+    train_src = load_coco(built.train_annotations)
+    val_src = load_coco(built.val_annotations)
     names = list(train_src.class_names)
-    vectors = zsl.label_vectors(names, zsl.load_word_vectors("glove-6b-50d"))
+    vectors = label_vectors(names, load_word_vectors("glove-6b-50d"))
     seen = [names.index(n) for n in SEEN]
     unseen = [names.index(n) for n in UNSEEN]
-    train_ds = _columns(data.make_dataset(train_src, size, batch, training=True, seed=seed,
+    train_ds = _columns(make_dataset(train_src, size, batch, training=True, seed=seed,
                                           cache=True), seen)
-    val_ds = data.make_dataset(val_src, size, batch, cache=True)
+    val_ds = make_dataset(val_src, size, batch, cache=True)
     y_val = np.concatenate([np.asarray(y) for _, y in val_ds])
     # query-noise std: half the per-dimension spread of the seen label vectors
     noise = float(0.5 * vectors[seen].std(axis=0).mean())
@@ -71,25 +77,24 @@ def run_zsl_demo(out="runs/demo_zsl", tiny=False, seed=0, epochs=5):
     results = {}
     for name, extra in variants.items():
         keras.utils.set_random_seed(seed)
-        model = builders.build("small_convnet", head="mldecoder", class_names=list(SEEN),
+        model = build("small_convnet", head="mldecoder", class_names=list(SEEN),
                                input_shape=(size, size, 3), query_type="word",
                                word_dim=vectors.shape[1], label_vectors=vectors[seen],
                                seed=seed, **HEAD_KWARGS, **extra)
         print(f"\n== zero-shot ML-Decoder, {name}: trained on {len(seen)} seen labels ==",
               flush=True)
         run_dir = os.path.join(out, "runs", name.replace(" ", "_").replace("+", "and"))
-        training.fit(model, train_ds, None, recipe=recipe, run_dir=run_dir, verbose=2)
+        fit(model, train_ds, None, recipe=recipe, run_dir=run_dir, verbose=2)
         model.set_labels(names, vectors)  # seen + unseen: generalised zero-shot, no re-build
         scores = np.concatenate([model.scores(model(x, training=False)) for x, _ in val_ds])
-        results[name] = metrics.zsl_report(y_val, scores, unseen, ks=KS)
+        results[name] = zsl_report(y_val, scores, unseen, ks=KS)
     chance = _chance(y_val, unseen)
     table = format_zsl_table(results, chance)
     print("\n" + table, flush=True)
     report = {"seen": list(SEEN), "unseen": list(UNSEEN), "word_vectors": "GloVe 6B 50-d",
               "epochs": epochs, "num_train": len(train_src.paths), "num_val": len(val_src.paths),
               "query_noise_std": noise, "results": results, "chance": chance, "table": table}
-    from keras_mld.training import atomic_write_json
-    atomic_write_json(os.path.join(out, "zsl_report.json"), report)
+    write_json(os.path.join(out, "zsl_report.json"), report)
     return report
 
 

@@ -1,4 +1,8 @@
-"""Helpers shared by the state-dict converters: checked assignment of PyTorch weights."""
+"""The one weight loader of every converter: PyTorch state-dict entries into Keras variables,
+checked by name and shape, with the layout conversions (``Linear``, ``Conv2d``,
+``BatchNorm2d``, ``LayerNorm``, ``MultiheadAttention``) written once. Only public Keras
+attributes are used (``kernel``, ``bias``, ``gamma``, ``moving_mean``, the attention's
+``query_dense`` ... ``output_dense``)."""
 import re
 
 import numpy as np
@@ -9,6 +13,7 @@ class WeightLoader:
     remembers which entries were used (:meth:`check_all_used`)."""
 
     def __init__(self, state_dict, what):
+        """``state_dict``: ``{name: array}``; ``what``: the caller, named in every error."""
         self.sd = {str(k): np.asarray(v) for k, v in state_dict.items()}
         self.what = what
         self.used = set()
@@ -29,6 +34,20 @@ class WeightLoader:
             raise ValueError(f"{self.what}: {key!r} has shape {value.shape} after conversion, "
                              f"the Keras weight {variable.path} has {tuple(variable.shape)}")
         variable.assign(value.astype(variable.dtype))
+
+    def conv2d(self, conv, key):
+        """torch ``Conv2d`` ``weight [O, I, kh, kw]`` (and ``bias``) -> Keras ``Conv2D``
+        ``kernel [kh, kw, I, O]``."""
+        self.assign(conv.kernel, self.get(key + ".weight").transpose(2, 3, 1, 0), key + ".weight")
+        if conv.use_bias:
+            self.assign(conv.bias, self.get(key + ".bias"), key + ".bias")
+
+    def batch_norm(self, norm, key):
+        """torch ``BatchNorm2d`` (``weight``, ``bias``, ``running_mean``, ``running_var``)."""
+        for variable, suffix in ((norm.gamma, "weight"), (norm.beta, "bias"),
+                                 (norm.moving_mean, "running_mean"),
+                                 (norm.moving_variance, "running_var")):
+            self.assign(variable, self.get(f"{key}.{suffix}"), f"{key}.{suffix}")
 
     def dense(self, dense, key):
         """torch Linear ``weight [out, in]`` (or 1x1 Conv2d ``[out, in, 1, 1]``) -> Dense."""
@@ -65,12 +84,16 @@ class WeightLoader:
         self.assign(mha.output_dense.bias, self.get(key + ".out_proj.bias"),
                     key + ".out_proj.bias")
 
-    def check_all_used(self, ignore_prefixes=()):
+    def check_all_used(self, ignore_prefixes=(), within=None):
+        """Raises when an entry was not assigned: every entry, or those starting with one of
+        ``within``; entries starting with one of ``ignore_prefixes`` never count."""
         left = sorted(k for k in self.sd if k not in self.used
-                      and not any(k.startswith(p) for p in ignore_prefixes))
+                      and not any(k.startswith(p) for p in ignore_prefixes)
+                      and (within is None or any(k.startswith(p) for p in within)))
         if left:
-            raise ValueError(f"{self.what}: state_dict entries not used by the Keras head "
-                             f"(options differ from the official model's?): {left[:8]}"
+            raise ValueError(f"{self.what}: {len(left)} state_dict entries were not used by "
+                             f"the Keras model (a different variant, or options that differ "
+                             f"from the official model's?): {left[:8]}"
                              f"{' ...' if len(left) > 8 else ''}")
 
 

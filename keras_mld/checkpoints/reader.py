@@ -1,10 +1,13 @@
-"""Read PyTorch-style weight files into ``{name: numpy.ndarray}`` without running code.
+"""The one checkpoint reader of every converter: PyTorch-style weight files into
+``{name: numpy.ndarray}`` without running code.
 
-``.pth`` / ``.pt`` / ``.bin`` (PyTorch's zip format): with ``torch.load(weights_only=True)``
-when torch is installed, else with a restricted unpickler that only rebuilds tensors;
-``.safetensors`` with the ``safetensors`` package (numpy API); ``.npz`` with
-``numpy.load(allow_pickle=False)``. A checkpoint dict holding the weights under
-``"state_dict"`` or ``"model"`` is unwrapped.
+``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` / ``.tar`` (PyTorch's zip format): with
+``torch.load(weights_only=True)`` when torch is installed, else with a restricted unpickler
+that only rebuilds tensors; ``.safetensors`` with the ``safetensors`` package (numpy API);
+``.npz`` with ``numpy.load(allow_pickle=False)``. :func:`read_checkpoint` unwraps a
+checkpoint dict (weights under ``"model"``, ``"state_dict"`` or ``"state_dict_ema"``), keeps
+what else the checkpoint says (``idx_to_class``, ``class_names``), drops BatchNorm step
+counters and DataParallel's ``module.`` prefix; :func:`read_state_dict` returns the weights.
 """
 import collections
 import os
@@ -21,14 +24,17 @@ _STORAGE_DTYPES = {
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-_WRAPPER_KEYS = ("state_dict", "model")
+# official ML-Decoder: "model"; timm: "state_dict" (and "state_dict_ema" beside it)
+WRAPPER_KEYS = ("model", "state_dict", "state_dict_ema")
+EXTENSIONS = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".safetensors", ".npz")
 
 
 def _error(path, why):
-    return ValueError(f"read_state_dict: cannot read {path!r}: {why}")
+    return ValueError(f"cannot read checkpoint {path!r}: {why}")
 
 
-def _check_size(path, size, max_bytes):
+def check_size(path, size, max_bytes):
+    """Refuses a file whose content (``size`` bytes) exceeds ``max_bytes``."""
     if size > max_bytes:
         raise _error(path, f"its content is {size} bytes, more than max_bytes={max_bytes}")
 
@@ -118,7 +124,7 @@ def _read_pth_without_torch(path, max_bytes):
             from None
     with archive:
         names = archive.namelist()
-        _check_size(path, sum(i.file_size for i in archive.infolist()), max_bytes)
+        check_size(path, sum(i.file_size for i in archive.infolist()), max_bytes)
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
             raise _error(path, "no unique <archive>/data.pkl in the zip")
@@ -181,27 +187,97 @@ def _read_pth_with_torch(path):
     return convert(obj)
 
 
-def _unwrap(obj, path):
-    if isinstance(obj, dict):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict):
-        raise _error(path, f"expected a state dict (name -> tensor), got {type(obj).__name__}")
-    out = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
-    if not out:
-        raise _error(path, "no tensors found")
-    return out
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # a torch tensor (only when the caller passes one)
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return value
+
+
+def _check_file(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint: no such file {path!r} (expected an existing "
+                         f"{', '.join(EXTENSIONS)} file)")
+
+
+def _read_file(path, use_torch, max_bytes):
+    _check_file(path)
+    check_size(path, os.path.getsize(path), max_bytes)
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        try:
+            from safetensors.numpy import load_file  # the format's own reader
+        except ImportError:
+            raise ValueError(f"checkpoint: reading {path!r} needs the safetensors package "
+                             "(pip install keras-mld[convert])") from None
+        return load_file(path)
+    if lower.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            check_size(path, sum(i.file_size for i in z.zip.infolist()), max_bytes)
+            return {k: z[k] for k in z.files}
+    if not lower.endswith(EXTENSIONS):
+        raise ValueError(f"checkpoint: path must end in {', '.join(EXTENSIONS[:-2])}, "
+                         f".safetensors or .npz, got {path!r}")
+    return read_pth(path, use_torch, max_bytes)
+
+
+def read_checkpoint(source, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
+    """``source`` (a path, or a checkpoint already loaded as a dict) -> ``(state, meta)``.
+
+    ``state`` maps parameter names to ``numpy.ndarray`` (bfloat16 as float32): the checkpoint
+    dict is unwrapped (weights under ``"model"``, ``"state_dict"`` or ``"state_dict_ema"``,
+    the first present), non-tensor entries and BatchNorm step counters
+    (``num_batches_tracked``) are dropped and a ``module.`` prefix (DataParallel) is removed.
+    ``meta`` holds what else the checkpoint carries: ``idx_to_class`` (an official
+    ML-Decoder checkpoint) and ``class_names`` (an ``.npz`` entry).
+
+    Args:
+        source: a file (see the module docstring for the formats) or a dict.
+        use_torch: for ``.pth``: ``None`` (default) = ``torch.load(weights_only=True)`` when
+            torch is installed, else the built-in reader; ``False``: always the built-in one.
+        max_bytes: refuse a file whose content exceeds this many bytes (default 4 GiB).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        where = os.fspath(source)
+        raw = _read_file(where, use_torch, max_bytes)
+    elif isinstance(source, dict):
+        where, raw = "<dict>", source
+    else:
+        raise ValueError(f"checkpoint: expected a path or a dict (state dict or checkpoint), "
+                         f"got {type(source).__name__}")
+    if not isinstance(raw, dict):
+        raise _error(where, f"expected a state dict (name -> tensor), got {type(raw).__name__}")
+    meta = {}
+    if "idx_to_class" in raw:
+        meta["idx_to_class"] = raw["idx_to_class"]
+    for key in WRAPPER_KEYS:
+        if isinstance(raw.get(key), dict):
+            raw = raw[key]
+            break
+    state = {}
+    for k, v in raw.items():
+        k = str(k)
+        v = _to_numpy(v)
+        if k == "class_names":
+            meta["class_names"] = [str(c) for c in np.asarray(v).ravel()]
+            continue
+        if not isinstance(v, np.ndarray) or k.endswith("num_batches_tracked"):
+            continue  # metadata / BN step counters: nothing a Keras weight holds
+        state[k[len("module."):] if k.startswith("module.") else k] = v
+    if not state:
+        raise _error(where, "no tensors found (expected a state dict, or a dict with 'model' / "
+                            "'state_dict' holding one)")
+    return state, meta
 
 
 def read_state_dict(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
     """Weights of a PyTorch checkpoint as ``{name: numpy.ndarray}`` (no code is run).
 
     Args:
-        path: a ``.pth`` / ``.pt`` / ``.bin`` (PyTorch zip format), ``.safetensors`` or
-            ``.npz`` file. A checkpoint dict with the weights under ``"state_dict"`` or
-            ``"model"`` is unwrapped; non-tensor entries are dropped.
+        path: a ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` / ``.tar`` (PyTorch zip format),
+            ``.safetensors`` or ``.npz`` file, read and unwrapped by :func:`read_checkpoint`.
         use_torch: ``None`` (default) = use ``torch.load(weights_only=True)`` when torch is
             installed, else the built-in reader; ``False``: always the built-in reader.
         max_bytes: refuse a file whose content exceeds this many bytes (default 4 GiB).
@@ -217,23 +293,9 @@ def read_state_dict(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
         >>> sorted(weights), weights["fc.weight"].shape
         (['fc.bias', 'fc.weight'], (3, 4))
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"read_state_dict: path must be an existing file, got {path!r}")
-    _check_size(path, os.path.getsize(path), max_bytes)
-    lower = path.lower()
-    if lower.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return _unwrap(load_file(path), path)
-    if lower.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            _check_size(path, sum(i.file_size for i in z.zip.infolist()), max_bytes)
-            return _unwrap({k: z[k] for k in z.files}, path)
-    if not lower.endswith((".pth", ".pt", ".bin", ".ckpt", ".tar")):
-        raise ValueError(f"read_state_dict: path must end in .pth, .pt, .bin, .ckpt, .tar, "
-                         f".safetensors or .npz, got {path!r}")
-    return _unwrap(read_pth(path, use_torch, max_bytes), path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"read_state_dict: path must be a file path, got {type(path).__name__}")
+    return read_checkpoint(path, use_torch, max_bytes)[0]
 
 
 def read_pth(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
@@ -245,9 +307,8 @@ def read_pth(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
     ``use_torch=True``), else the restricted reader; no code from the file runs.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"read_pth: path must be an existing file, got {path!r}")
-    _check_size(path, os.path.getsize(path), max_bytes)
+    _check_file(path)
+    check_size(path, os.path.getsize(path), max_bytes)
     if use_torch is None:
         try:
             import torch  # noqa: F401

@@ -16,7 +16,8 @@ import os
 
 import numpy as np
 
-from keras_mld.data.pipeline import TASKS, LabelledImages
+from keras_mld.data.pipeline import LabelledImages
+from keras_mld.metadata import TASKS
 
 HEADER_NAMES = ("path", "file", "filename", "file_name", "image", "image_path")
 

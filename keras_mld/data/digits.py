@@ -25,13 +25,12 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 
+from keras_mld.atomic import atomic_path
 from keras_mld.validation import check_int
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -217,36 +216,22 @@ def make_digits_dataset(out_dir, num_train=2000, num_val=500, image_size=64, max
         raise ValueError(f"make_digits_dataset: out_dir {root!r} exists, is not empty and is "
                          "not a digits dataset; refusing to overwrite it")
 
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.tmp-", dir=parent)
+    replace = os.path.isdir(root) and bool(os.listdir(root))  # an earlier digits build
     try:
-        glyphs, labels = load_source_digits(params["source"])
-        train_pool, val_pool = _split(labels, num_train, num_val, np.random.default_rng([seed, 0]))
-        _write_split(tmp, "train", num_train, np.random.default_rng([seed, 1]), glyphs, labels,
-                     train_pool, image_size, max_digits)
-        _write_split(tmp, "val", num_val, np.random.default_rng([seed, 2]), glyphs, labels,
-                     val_pool, image_size, max_digits)
-        with open(os.path.join(tmp, _INFO), "w", encoding="utf-8") as f:
-            json.dump(dict(params, train_digits=[int(i) for i in train_pool],
-                           val_digits=[int(i) for i in val_pool]), f)
-        _install(tmp, root, params)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_path(root, overwrite=replace, directory=True, caller=owner) as tmp:
+            glyphs, labels = load_source_digits(params["source"])
+            train_pool, val_pool = _split(labels, num_train, num_val,
+                                          np.random.default_rng([seed, 0]))
+            _write_split(tmp, "train", num_train, np.random.default_rng([seed, 1]), glyphs,
+                         labels, train_pool, image_size, max_digits)
+            _write_split(tmp, "val", num_val, np.random.default_rng([seed, 2]), glyphs, labels,
+                         val_pool, image_size, max_digits)
+            with open(os.path.join(tmp, _INFO), "w", encoding="utf-8") as f:
+                json.dump(dict(params, train_digits=[int(i) for i in train_pool],
+                               val_digits=[int(i) for i in val_pool]), f)
+    except FileExistsError:
+        if not _matches(root, params):  # another process won the race with other arguments
+            raise
     return result
 
 
-def _install(tmp, root, params):
-    """Renames the finished build ``tmp`` to ``root``, replacing an earlier digits build."""
-    old = None
-    if os.path.isdir(root) and os.listdir(root):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.old-", dir=os.path.dirname(root))
-        os.rename(root, os.path.join(old, "data"))
-    try:
-        os.replace(tmp, root)  # an empty existing folder is replaced
-    except OSError:
-        if not _matches(root, params):  # another process won the race with other arguments
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

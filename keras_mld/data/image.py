@@ -154,7 +154,7 @@ def image_shape_from_header(image_bytes):
     return tf.switch_case(index, [jpeg, png, gif, bmp, webp, jpeg_xl, unknown])
 
 
-def _check_limit(max_image_pixels, what="max_image_pixels"):
+def check_limit(max_image_pixels, what="max_image_pixels"):
     if max_image_pixels is None:
         return None
     if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, numbers.Integral) \
@@ -168,7 +168,7 @@ def assert_image_size(image_bytes, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     ``max_image_pixels`` pixels, else ``InvalidArgumentError`` naming the limit. JPEG XL is
     refused (its size is not read); an unknown format passes (``tf.io.decode_image`` then
     rejects it without allocating anything)."""
-    limit = _check_limit(max_image_pixels)
+    limit = check_limit(max_image_pixels)
     if limit is None:
         return None
     shape = image_shape_from_header(image_bytes)
@@ -201,7 +201,7 @@ def decode_batch(image_bytes, image_size, max_image_pixels=DEFAULT_MAX_IMAGE_PIX
                  max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """``image_bytes`` string ``[B]`` -> float32 ``[B, H, W, 3]`` via :func:`decode_and_resize`;
     more than ``max_batch_size`` images (None: no limit) raise ``InvalidArgumentError``."""
-    limit = _check_limit(max_batch_size, "max_batch_size")
+    limit = check_limit(max_batch_size, "max_batch_size")
     height, width = image_size
     checks = []
     if limit is not None:

@@ -40,18 +40,18 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from keras_mld.data.augment import AUGMENTS, make_augmenter
-from keras_mld.data.image import (DEFAULT_MAX_IMAGE_PIXELS, _check_limit, decode_and_resize,
+from keras_mld.data.image import (DEFAULT_MAX_IMAGE_PIXELS, check_limit, decode_and_resize,
                                    image_shape_from_header)
+from keras_mld.atomic import write_json
+from keras_mld.metadata import TASKS
 from keras_mld.validation import check_choice, check_int
 
-TASKS = ("multilabel", "singlelabel")
 CHECKS = ("decode", "header", "none")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
@@ -136,12 +136,7 @@ def _read_cache(cache_file):
 
 def _write_cache(cache_file, entries):
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(cache_file)),
-                                   suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "entries": {k: list(v) for k, v in entries.items()}}, f)
-        os.replace(tmp, cache_file)
+        write_json(cache_file, {"version": 1, "entries": {k: list(v) for k, v in entries.items()}})
     except OSError as e:  # a cache that cannot be written only costs time
         warnings.warn(f"check_images: cannot write cache {cache_file!r}: {e}", stacklevel=3)
 
@@ -229,7 +224,7 @@ def check_images(paths, mode="decode", cache_file=None,
     if mode not in CHECKS:
         raise ValueError(f"check_images: mode must be one of {CHECKS}, got {mode!r}")
     try:
-        max_image_pixels = _check_limit(max_image_pixels)
+        max_image_pixels = check_limit(max_image_pixels)
     except ValueError as e:
         raise ValueError(f"check_images: {e}") from None
     paths = [str(p) for p in paths]
@@ -332,7 +327,7 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
     cache_file = (_default_cache_file(source.paths) if check_cache is True
                   else (os.fspath(check_cache) if check_cache else None))
     try:
-        max_image_pixels = _check_limit(max_image_pixels)
+        max_image_pixels = check_limit(max_image_pixels)
     except ValueError as e:
         raise ValueError(f"make_dataset: {e}") from None
     reasons = check_images(source.paths, check, cache_file, max_image_pixels)

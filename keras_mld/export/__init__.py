@@ -12,6 +12,8 @@ See the README section "Serving with TensorFlow Serving".
 they need the ``deploy`` extra (tf2onnx, onnx, onnxruntime, openvino), imported on first
 call. See the README section "Deployment".
 """
+from keras_mld.export.onnx import export_onnx  # noqa: F401  (tf2onnx imported on call)
+from keras_mld.export.openvino import export_openvino  # noqa: F401  (openvino imported on call)
 from keras_mld.export.saved_model import (  # noqa: F401
     SIGNATURES,
     export_saved_model,
@@ -25,18 +27,6 @@ from keras_mld.export.warmup import (  # noqa: F401
     write_warmup_requests,
 )
 from keras_mld.export.zero_shot import export_zero_shot_saved_model  # noqa: F401
-
-
-def export_onnx(model, path, labels=None, **kwargs):
-    """See :func:`keras_mld.export.onnx.export_onnx` (imported on call: needs tf2onnx)."""
-    from keras_mld.export.onnx import export_onnx as export
-    return export(model, path, labels, **kwargs)
-
-
-def export_openvino(model, path, labels=None, **kwargs):
-    """See :func:`keras_mld.export.openvino.export_openvino` (imported on call)."""
-    from keras_mld.export.openvino import export_openvino as export
-    return export(model, path, labels, **kwargs)
 
 
 __all__ = ["export_saved_model", "models_config_text", "SIGNATURES", "WARMUP_FILENAME",

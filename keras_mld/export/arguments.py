@@ -1,137 +1,151 @@
 """The checked arguments of every exporter (SavedModel, zero-shot, ONNX, OpenVINO): the
-model's images input and class count, the task, class names, thresholds, image size and
-request limits. Defaults come from a :class:`keras_mld.ImageClassifier`'s own metadata."""
+model's images input and class count, the task, class names, thresholds, image size,
+request limits and the SavedModel version. Defaults come from a
+:class:`keras_mld.ImageClassifier`'s own metadata; the rules are :mod:`keras_mld.metadata`'s.
+
+Every error is a ``ValueError`` (``FileExistsError`` for an existing version) naming the
+argument and what it accepts; messages name ``export_saved_model``, and the other exporters
+put their own name in its place."""
+import os
+
 import numpy as np
 
-from keras_mld.data.image import _check_limit
+from keras_mld.data.image import check_limit as _image_check_limit
+from keras_mld.metadata import (IMAGES_INPUT, KNOWN_LABELS_INPUT, TASKS, check_class_names,
+                                check_thresholds as _check_thresholds)
 
-TASKS = ("multilabel", "singlelabel")
-IMAGES_INPUT = "images"
-KNOWN_LABELS_INPUT = "known_labels"
-
-
-def _err(argument, accepted, got):
-    return ValueError(f"export_saved_model: {argument} must be {accepted}, got {got!r}")
+CALLER = "export_saved_model"
 
 
-# ----------------------------------------------------------------------------- validation
-def _images_input(model):
+def arg_error(argument, accepted, got, caller=CALLER):
+    """``ValueError("<caller>: <argument> must be <accepted>, got <got>")``."""
+    return ValueError(f"{caller}: {argument} must be {accepted}, got {got!r}"[:2000])
+
+
+def images_input(model):
+    """The model's images input (named ``images``, else its one 4-D input)."""
     inputs = list(model.inputs)
     named = [t for t in inputs if t.name == IMAGES_INPUT]
     candidates = named or [t for t in inputs if len(t.shape) == 4]
     if not candidates:
-        raise ValueError("export_saved_model: the model needs an input named 'images' of "
-                         f"shape [B, H, W, 3]; its inputs are {[t.name for t in inputs]}")
+        raise ValueError(f"{CALLER}: the model needs an input named 'images' of shape "
+                         f"[B, H, W, 3]; its inputs are {[t.name for t in inputs]}")
     others = [t for t in inputs if t is not candidates[0]]
     unknown = [t.name for t in others if t.name != KNOWN_LABELS_INPUT]
     if unknown:
-        raise ValueError("export_saved_model: only the inputs 'images' and (optional) "
-                         f"'known_labels' can be exported, the model also has {unknown}")
+        raise ValueError(f"{CALLER}: only the inputs 'images' and (optional) 'known_labels' "
+                         f"can be exported, the model also has {unknown}")
     return candidates[0]
 
 
-def _num_classes(model):
+def count_classes(model):
+    """N: an ImageClassifier's current class count, else the width of the one logits output."""
     if isinstance(getattr(model, "num_classes", None), int):
         return model.num_classes  # an ImageClassifier: also after set_labels changed M
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2 or \
             model.outputs[0].shape[-1] is None:
-        raise ValueError("export_saved_model: the model must have one output, logits of "
-                         f"shape [B, N]; got {[tuple(o.shape) for o in model.outputs]}")
+        raise ValueError(f"{CALLER}: the model must have one output, logits of shape [B, N]; "
+                         f"got {[tuple(o.shape) for o in model.outputs]}")
     return int(model.outputs[0].shape[-1])
 
 
-def _detect_task(model, task):
+def detect_task(model, task):
     """``task``, else the model's own (:class:`keras_mld.ImageClassifier`), else multilabel."""
     if task is None:
         task = getattr(model, "task", None) or "multilabel"
     if task not in TASKS:
-        raise _err("task", f"one of {TASKS} or None", task)
+        raise arg_error("task", f"one of {TASKS} or None", task)
     return task
 
 
-def _check_labels(labels, n, model=None):
+def check_labels(labels, n, model=None):
+    """``labels`` (default: the model's class names) as N unique names."""
     if labels is None:
         labels = getattr(model, "class_names", None)
         if labels is None:
-            raise _err("labels", f"a sequence of {n} class names (required: the model is not a "
-                       "keras_mld.ImageClassifier, which carries its class names)", labels)
-    if isinstance(labels, (str, bytes)):
-        raise _err("labels", f"a sequence of {n} class names", labels)
-    out = []
-    for name in list(labels):
-        if isinstance(name, bytes):
-            name = name.decode("utf-8")
-        if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
-            raise _err("labels", "non-empty strings without newlines", name)
-        out.append(str(name))
-    if len(out) != n:
-        raise ValueError(f"export_saved_model: labels has {len(out)} names but the model "
-                         f"outputs {n} classes")
-    if len(set(out)) != n:
-        dup = sorted({x for x in out if out.count(x) > 1})
-        raise _err("labels", "unique class names", f"duplicates {dup}")
-    return out
-
-
-def _limit(value, name):
+            raise arg_error("labels", f"a sequence of {n} class names (required: the model is "
+                            "not a keras_mld.ImageClassifier, which carries its class names)",
+                            labels)
     try:
-        return _check_limit(value, name)
+        names = check_class_names(labels, argument="labels")
+    except ValueError as err:
+        raise ValueError(f"{CALLER}: {err}") from None
+    if len(names) != n:
+        raise ValueError(f"{CALLER}: labels has {len(names)} names but the model outputs {n} "
+                         f"classes")
+    return names
+
+
+def check_limit(value, name):
+    """A request limit (``max_image_pixels``, ``max_batch_size``): None or an int >= 1."""
+    try:
+        return _image_check_limit(value, name)
     except ValueError as e:
         raise ValueError(f"export: {e}") from None
 
 
-def _check_thresholds(thresholds, n, model=None, labels=None):
+def check_thresholds(thresholds, n, model=None, labels=None):
+    """Per-class thresholds (default: the model's, else 0.5) as float32 ``[N]``; a dict takes
+    class names (``labels``)."""
     if thresholds is None:
         thresholds = getattr(model, "thresholds", None)
-    if thresholds is None:
-        return np.full([n], 0.5, np.float32)
-    if isinstance(thresholds, dict):  # {class name: threshold}, as ImageClassifier takes them
-        from keras_mld.models.image_classifier import check_thresholds
-
-        try:
-            thresholds = check_thresholds(thresholds, list(labels or []))
-        except ValueError as e:
-            raise _err("thresholds", "a dict of known class names to floats in [0, 1]",
-                       str(e)) from None
+    names = list(labels) if labels is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        names = [str(i) for i in range(n)]
     try:
-        t = np.asarray(thresholds, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _err("thresholds", f"None, a float, {n} floats or a dict {{class name: float}}",
-                   thresholds) from None
-    if t.ndim == 0:
-        t = np.full([n], float(t))
-    if t.shape != (n,):
-        raise _err("thresholds", f"None, a float or {n} floats (one per class)",
-                   f"shape {t.shape}")
-    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t > 1):
-        raise _err("thresholds", "values in [0, 1]", t.tolist())
-    return t.astype(np.float32)
+        return np.asarray(_check_thresholds(thresholds, names), np.float32)
+    except ValueError as err:
+        raise ValueError(f"{CALLER}: {err}") from None
 
 
-def _check_image_size(model, images_input, image_size):
-    static = tuple(images_input.shape[1:3])
-    if images_input.shape[-1] not in (None, 3):
-        raise ValueError("export_saved_model: the 'images' input must have 3 (RGB) channels, "
-                         f"got shape {tuple(images_input.shape)}")
+def check_image_size(model, images, image_size):
+    """``(H, W)`` the export resizes to: ``image_size``, else the model's."""
+    static = tuple(images.shape[1:3])
+    if images.shape[-1] not in (None, 3):
+        raise ValueError(f"{CALLER}: the 'images' input must have 3 (RGB) channels, got shape "
+                         f"{tuple(images.shape)}")
     if image_size is None and getattr(model, "image_size", None) is not None:
         image_size = model.image_size  # an ImageClassifier resizes to it inside
     if image_size is None:
         if None in static:
-            raise ValueError("export_saved_model: the model input has no static height/width "
-                             f"(shape {tuple(images_input.shape)}); pass image_size=(H, W)")
+            raise ValueError(f"{CALLER}: the model input has no static height/width (shape "
+                             f"{tuple(images.shape)}); pass image_size=(H, W)")
         return tuple(int(s) for s in static)
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
     try:
         size = tuple(image_size)
     except TypeError:
-        raise _err("image_size", "None, a positive int or (H, W) positive ints",
-                   image_size) from None
+        raise arg_error("image_size", "None, a positive int or (H, W) positive ints",
+                        image_size) from None
     if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                                  and s > 0 for s in size):
-        raise _err("image_size", "None, a positive int or (H, W) positive ints", image_size)
+        raise arg_error("image_size", "None, a positive int or (H, W) positive ints", image_size)
     size = tuple(int(s) for s in size)
     if any(s is not None and s != z for s, z in zip(static, size)):
-        raise ValueError(f"export_saved_model: image_size {size} differs from the model's "
-                         f"input size {static}")
+        raise ValueError(f"{CALLER}: image_size {size} differs from the model's input size "
+                         f"{static}")
     return size
+
+
+def numeric_versions(base_dir):
+    """The numeric version folders of ``base_dir``, sorted."""
+    if not os.path.isdir(base_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(base_dir)
+                  if d.isascii() and d.isdigit() and os.path.isdir(os.path.join(base_dir, d)))
+
+
+def check_version(version, base_dir, overwrite):
+    """The version to write: ``version``, or the next free one when None."""
+    if version is None:
+        existing = numeric_versions(base_dir)
+        return (existing[-1] + 1) if existing else 1
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+        raise arg_error("version", "a positive int or None", version)
+    version = int(version)
+    if os.path.exists(os.path.join(base_dir, str(version))) and not overwrite:
+        raise FileExistsError(
+            f"{CALLER}: version {version} already exists in {base_dir!r}; pass "
+            "overwrite=True to replace it or version=None for the next free version")
+    return version

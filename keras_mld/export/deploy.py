@@ -12,16 +12,17 @@ refuses an export whose runtime does not reproduce TensorFlow's scores.
 import contextlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.export import saved_model as sm
-from keras_mld.graph_branches import freeze_graph_branches
+from keras_mld.atomic import atomic_path
+from keras_mld.export.arguments import (check_image_size, check_labels, check_thresholds,
+                                        count_classes, detect_task, images_input)
+from keras_mld.export.saved_model import logits_function
+from keras_mld.metadata import scores_from_logits
+from keras_mld.models.graph.freeze import freeze_graph_branches
 
 FORMAT = "keras_mld.deploy/1"
 INPUT_NAME = "images"
@@ -40,11 +41,11 @@ def deploy_metadata(model, labels=None, thresholds=None, task=None, image_size=N
     if not isinstance(model, keras.Model):
         raise ValueError(f"{caller}: model must be a keras.Model, got {type(model).__name__}")
     try:
-        num_classes = sm._num_classes(model)
-        task = sm._detect_task(model, task)
-        labels = sm._check_labels(labels, num_classes, model)
-        thresholds = sm._check_thresholds(thresholds, num_classes, model, labels)
-        image_size = sm._check_image_size(model, sm._images_input(model), image_size)
+        num_classes = count_classes(model)
+        task = detect_task(model, task)
+        labels = check_labels(labels, num_classes, model)
+        thresholds = check_thresholds(thresholds, num_classes, model, labels)
+        image_size = check_image_size(model, images_input(model), image_size)
     except ValueError as e:
         raise ValueError(str(e).replace("export_saved_model", caller)) from None
     return {"format": FORMAT, "task": task, "labels": labels,
@@ -66,15 +67,12 @@ def frozen(model):
 def scores_function(model, meta):
     """``tf.function`` ``images [None, H, W, 3] float32 -> scores [None, N] float32``."""
     height, width = meta["image_size"]
-    logits_fn = sm._logits_fn(model, sm._images_input(model), len(meta["labels"]))
+    logits_fn = logits_function(model, images_input(model), len(meta["labels"]))
     spec = tf.TensorSpec([None, height, width, 3], tf.float32, name=INPUT_NAME)
 
     @tf.function(input_signature=[spec], autograph=False)
     def scores(images):
-        logits = tf.cast(logits_fn(images), tf.float32)
-        out = (tf.nn.softmax(logits, axis=-1) if meta["task"] == "singlelabel"
-               else tf.math.sigmoid(logits))
-        return tf.identity(out, name=OUTPUT_NAME)
+        return tf.identity(scores_from_logits(logits_fn(images), meta["task"]), name=OUTPUT_NAME)
 
     return scores
 
@@ -108,30 +106,10 @@ def check_destination(path, overwrite, caller):
 
 def publish(path, overwrite, write, directory, caller):
     """``write(tmp)`` fills a hidden temporary file or directory beside ``path`` that is then
-    renamed to ``path`` (atomically; an existing one is moved aside first when
-    ``overwrite``). On any error nothing is left behind."""
-    parent, name = os.path.split(path)
-    if directory:
-        tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-    else:
-        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
-    try:
+    renamed to ``path`` (:func:`keras_mld.atomic.atomic_path`; an existing one is replaced
+    only when ``overwrite``). On any error nothing is left behind."""
+    with atomic_path(path, overwrite=overwrite, directory=directory, caller=caller) as tmp:
         write(tmp)
-        if directory:
-            sm._move_into_place(tmp, path, overwrite)
-        else:
-            if os.path.exists(path) and not overwrite:
-                raise FileExistsError(f"{caller}: {path!r} appeared during the export")
-            os.replace(tmp, path)
-    except BaseException:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -20,7 +20,7 @@ sample batch to 1e-4 before the file is renamed into place.
 """
 import os
 
-from keras_mld.export import deploy
+import keras_mld.export.deploy as deploy
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 

@@ -27,7 +27,7 @@ import json
 import os
 import re
 
-from keras_mld.export import deploy
+import keras_mld.export.deploy as deploy
 
 XML, BIN = "model.xml", "model.bin"
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}

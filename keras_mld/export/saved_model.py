@@ -29,64 +29,41 @@ Class names and thresholds also travel as ``tf.Variable`` s (``loaded.labels``,
 """
 import json
 import os
-import shutil
 import tempfile
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.atomic import move_into_place
-from keras_mld.graph_branches import freeze_graph_branches
-from keras_mld.data.image import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS,
-                                   decode_batch as _decode_batch)
-from keras_mld.export.arguments import (  # noqa: F401  (also used through this module)
-    IMAGES_INPUT, KNOWN_LABELS_INPUT, TASKS, _check_image_size, _check_labels, _check_thresholds,
-    _detect_task, _err, _images_input, _limit, _num_classes)
-from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis,
+from keras_mld.atomic import atomic_path, write_text
+from keras_mld.data.image import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS, decode_batch
+from keras_mld.export.arguments import (arg_error, check_image_size, check_labels, check_limit,
+                                        check_thresholds, check_version, count_classes,
+                                        detect_task, images_input, numeric_versions)
+from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, serving_apis,
                                      write_warmup_requests)
+from keras_mld.metadata import scores_from_logits
+from keras_mld.models.graph.freeze import freeze_graph_branches
 
 SIGNATURES = ("serving_default", "predict_images", "metadata")
 MODELS_CONFIG = "models.config"
 
 
-def _numeric_versions(base_dir):
-    if not os.path.isdir(base_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(base_dir)
-                  if d.isascii() and d.isdigit() and os.path.isdir(os.path.join(base_dir, d)))
-
-
-def _check_version(version, base_dir, overwrite):
-    if version is None:
-        existing = _numeric_versions(base_dir)
-        return (existing[-1] + 1) if existing else 1
-    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
-        raise _err("version", "a positive int or None", version)
-    version = int(version)
-    if os.path.exists(os.path.join(base_dir, str(version))) and not overwrite:
-        raise FileExistsError(
-            f"export_saved_model: version {version} already exists in {base_dir!r}; pass "
-            "overwrite=True to replace it or version=None for the next free version")
-    return version
-
-
 # ----------------------------------------------------------------------------- the graph
-def _logits_fn(model, images_input, num_classes):
+def logits_function(model, images, num_classes):
     """``images [B,H,W,3] float32`` -> float32 logits; other inputs get their inference value."""
     if len(model.inputs) == 1:
         return lambda images: model(images, training=False)
     dict_input = isinstance(model.input, dict)
     keys = {t.name: k for k, t in model.input.items()} if dict_input else None
 
-    def call(images):
+    def call(pixels):
         feeds = {}
         for t in model.inputs:
-            if t is images_input:
-                value = images
+            if t is images:
+                value = pixels
             else:  # known_labels: every label unknown (-1), C-Tran (arXiv:2011.14027)
-                value = tf.fill([tf.shape(images)[0], num_classes],
+                value = tf.fill([tf.shape(pixels)[0], num_classes],
                                 tf.constant(-1, dtype=t.dtype))
             feeds[keys[t.name] if dict_input else t.name] = value
         return model(feeds, training=False)
@@ -116,7 +93,7 @@ def _signature_functions(module, model, task, image_size, top_k,
     (slow for big heads); they are saved once, as signatures (``loaded.signatures[name]``).
     """
     num_classes = int(module.labels.shape[0])
-    logits_fn = _logits_fn(model, _images_input(model), num_classes)
+    logits_fn = logits_function(model, images_input(model), num_classes)
     height, width = image_size
     k = min(top_k, num_classes)
     images_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
@@ -125,18 +102,15 @@ def _signature_functions(module, model, task, image_size, top_k,
     @tf.function(input_signature=[images_spec], autograph=False)
     def scores_fn(images):
         def run():
-            logits = tf.cast(logits_fn(images), tf.float32)
-            if task == "singlelabel":
-                return tf.nn.softmax(logits, axis=-1)
-            return tf.math.sigmoid(logits)
+            return scores_from_logits(logits_fn(images), task)
 
         # an empty request answers [0, N] without running the model: TensorFlow's oneDNN
         # batch-norm kernel fails on an empty batch on some CPUs ("Incompatible shapes")
         return tf.cond(tf.shape(images)[0] > 0, run,
                        lambda: tf.zeros([0, num_classes], tf.float32))
 
-    def decode_batch(image_bytes):
-        return _decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
+    def decode(image_bytes):
+        return decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
 
     @tf.function(input_signature=[images_spec], autograph=False)
     def serving_default(images):
@@ -145,7 +119,7 @@ def _signature_functions(module, model, task, image_size, top_k,
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
                  autograph=False)
     def predict_images(image_bytes):
-        scores = scores_fn(decode_batch(image_bytes))
+        scores = scores_fn(decode(image_bytes))
         names = module.labels.read_value()
         selected = scores >= module.thresholds.read_value()[None, :]
         # selected first (score - 2 < 0 <= score), each group by descending score
@@ -226,10 +200,6 @@ def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_clas
     return paths
 
 
-def _move_into_place(tmp_dir, final_dir, overwrite):
-    move_into_place(tmp_dir, final_dir, overwrite, "export_saved_model")
-
-
 def export_saved_model(model, base_dir, labels=None, thresholds=None, version=None,
                        image_size=None, task=None, top_k=5, overwrite=False,
                        max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
@@ -273,19 +243,19 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
         raise RuntimeError("export_saved_model needs the TensorFlow backend "
                            f"(KERAS_BACKEND=tensorflow), got {keras.backend.backend()!r}")
     if not isinstance(model, keras.Model):
-        raise _err("model", "a keras.Model", type(model).__name__)
+        raise arg_error("model", "a keras.Model", type(model).__name__)
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise _err("top_k", "an int >= 1", top_k)
-    num_classes = _num_classes(model)
-    task = _detect_task(model, task)
-    labels = _check_labels(labels, num_classes, model)
-    thresholds = _check_thresholds(thresholds, num_classes, model, labels)
-    image_size = _check_image_size(model, _images_input(model), image_size)
-    limits = {"max_image_pixels": _limit(max_image_pixels, "max_image_pixels"),
-              "max_batch_size": _limit(max_batch_size, "max_batch_size")}
+        raise arg_error("top_k", "an int >= 1", top_k)
+    num_classes = count_classes(model)
+    task = detect_task(model, task)
+    labels = check_labels(labels, num_classes, model)
+    thresholds = check_thresholds(thresholds, num_classes, model, labels)
+    image_size = check_image_size(model, images_input(model), image_size)
+    limits = {"max_image_pixels": check_limit(max_image_pixels, "max_image_pixels"),
+              "max_batch_size": check_limit(max_batch_size, "max_batch_size")}
     base_dir = os.path.abspath(os.fspath(base_dir))
-    version = _check_version(version, base_dir, overwrite)
-    _serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
+    version = check_version(version, base_dir, overwrite)
+    serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
 
     model_name = os.path.basename(base_dir)
 
@@ -312,27 +282,16 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
 def publish_version(base_dir, version, overwrite, write):
     """Writes a version atomically: ``write(tmp_dir)`` fills a hidden temporary directory
     inside ``base_dir`` (TF Serving ignores non-numeric names), which is renamed to
-    ``base_dir/<version>`` only when complete, and ``base_dir/models.config`` is rewritten
-    to serve it and the newest other version. On any error nothing is left behind."""
-    os.makedirs(base_dir, exist_ok=True)
+    ``base_dir/<version>`` only when complete (:func:`keras_mld.atomic.atomic_path`), then
+    ``base_dir/models.config`` is rewritten (atomically) to serve it and the newest other
+    version. On any error nothing is left behind."""
+    base_dir = os.path.abspath(base_dir)
     final_dir = os.path.join(base_dir, str(version))
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp makes 0700: a server user could not read it
-    config_tmp = None
-    try:
+    others = [v for v in numeric_versions(base_dir) if v != version]
+    config = models_config_text(os.path.basename(base_dir), base_dir,
+                                sorted([version] + others[-1:]))
+    with atomic_path(final_dir, overwrite=overwrite, directory=True,
+                     caller="export_saved_model") as tmp_dir:
         write(tmp_dir)
-        others = [v for v in _numeric_versions(base_dir) if v != version]
-        config_tmp = os.path.join(base_dir, f".{MODELS_CONFIG}.tmp-{uuid.uuid4().hex[:8]}")
-        with open(config_tmp, "w", encoding="utf-8") as f:
-            f.write(models_config_text(os.path.basename(base_dir), base_dir,
-                                       sorted([version] + others[-1:])))
-        _move_into_place(tmp_dir, final_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if config_tmp is not None and os.path.exists(config_tmp):
-            os.remove(config_tmp)
-        raise
-    os.replace(config_tmp, os.path.join(base_dir, MODELS_CONFIG))
+    write_text(os.path.join(base_dir, MODELS_CONFIG), config)
     return final_dir

@@ -21,7 +21,8 @@ WARMUP_FILENAME = "tf_serving_warmup_requests"
 DEFAULT_SIGNATURES = ("serving_default", "predict_images")
 
 
-def _serving_apis():
+def serving_apis():
+    """``(predict_pb2, prediction_log_pb2)`` of tensorflow-serving-api (a clear error without it)."""
     try:
         from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     except ImportError as e:  # pragma: no cover - exercised only without the extra
@@ -58,7 +59,7 @@ def build_warmup_requests(image_size, model_name="model", signatures=DEFAULT_SIG
     ``image_size`` is the model's ``(H, W)``; ``model_name`` only fills ``model_spec.name``
     (TF Serving ignores it during warm-up).
     """
-    predict_pb2, prediction_log_pb2 = _serving_apis()
+    predict_pb2, prediction_log_pb2 = serving_apis()
     height, width = (int(s) for s in image_size)
     logs = []
     for signature in signatures:
@@ -96,7 +97,7 @@ def write_warmup_requests(export_dir, image_size, model_name="model",
 
 def read_warmup_requests(path):
     """Parse a warm-up file (or a version directory holding one) into ``PredictionLog`` protos."""
-    _, prediction_log_pb2 = _serving_apis()
+    _, prediction_log_pb2 = serving_apis()
     if os.path.isdir(path):
         path = os.path.join(path, WARMUP_DIR, WARMUP_FILENAME)
     return [prediction_log_pb2.PredictionLog.FromString(record.numpy())

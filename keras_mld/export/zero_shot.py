@@ -45,14 +45,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.data.image import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS,
-                                   decode_batch as _decode_batch)
-from keras_mld.export.saved_model import (IMAGES_INPUT, _check_image_size, _check_version,
-                                          _detect_task, _limit, publish_version)
-from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, _serving_apis, encode_image,
-                                     sample_image)
+from keras_mld.data.image import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS, decode_batch
+from keras_mld.export.arguments import check_image_size, check_limit, check_version, detect_task
+from keras_mld.export.saved_model import publish_version
+from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, encode_image, sample_image,
+                                     serving_apis)
+from keras_mld.metadata import (IMAGES_INPUT, LABEL_VECTORS_INPUT, check_class_names,
+                                scores_from_logits)
 
-LABEL_VECTORS_INPUT = "label_vectors"
 BASE_SIGNATURES = ("serving_default", "predict_images", "metadata")
 VOCABULARY_SIGNATURES = ("predict_label_names", "label_vectors")
 _SPLIT_PATTERN = r"[\s_]+"  # keras_mld.zsl.split_label
@@ -119,12 +119,10 @@ def _model_fn(model):
 def _check_names(labels):
     if labels is None:
         return []
-    if isinstance(labels, (str, bytes)):
-        raise _err("labels", "None or a sequence of names", labels)
-    out = [x.decode("utf-8") if isinstance(x, bytes) else x for x in labels]
-    if not all(isinstance(x, str) and x and "\n" not in x and "\r" not in x for x in out):
-        raise _err("labels", "non-empty strings without newlines", labels)
-    return out
+    try:
+        return check_class_names(labels, argument="labels")
+    except ValueError as err:
+        raise ValueError(f"export_zero_shot_saved_model: {err}") from None
 
 
 def _vocabulary_arrays(vocabulary, word_dim):
@@ -226,11 +224,10 @@ def _signature_functions(module, model, task, image_size, word_dim, top_k,
 
     @tf.function(input_signature=[images_spec, vectors_spec], autograph=False)
     def scores_fn(images, label_vectors):
-        logits = tf.cast(model_fn(images, label_vectors), tf.float32)
-        return tf.nn.softmax(logits, axis=-1) if task == "singlelabel" else tf.sigmoid(logits)
+        return scores_from_logits(model_fn(images, label_vectors), task)
 
-    def decode_batch(image_bytes):
-        return _decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
+    def decode(image_bytes):
+        return decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
 
     def top(scores):
         return tf.math.top_k(scores, k=tf.minimum(top_k, tf.shape(scores)[1]), sorted=True)
@@ -241,7 +238,7 @@ def _signature_functions(module, model, task, image_size, word_dim, top_k,
 
     @tf.function(input_signature=[bytes_spec, vectors_spec], autograph=False)
     def predict_images(image_bytes, label_vectors):
-        scores = scores_fn(decode_batch(image_bytes), label_vectors)
+        scores = scores_fn(decode(image_bytes), label_vectors)
         top_scores, top_idx = top(scores)
         return {"scores": scores, "top_k_indices": top_idx, "top_k_scores": top_scores}
 
@@ -262,7 +259,7 @@ def _signature_functions(module, model, task, image_size, word_dim, top_k,
         @tf.function(input_signature=[bytes_spec, names_spec], autograph=False)
         def predict_label_names(image_bytes, label_names):
             vectors = lookup(label_names)
-            scores = scores_fn(decode_batch(image_bytes), vectors)
+            scores = scores_fn(decode(image_bytes), vectors)
             top_scores, top_idx = top(scores)
             return {"scores": scores, "top_k_labels": tf.gather(label_names, top_idx),
                     "top_k_scores": top_scores, "label_vectors": vectors}
@@ -277,7 +274,7 @@ def _signature_functions(module, model, task, image_size, word_dim, top_k,
 
 # ----------------------------------------------------------------------------- files
 def _warmup_logs(image_size, word_dim, signatures, vocab_words, model_name):
-    predict_pb2, prediction_log_pb2 = _serving_apis()
+    predict_pb2, prediction_log_pb2 = serving_apis()
     height, width = image_size
     vectors = np.random.default_rng(0).normal(size=(3, word_dim)).astype(np.float32)
     blobs = [encode_image(sample_image(48, 64, seed=2), "png"),
@@ -389,16 +386,16 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
     else:
         images_input, vectors_input = _model_inputs(model)
         word_dim = int(vectors_input.shape[-1])
-    task = _detect_task(model, task)
+    task = detect_task(model, task)
     labels = _check_names(labels if labels is not None else getattr(model, "class_names", None))
-    image_size = _check_image_size(model, images_input, image_size)
-    limits = {"max_image_pixels": _limit(max_image_pixels, "max_image_pixels"),
-              "max_batch_size": _limit(max_batch_size, "max_batch_size")}
+    image_size = check_image_size(model, images_input, image_size)
+    limits = {"max_image_pixels": check_limit(max_image_pixels, "max_image_pixels"),
+              "max_batch_size": check_limit(max_batch_size, "max_batch_size")}
     vocab = None if vocabulary is None else _vocabulary_arrays(vocabulary, word_dim)
     signatures = BASE_SIGNATURES + (VOCABULARY_SIGNATURES if vocab is not None else ())
     base_dir = os.path.abspath(os.fspath(base_dir))
-    version = _check_version(version, base_dir, overwrite)
-    _serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
+    version = check_version(version, base_dir, overwrite)
+    serving_apis()  # fail before writing anything when tensorflow-serving-api is missing
 
     model_name = os.path.basename(base_dir)
     meta = {"format": "keras_mld.export.zero_shot/1", "task": task, "labels": labels,

@@ -1,10 +1,14 @@
-"""In-model image normalisation: RGB pixels in [0, 255] -> what a backbone expects."""
+"""In-model image normalisation: RGB pixels in [0, 255] -> what a backbone expects.
+
+``NORMALIZATION_MODES`` here are the modes every other module accepts (``build``, the
+image preprocessor).
+"""
 import keras
 from keras import ops
 
 from keras_mld.validation import check_choice
 
-_MODES = ("none", "unit", "symmetric", "torch", "caffe")
+NORMALIZATION_MODES = ("none", "unit", "symmetric", "torch", "caffe")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -30,7 +34,7 @@ class ImageNormalization(keras.layers.Layer):
 
     def __init__(self, mode="unit", **kwargs):
         super().__init__(**kwargs)
-        mode = check_choice("ImageNormalization", "mode", mode, _MODES)
+        mode = check_choice("ImageNormalization", "mode", mode, NORMALIZATION_MODES)
         self.mode = mode
 
     def call(self, x):

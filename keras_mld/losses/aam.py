@@ -7,15 +7,8 @@ section 3.4, eq. 1). ``keras.ops`` only.
 from keras import ops
 import keras
 
-from keras_mld.losses.asl import (
-    _Float32Loss,
-    _check_eps,
-    _check_gamma,
-    _clamped_log,
-    _float32,
-    _pow_from_log,
-    _split_ignore,
-)
+from keras_mld.losses.common import (Float32Loss, check_eps, check_gamma, clamped_log, float32,
+                                     pow_from_log, split_ignore)
 from keras_mld.validation import check_number
 
 # Per-dataset hyper-parameters of the paper (arXiv:2209.06585, section 4). ``learning_rate`` is the
@@ -29,7 +22,7 @@ AAM_PRESETS = {
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
-class AAMLoss(_Float32Loss):
+class AAMLoss(Float32Loss):
     """Asymmetric angular margin loss on cosines ``c = cos(theta_j)`` in [-1, 1] (eq. 1).
 
     With ``p+ = sigmoid(s (c - m))`` and ``p- = sigmoid(-s (c + m))``, each element is::
@@ -85,9 +78,9 @@ class AAMLoss(_Float32Loss):
         self.m = check_number(owner, "m", m, accepted="a finite number")
         self.k = check_number(owner, "k", k, low=0.0, high=1.0,
                                accepted="a number in [0, 1]")
-        self.gamma_neg = _check_gamma(owner, "gamma_neg", gamma_neg)
-        self.gamma_pos = _check_gamma(owner, "gamma_pos", gamma_pos)
-        self.eps = _check_eps(owner, eps)
+        self.gamma_neg = check_gamma(owner, "gamma_neg", gamma_neg)
+        self.gamma_pos = check_gamma(owner, "gamma_pos", gamma_pos)
+        self.eps = check_eps(owner, eps)
         super().__init__(reduction=reduction, name=name)
 
     @classmethod
@@ -102,16 +95,16 @@ class AAMLoss(_Float32Loss):
 
     def elementwise(self, y_true, y_pred):
         """Per-element loss (same shape as ``y_pred``), zero at ignored entries."""
-        c = _float32(y_pred)
-        y, valid = _split_ignore(y_true)
+        c = float32(y_pred)
+        y, valid = split_ignore(y_true)
         z_pos = self.s * (c - self.m)
         z_neg = -self.s * (c + self.m)
-        term_pos = _clamped_log(ops.log_sigmoid(z_pos), self.eps)
-        w_pos = _pow_from_log(ops.log_sigmoid(-z_pos), self.gamma_pos)
+        term_pos = clamped_log(ops.log_sigmoid(z_pos), self.eps)
+        w_pos = pow_from_log(ops.log_sigmoid(-z_pos), self.gamma_pos)
         if w_pos is not None:
             term_pos = term_pos * w_pos
-        term_neg = _clamped_log(ops.log_sigmoid(z_neg), self.eps)
-        w_neg = _pow_from_log(ops.log_sigmoid(-z_neg), self.gamma_neg)
+        term_neg = clamped_log(ops.log_sigmoid(z_neg), self.eps)
+        w_neg = pow_from_log(ops.log_sigmoid(-z_neg), self.gamma_neg)
         if w_neg is not None:
             term_neg = term_neg * w_neg
         loss = -(self.k / self.s) * y * term_pos - ((1.0 - self.k) / self.s) * (1.0 - y) * term_neg

@@ -4,7 +4,8 @@ Paper: Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label Classificatio
 (arXiv:2009.14119),
 ICCV 2021, section 3 (eqs. 3-7). ``keras.ops`` only.
 
-Shared conventions of the losses in this package (also used by ``aam.py``):
+Shared conventions of the losses in this package (helpers in ``common.py``, also used by
+``aam.py``):
 
 - ``y_true == -1`` marks an entry to ignore: it contributes zero loss and zero gradient
   (partial labels, C-Tran label-mask training).
@@ -13,79 +14,16 @@ Shared conventions of the losses in this package (also used by ``aam.py``):
 - ``call`` returns one value per sample (sum over the class axis); with the default
   ``reduction="sum_over_batch_size"`` Keras then takes the mean over the batch.
 """
-import math
-
 import keras
 from keras import ops
 
+from keras_mld.losses.common import (Float32Loss, check_eps, check_gamma, clamped_log, float32,
+                                     pow_from_log, safe_pow, split_ignore, weighted)
 from keras_mld.validation import check_bool, check_number
-
-_TINY = 1e-30  # floor of a power's base inside log(); below it the power is ~0 anyway
-
-
-# --------------------------------------------------------------------------- helpers
-def _check_gamma(owner, name, value):
-    return check_number(owner, name, value, low=0.0, accepted="a finite number >= 0")
-
-
-def _check_eps(owner, value):
-    return check_number(owner, "eps", value, low=0.0, high=1.0, high_open=True,
-                         accepted="a number in [0, 1)")
-
-
-def _float32(x):
-    x = ops.convert_to_tensor(x)
-    return x if x.dtype == "float32" else ops.cast(x, "float32")
-
-
-def _split_ignore(y_true):
-    """``(y, valid)``: labels with ignored (-1) entries set to 0, and a float 0/1 mask."""
-    y_true = _float32(y_true)
-    valid = ops.not_equal(y_true, -1.0)
-    return ops.where(valid, y_true, 0.0), ops.cast(valid, "float32")
-
-
-def _pow_from_log(log_base, gamma):
-    """``base ** gamma`` from ``log(base)`` (smooth, exact; 1 when gamma == 0)."""
-    if gamma == 0.0:
-        return None
-    return ops.exp(gamma * log_base)
-
-
-def _safe_pow(base, gamma):
-    """``base ** gamma`` for base >= 0 with finite gradients also at base == 0."""
-    if gamma == 0.0:
-        return None
-    positive = ops.greater(base, 0.0)
-    value = ops.exp(gamma * ops.log(ops.maximum(base, _TINY)))
-    return ops.where(positive, value, 0.0)
-
-
-def _clamped_log(log_value, eps):
-    """``log(max(v, eps))`` computed as ``max(log v, log eps)`` (identical math)."""
-    if eps > 0.0:
-        return ops.maximum(log_value, math.log(eps))
-    return log_value
-
-
-def _weighted(term, weight, stop):
-    if weight is None:
-        return term
-    if stop:
-        weight = ops.stop_gradient(weight)
-    return term * weight
-
-
-class _Float32Loss(keras.losses.Loss):
-    """Base: loss dtype fixed to float32, config with the common Keras arguments."""
-
-    def __init__(self, reduction="sum_over_batch_size", name=None):
-        super().__init__(name=name, reduction=reduction, dtype="float32")
-
 
 # --------------------------------------------------------------------------- multi-label
 @keras.saving.register_keras_serializable(package="keras_mld")
-class AsymmetricLoss(_Float32Loss):
+class AsymmetricLoss(Float32Loss):
     """Asymmetric Loss (ASL) for multi-label classification on logits (arXiv:2009.14119, sec. 3).
 
     With ``p = sigmoid(x)`` and the shifted probability of negatives
@@ -136,34 +74,34 @@ class AsymmetricLoss(_Float32Loss):
     def __init__(self, gamma_neg=4.0, gamma_pos=0.0, clip=0.05, eps=1e-8,
                  stop_focal_gradient=False, reduction="sum_over_batch_size", name=None):
         owner = type(self).__name__
-        self.gamma_neg = _check_gamma(owner, "gamma_neg", gamma_neg)
-        self.gamma_pos = _check_gamma(owner, "gamma_pos", gamma_pos)
+        self.gamma_neg = check_gamma(owner, "gamma_neg", gamma_neg)
+        self.gamma_pos = check_gamma(owner, "gamma_pos", gamma_pos)
         if clip is not None:
             clip = check_number(owner, "clip", clip, low=0.0, high=1.0, high_open=True,
                                  accepted="None or a number in [0, 1)")
         self.clip = clip
-        self.eps = _check_eps(owner, eps)
+        self.eps = check_eps(owner, eps)
         self.stop_focal_gradient = check_bool(owner, "stop_focal_gradient",
                                                stop_focal_gradient)
         super().__init__(reduction=reduction, name=name)
 
     def elementwise(self, y_true, y_pred):
         """Per-element loss (same shape as ``y_pred``), zero at ignored entries."""
-        x = _float32(y_pred)
-        y, valid = _split_ignore(y_true)
-        log_p = _clamped_log(ops.log_sigmoid(x), self.eps)
-        w_pos = _pow_from_log(ops.log_sigmoid(-x), self.gamma_pos)
+        x = float32(y_pred)
+        y, valid = split_ignore(y_true)
+        log_p = clamped_log(ops.log_sigmoid(x), self.eps)
+        w_pos = pow_from_log(ops.log_sigmoid(-x), self.gamma_pos)
         if self.clip:
             p_m = ops.maximum(ops.sigmoid(x) - self.clip, 0.0)
             one_minus = ops.minimum(ops.sigmoid(-x) + self.clip, 1.0)
-            log_not_p = _clamped_log(ops.log(one_minus), self.eps)
-            w_neg = _safe_pow(p_m, self.gamma_neg)
+            log_not_p = clamped_log(ops.log(one_minus), self.eps)
+            w_neg = safe_pow(p_m, self.gamma_neg)
         else:
-            log_not_p = _clamped_log(ops.log_sigmoid(-x), self.eps)
-            w_neg = _pow_from_log(ops.log_sigmoid(x), self.gamma_neg)
+            log_not_p = clamped_log(ops.log_sigmoid(-x), self.eps)
+            w_neg = pow_from_log(ops.log_sigmoid(x), self.gamma_neg)
         stop = self.stop_focal_gradient
-        loss = -(y * _weighted(log_p, w_pos, stop)
-                 + (1.0 - y) * _weighted(log_not_p, w_neg, stop))
+        loss = -(y * weighted(log_p, w_pos, stop)
+                 + (1.0 - y) * weighted(log_not_p, w_neg, stop))
         return loss * valid
 
     def call(self, y_true, y_pred):
@@ -178,7 +116,7 @@ class AsymmetricLoss(_Float32Loss):
 
 # --------------------------------------------------------------------------- single-label
 @keras.saving.register_keras_serializable(package="keras_mld")
-class AsymmetricLossSingleLabel(_Float32Loss):
+class AsymmetricLossSingleLabel(Float32Loss):
     """Asymmetric loss for single-label (softmax) classification on logits (arXiv:2009.14119).
 
     With ``log p = log_softmax(x)`` over the class axis, focusing weights
@@ -223,8 +161,8 @@ class AsymmetricLossSingleLabel(_Float32Loss):
     def __init__(self, gamma_pos=0.0, gamma_neg=4.0, label_smoothing=0.1,
                  stop_focal_gradient=False, reduction="sum_over_batch_size", name=None):
         owner = type(self).__name__
-        self.gamma_pos = _check_gamma(owner, "gamma_pos", gamma_pos)
-        self.gamma_neg = _check_gamma(owner, "gamma_neg", gamma_neg)
+        self.gamma_pos = check_gamma(owner, "gamma_pos", gamma_pos)
+        self.gamma_neg = check_gamma(owner, "gamma_neg", gamma_neg)
         self.label_smoothing = check_number(owner, "label_smoothing", label_smoothing,
                                              low=0.0, high=1.0,
                                              accepted="a number in [0, 1]")
@@ -234,12 +172,12 @@ class AsymmetricLossSingleLabel(_Float32Loss):
 
     def _targets(self, y_true, num_classes, pred_rank):
         """``(onehot, valid)`` as float32 ``[..., N]`` tensors."""
-        y_true = _float32(y_true)
+        y_true = float32(y_true)
         rank = len(y_true.shape)
         sparse = rank == pred_rank - 1 or (
             rank == pred_rank and y_true.shape[-1] == 1 and num_classes != 1)
         if not sparse:
-            return _split_ignore(y_true)
+            return split_ignore(y_true)
         if rank == pred_rank:
             y_true = ops.squeeze(y_true, axis=-1)
         valid = ops.not_equal(y_true, -1.0)
@@ -249,15 +187,15 @@ class AsymmetricLossSingleLabel(_Float32Loss):
         return onehot, ops.broadcast_to(valid, ops.shape(onehot))
 
     def call(self, y_true, y_pred):
-        x = _float32(y_pred)
+        x = float32(y_pred)
         num_classes = x.shape[-1]
         if num_classes is None:
             raise ValueError("AsymmetricLossSingleLabel: the class axis of y_pred must "
                              "have a static size")
         onehot, valid = self._targets(y_true, num_classes, len(x.shape))
         log_p = ops.log_softmax(x, axis=-1)
-        w_pos = _safe_pow(1.0 - ops.exp(log_p), self.gamma_pos)
-        w_neg = _pow_from_log(log_p, self.gamma_neg)
+        w_pos = safe_pow(1.0 - ops.exp(log_p), self.gamma_pos)
+        w_neg = pow_from_log(log_p, self.gamma_neg)
         w_pos = 1.0 if w_pos is None else w_pos
         w_neg = 1.0 if w_neg is None else w_neg
         weight = onehot * w_pos + (1.0 - onehot) * w_neg

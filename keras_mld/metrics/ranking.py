@@ -55,7 +55,7 @@ def check_labels_scores(y_true, y_score, where, ndim=2):
     return y_true.astype(np.int8), y_score
 
 
-def _ap_columns(y, s):
+def ap_columns(y, s):
     """AP of every column of ``y`` int8 [n, c] in {-1,0,1}, ``s`` float64 [n, c]; NaN if P=0."""
     n, c = s.shape
     out = np.full(c, np.nan)
@@ -94,7 +94,7 @@ def average_precision(y_true_col, score_col):
         float in [0, 1]; ``NaN`` when the class has no positive (AP undefined).
     """
     y, s = check_labels_scores(y_true_col, score_col, "average_precision", ndim=1)
-    return float(_ap_columns(y[:, None], s[:, None])[0])
+    return float(ap_columns(y[:, None], s[:, None])[0])
 
 
 def mean_average_precision(y_true, y_score, return_per_class=False):
@@ -119,7 +119,7 @@ def mean_average_precision(y_true, y_score, return_per_class=False):
         0.9167
     """
     y, s = check_labels_scores(y_true, y_score, "mean_average_precision")
-    ap = _ap_columns(y, s)
+    ap = ap_columns(y, s)
     valid = ~np.isnan(ap)
     m = float(ap[valid].mean()) if valid.any() else float("nan")
     return (m, ap) if return_per_class else m

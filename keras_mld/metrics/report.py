@@ -24,7 +24,7 @@ the metric-learning paper compares with. Counting per class ``c`` over the non-i
 """
 import numpy as np
 
-from keras_mld.metrics.ranking import _ap_columns, check_labels_scores
+from keras_mld.metrics.ranking import ap_columns, check_labels_scores
 
 __all__ = ["multilabel_report", "predict_labels"]
 
@@ -102,7 +102,7 @@ def multilabel_report(y_true, y_score, threshold=0.5, top_k=None,
     n_g = pos.sum(axis=0).astype(np.float64)
     has = n_g > 0
 
-    ap = _ap_columns(y, s)
+    ap = ap_columns(y, s)
     out = {"mAP": float(np.nanmean(ap)) if has.any() else float("nan")}
     if has.any():
         cp = float(np.mean(n_c[has] / np.maximum(n_p[has], 1.0)))

@@ -25,7 +25,7 @@ Ties are broken towards the lower label index.
 """
 import numpy as np
 
-from keras_mld.metrics.ranking import _ap_columns, check_labels_scores
+from keras_mld.metrics.ranking import ap_columns, check_labels_scores
 
 __all__ = ["precision_recall_f1_at_k", "zsl_report"]
 
@@ -126,7 +126,7 @@ def zsl_report(y_true, y_score, unseen, ks=(3, 5), drop_empty=True):
     out = {}
     for name, cols in (("zsl", mask), ("gzsl", np.ones_like(mask))):
         yy, ss = y[:, cols], s[:, cols]
-        ap = _ap_columns(yy, ss)
+        ap = ap_columns(yy, ss)
         res = {"mAP": float(np.nanmean(ap)) if (~np.isnan(ap)).any() else float("nan"),
                "num_labels": int(cols.sum())}
         for k in ks:

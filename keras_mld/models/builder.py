@@ -1,5 +1,8 @@
 """``keras_mld.build`` and ``keras_mld.list_models``: a backbone and a head by name.
 
+The names come from :mod:`keras_mld.registry`, filled by the architecture folders of
+:mod:`keras_mld.models`.
+
 The split follows keras-hub (backbone vs task): the backbone maps normalised pixels to a
 feature map, the head maps features to logits, and :func:`build` joins them, behind an
 :class:`~keras_mld.models.ImageClassifierPreprocessor` (resize as in training, the backbone's
@@ -7,22 +10,68 @@ normalisation), into a :class:`~keras_mld.ImageClassifier` that takes RGB pixels
 [0, 255] of any size and returns logits ``[B, num_classes]``, and that carries its class
 names, thresholds and task.
 """
+import os
+
 import keras
 
-from keras_mld import backbones, heads
-from keras_mld.heads import register_head  # noqa: F401  (re-exported)
+from keras_mld.layers.preprocessing import NORMALIZATION_MODES
+from keras_mld.metadata import check_class_names, check_task
 from keras_mld.models.coco import COCO_CLASS_NAMES
-from keras_mld.models.image_classifier import ImageClassifier, check_class_names
+from keras_mld.models.image_classifier import ImageClassifier
 from keras_mld.models.preprocessor import ImageClassifierPreprocessor
+from keras_mld.recipes import load_recipe, model_arguments
+from keras_mld.registry import get_backbone, get_head, list_backbones, list_heads
 from keras_mld.validation import check_int
-
-TASKS = ("multilabel", "singlelabel")
-NORMALIZATIONS = ("none", "unit", "symmetric", "torch", "caffe")
 
 
 def list_models():
     """``{"backbones": [...], "heads": [...]}``: the names :func:`build` accepts."""
-    return {"backbones": backbones.list_backbones(), "heads": heads.list_heads()}
+    return {"backbones": list_backbones(), "heads": list_heads()}
+
+
+def create_backbone(name, input_shape=(224, 224, 3), weights=None):
+    """Builds the named backbone without its classifier (output ``[B, H', W', C]``).
+
+    Args:
+        name: a name from ``list_models()["backbones"]``.
+        input_shape: ``(H, W, 3)``; H and W at least the backbone's ``min_size``.
+        weights: ``None`` (random init, offline), one of the backbone's named weights
+            (``"imagenet"`` for the Keras applications: downloaded) or a path to a weights
+            file (``.weights.h5``) of the same architecture.
+    """
+    spec = get_backbone(name)
+    h, w = input_shape[0], input_shape[1]
+    if (h is not None and h < spec.min_size) or (w is not None and w < spec.min_size):
+        raise ValueError(f"input_shape: {name} needs H and W >= {spec.min_size}, got "
+                         f"{tuple(input_shape)}")
+    named = weights in spec.weights if isinstance(weights, str) else False
+    if not (weights is None or named or isinstance(weights, (str, os.PathLike))):
+        raise ValueError(f"weights: expected None, one of {list(spec.weights)} or a path to a "
+                         f"weights file, got {weights!r}")
+    path = None
+    if weights is not None and not named:
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise ValueError(f"weights: no such weights file {path!r}; {name} takes None, "
+                             f"{list(spec.weights)} or a path to a .weights.h5 file of it")
+    model = spec.create(tuple(input_shape), weights if named else None)
+    if path is not None:
+        model.load_weights(path)
+    return model
+
+
+def build_from_recipe(recipe, **overrides):
+    """The model of a recipe (a name from :func:`keras_mld.recipes.list_recipes`, a path or
+    a loaded recipe) with :func:`build` arguments ``overrides`` on top
+    (:func:`keras_mld.recipes.model_arguments`). A recipe that is not an MS-COCO one needs
+    ``class_names`` (or ``num_classes``) for its dataset."""
+    recipe = recipe if isinstance(recipe, dict) else load_recipe(recipe)
+    kwargs = model_arguments(recipe, **overrides)
+    if "coco" not in recipe.get("name", "") and kwargs.get("class_names") is None \
+            and kwargs.get("num_classes") is None:
+        raise ValueError(f"class_names: preset {recipe.get('name')!r} is not an MS-COCO recipe; "
+                         "pass class_names=[...] (or num_classes=N) for its dataset")
+    return build(**kwargs)
 
 
 def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3), weights=None,
@@ -41,7 +90,8 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
             models default to ImageNet's classes).
         input_shape: ``(H, W, 3)`` the backbone takes (images of any size are resized to
             it); H and W may be ``None`` for a backbone instance (no resizing then).
-        weights: for a named backbone: ``None``, ``"imagenet"`` or a weights-file path.
+        weights: for a named backbone: ``None``, one of its named weights (``"imagenet"``
+            for the Keras applications) or a weights-file path (:func:`create_backbone`).
         task: ``"multilabel"`` (sigmoid scores) or ``"singlelabel"`` (softmax scores).
         normalization: how RGB [0,255] is mapped for the backbone (an
             :class:`~keras_mld.layers.ImageNormalization` mode). Default: the named
@@ -72,18 +122,19 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
         class_names = check_class_names(class_names, num_classes)
         num_classes = len(class_names)
     num_classes = check_int("build", "num_classes", num_classes, minimum=1)
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+    check_task(task)
     input_shape = _check_input_shape(input_shape)
-    factory = heads.get_head(head)
-    if normalization is not None and normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization: expected one of {NORMALIZATIONS} or None, got {normalization!r}")
+    factory = get_head(head)
+    if normalization is not None and normalization not in NORMALIZATION_MODES:
+        raise ValueError(f"normalization: expected one of {NORMALIZATION_MODES} or None, got "
+                         f"{normalization!r}")
 
     if isinstance(backbone, str):
-        spec = backbones.get_spec(backbone)
+        spec = get_backbone(backbone)
         if None in input_shape[:2]:
-            raise ValueError(f"input_shape: a named backbone needs a static (H, W, 3), got {input_shape}")
-        backbone_model = backbones.create_backbone(backbone, input_shape, weights)
+            raise ValueError(f"input_shape: a named backbone needs a static (H, W, 3), got "
+                             f"{input_shape}")
+        backbone_model = create_backbone(backbone, input_shape, weights)
         backbone_name = backbone
         normalization = normalization or spec.normalization
     elif isinstance(backbone, keras.Model):
@@ -94,7 +145,7 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
         backbone_name = backbone.name
         normalization = normalization or "unit"
     else:
-        raise ValueError(f"backbone: expected a name from {backbones.list_backbones()} or a "
+        raise ValueError(f"backbone: expected a name from {list_backbones()} or a "
                          f"keras.Model, got {type(backbone).__name__}")
 
     size = None if None in input_shape[:2] else tuple(input_shape[:2])

@@ -15,82 +15,18 @@ in training, backbone normalisation) -> ``backbone`` -> ``head`` -> ``logits`` `
 import keras
 import numpy as np
 
+from keras_mld.metadata import (IMAGES_INPUT, KNOWN_LABELS_INPUT, check_class_names,
+                                check_task, check_thresholds, scores_from_logits)
+from keras_mld.models.presets import load_preset, save_preset
 from keras_mld.models.images import image_batches
 from keras_mld.models.preprocessor import ImageClassifierPreprocessor
 
-TASKS = ("multilabel", "singlelabel")
-IMAGES_INPUT = "images"
-KNOWN_LABELS_INPUT = "known_labels"
-LABEL_VECTORS_INPUT = "label_vectors"
 # the papers' training defaults (ML-Decoder / ASL MS-COCO recipe): compile()
 DEFAULT_LR = 1e-4
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_ASL = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
 # the exact mAP metric holds every sample of an evaluation: at most this many floats
 MAP_BUFFER_FLOATS = 8_000_000
-
-
-# ----------------------------------------------------------------------------- validation
-def check_class_names(class_names, num_classes=None):
-    """``class_names`` as a list of unique non-empty strings (``num_classes`` of them)."""
-    if class_names is None or isinstance(class_names, (str, bytes, dict)):
-        raise ValueError(f"class_names: expected a list of unique non-empty strings, got "
-                         f"{class_names!r}")
-    names = []
-    for name in list(class_names):
-        if isinstance(name, bytes):
-            name = name.decode("utf-8")
-        if not isinstance(name, str) or not name.strip() or "\n" in name or "\r" in name:
-            raise ValueError("class_names: expected non-empty strings without newlines, got "
-                             f"{name!r}")
-        names.append(name)
-    if num_classes is not None and len(names) != num_classes:
-        raise ValueError(f"class_names: the model has {num_classes} classes, got "
-                         f"{len(names)} names")
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"class_names: expected unique names, got duplicates {dup}")
-    return names
-
-
-def check_thresholds(thresholds, class_names):
-    """Per-class thresholds in [0, 1] as a list of floats, one per class.
-
-    ``thresholds``: None (0.5 for every class), one float (every class), a sequence of
-    ``len(class_names)`` floats, or a dict ``{class name: threshold}`` (others 0.5).
-    """
-    n = len(class_names)
-    if thresholds is None:
-        return [0.5] * n
-    if isinstance(thresholds, dict):
-        unknown = [k for k in thresholds if k not in class_names]
-        if unknown:
-            raise ValueError(f"thresholds: unknown class names {unknown}; accepted: the "
-                             f"model's class_names ({n} names, e.g. {class_names[:5]})")
-        index = {name: i for i, name in enumerate(class_names)}
-        values = [0.5] * n
-        for k, v in thresholds.items():
-            values[index[k]] = v
-        thresholds = values
-    try:
-        t = np.asarray(thresholds, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("thresholds: expected None, a float, a dict {class name: float} or "
-                         f"{n} floats, got {thresholds!r}") from None
-    if t.ndim == 0:
-        t = np.full([n], float(t))
-    if t.shape != (n,):
-        raise ValueError(f"thresholds: expected None, a float, a dict {{class name: float}} or "
-                         f"{n} floats (one per class), got shape {t.shape}")
-    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t > 1):
-        raise ValueError(f"thresholds: expected values in [0, 1], got {t.tolist()}")
-    return [float(v) for v in t]
-
-
-def _check_task(task):
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
-    return task
 
 
 # ----------------------------------------------------------------------------- the task
@@ -110,7 +46,7 @@ class ImageClassifier(keras.Model):
             backbone's static input size, normalisation ``"unit"`` (x / 255).
         class_names: ``N`` unique names (default ``"0"`` ... ``"N-1"``).
         thresholds: per-class decision thresholds on the scores (see
-            :func:`check_thresholds`; default 0.5).
+            :func:`keras_mld.metadata.check_thresholds`; default 0.5).
         task: ``"multilabel"`` (sigmoid scores) or ``"singlelabel"`` (softmax scores).
 
     Attributes ``backbone``, ``head``, ``preprocessor``, ``class_names``, ``thresholds``,
@@ -138,7 +74,7 @@ class ImageClassifier(keras.Model):
 
     def __init__(self, backbone, head, preprocessor=None, class_names=None, thresholds=None,
                  task="multilabel", **kwargs):
-        task = _check_task(task)
+        task = check_task(task)
         for arg, value in (("backbone", backbone), ("head", head)):
             if not isinstance(value, keras.Model):
                 raise ValueError(f"{arg}: expected a keras.Model, got {type(value).__name__}")
@@ -321,6 +257,7 @@ class ImageClassifier(keras.Model):
 
         Keras does not save ``exclude_from_weight_decay`` lists; the default exclusions
         are applied again when the saved optimizer is AdamW."""
+        _register_compile_objects()
         config = keras.saving.deserialize_keras_object(config)
         optimizer = config.get("optimizer")
         self.compile(**config)
@@ -333,12 +270,9 @@ class ImageClassifier(keras.Model):
 
     # ------------------------------------------------------------------ inference
     def scores(self, logits):
-        """Logits -> scores (sigmoid, or softmax over the classes for single-label)."""
-        logits = keras.ops.convert_to_tensor(logits, "float32")
-        if self.task == "singlelabel":
-            out = keras.ops.softmax(logits, axis=-1)
-        else:
-            out = keras.ops.sigmoid(logits)
+        """Logits -> scores as float32 numpy (:func:`keras_mld.metadata.scores_from_logits`:
+        sigmoid, or softmax over the classes for single-label)."""
+        out = scores_from_logits(keras.ops.convert_to_tensor(logits, "float32"), self.task)
         return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
 
     def _feeds(self, images):
@@ -426,17 +360,23 @@ class ImageClassifier(keras.Model):
         """A classifier from a preset: a name from :func:`keras_mld.list_presets` (a recipe:
         architecture and hyper-parameters, ``kwargs`` passed to :func:`keras_mld.build`) or
         a folder written by :meth:`save_to_preset` (weights included)."""
-        from keras_mld.models.presets import load_preset
-
-        return load_preset(preset, **kwargs)
+        return load_preset(cls, preset, **kwargs)
 
     def save_to_preset(self, preset_dir, recipe=None, validation=None, overwrite=False):
         """Writes a preset folder (config, weights, class names, thresholds, ``recipe``, the
         keras-mld version and the ``validation`` figures), atomically."""
-        from keras_mld.models.presets import save_preset
-
         return save_preset(self, preset_dir, recipe=recipe, validation=validation,
                            overwrite=overwrite)
+
+
+def _register_compile_objects():
+    """Imports what a saved compile config can name (keras-mld's losses, metrics and, on
+    TensorFlow, the OneCycle schedule), registering them with Keras' serialization."""
+    import keras_mld.losses  # noqa: F401
+    import keras_mld.metrics  # noqa: F401
+
+    if keras.backend.backend() == "tensorflow":
+        import keras_mld.training.schedules  # noqa: F401
 
 
 def _static_size(backbone):

@@ -8,9 +8,8 @@ reaches it. Normalisation is the backbone's (:class:`keras_mld.layers.ImageNorma
 import keras
 from keras import ops
 
-from keras_mld.layers import ImageNormalization
+from keras_mld.layers.preprocessing import NORMALIZATION_MODES, ImageNormalization
 
-NORMALIZATIONS = ("none", "unit", "symmetric", "torch", "caffe")
 # = keras_mld.data.image.RESIZE_METHOD (a test checks it), not imported: that module needs
 # TensorFlow, which the JAX path must not
 RESIZE_METHOD = "bilinear"
@@ -48,8 +47,8 @@ class ImageClassifierPreprocessor(keras.layers.Layer):
 
     def __init__(self, image_size=None, normalization="unit", **kwargs):
         super().__init__(**kwargs)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got "
+        if normalization not in NORMALIZATION_MODES:
+            raise ValueError(f"normalization: expected one of {NORMALIZATION_MODES}, got "
                              f"{normalization!r}")
         self.image_size = _check_size(image_size)
         self.normalization_mode = normalization

@@ -2,11 +2,13 @@
 
 A preset is either
 
-- a **name** from :func:`list_presets`: a built-in recipe (``keras_mld.recipes``) with one
-  ``model.head``: the architecture and hyper-parameters of a paper's recipe, with the
-  backbone's ImageNet weights when the recipe asks for them (downloaded by Keras; pass
-  ``weights=None`` offline). Keyword arguments go to :func:`keras_mld.build` and override
-  the recipe (``class_names=...`` for a dataset other than MS-COCO); or
+- a **name** from :func:`list_presets`, registered by an architecture folder of
+  :mod:`keras_mld.models` (:func:`keras_mld.registry.register_preset`); today the built-in
+  recipes (``keras_mld.recipes``) with one ``model.head``: the architecture and
+  hyper-parameters of a paper's recipe, with the backbone's ImageNet weights when the recipe
+  asks for them (downloaded by Keras; pass ``weights=None`` offline). Keyword arguments go to
+  :func:`keras_mld.build` and override the recipe (``class_names=...`` for a dataset other
+  than MS-COCO); or
 - a **folder** written by :meth:`ImageClassifier.save_to_preset`:
 
   - ``config.json``: the model's Keras config (class names, thresholds and task included),
@@ -21,12 +23,12 @@ which is renamed into place when complete.
 """
 import json
 import os
-import shutil
-import tempfile
 
 import keras
 
-from keras_mld.atomic import move_into_place
+from keras_mld.registry import get_preset, list_presets as _registered_presets
+from keras_mld.atomic import atomic_path
+from keras_mld.version import __version__
 
 PRESET_FORMAT = "keras_mld.preset/1"
 CONFIG_FILE = "config.json"
@@ -35,24 +37,10 @@ METADATA_FILE = "metadata.json"
 PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
 
 
-def _recipe_presets():
-    from keras_mld import recipes
-
-    out = {}
-    for name in recipes.list_recipes():
-        try:
-            recipe = recipes.load_recipe(name)
-        except ValueError:
-            continue
-        model = recipe.get("model", {})
-        if isinstance(model.get("head"), str) and isinstance(model.get("backbone"), str):
-            out[name] = recipe
-    return out
-
-
 def list_presets():
-    """Sorted names :meth:`ImageClassifier.from_preset` accepts (besides preset folders)."""
-    return sorted(_recipe_presets())
+    """Sorted names :meth:`ImageClassifier.from_preset` accepts (besides preset folders);
+    each architecture folder of :mod:`keras_mld.models` registers its own."""
+    return _registered_presets()
 
 
 def _unknown(preset, why):
@@ -61,37 +49,22 @@ def _unknown(preset, why):
                       f"{list_presets()}; got {preset!r}")
 
 
-def load_preset(preset, **kwargs):
-    """:meth:`ImageClassifier.from_preset` (see the module docstring)."""
+def load_preset(cls, preset, **kwargs):
+    """:meth:`ImageClassifier.from_preset` (see the module docstring); ``cls`` is the class
+    the loaded model must be an instance of."""
     if isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
         if kwargs:
             raise ValueError(f"from_preset: a preset folder takes no build arguments, got "
                              f"{sorted(kwargs)}")
-        return _load_folder(os.fspath(preset))
+        return _load_folder(cls, os.fspath(preset))
     if not isinstance(preset, str):
         raise _unknown(preset, "not a name or a folder")
-    presets = _recipe_presets()
-    if preset not in presets:
+    spec = get_preset(preset)
+    if spec is None:
         if os.sep in preset or os.path.exists(preset):
             raise _unknown(preset, f"no preset folder at {preset!r}")
         raise _unknown(preset, f"unknown preset name {preset!r}")
-    return _build_from_recipe(preset, presets[preset], kwargs)
-
-
-def _build_from_recipe(name, recipe, kwargs):
-    from keras_mld.builders import build
-
-    m = recipe["model"]
-    size = int(m.get("input_size", 224))
-    build_kwargs = {"backbone": m["backbone"], "head": m["head"],
-                    "input_shape": (size, size, 3), "weights": m.get("weights"),
-                    **dict(m.get("head_kwargs") or {})}
-    build_kwargs.update(kwargs)
-    if "coco" not in name and build_kwargs.get("class_names") is None \
-            and build_kwargs.get("num_classes") is None:
-        raise ValueError(f"class_names: preset {name!r} is not an MS-COCO recipe; pass "
-                         "class_names=[...] (or num_classes=N) for its dataset")
-    return build(**build_kwargs)
+    return spec.load(**kwargs)
 
 
 def _read_json(path):
@@ -105,22 +78,20 @@ def _read_json(path):
                        f"{path} is not a readable JSON file ({err})") from None
 
 
-def _load_folder(folder):
-    from keras_mld.models.image_classifier import ImageClassifier
-
+def _load_folder(cls, folder):
     config_path, weights_path, meta_path = (os.path.join(folder, f) for f in PRESET_FILES)
     meta = _read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != PRESET_FORMAT:
         raise _unknown(folder, f"{meta_path} does not hold a {PRESET_FORMAT!r} mapping")
     config = _read_json(config_path)
-    if not isinstance(config, dict) or config.get("class_name") != "ImageClassifier":
-        raise _unknown(folder, f"{config_path} does not hold an ImageClassifier config")
+    if not isinstance(config, dict) or config.get("class_name") != cls.__name__:
+        raise _unknown(folder, f"{config_path} does not hold an {cls.__name__} config")
     try:
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as err:  # Keras raises TypeError/ValueError/KeyError on a bad config
         raise _unknown(folder, f"{config_path} could not be deserialised ({err})") from None
-    if not isinstance(model, ImageClassifier):
-        raise _unknown(folder, f"{config_path} does not hold an ImageClassifier config")
+    if not isinstance(model, cls):
+        raise _unknown(folder, f"{config_path} does not hold an {cls.__name__} config")
     if not os.path.isfile(weights_path):
         raise _unknown(folder, f"{weights_path} is missing")
     try:
@@ -138,24 +109,15 @@ def _jsonable(obj):
 
 def save_preset(model, preset_dir, recipe=None, validation=None, overwrite=False):
     """:meth:`ImageClassifier.save_to_preset`; returns the folder's path."""
-    from keras_mld import __version__
-    from keras_mld.models.image_classifier import ImageClassifier
-
-    if not isinstance(model, ImageClassifier):
-        raise ValueError(f"model: expected a keras_mld.ImageClassifier, got "
-                         f"{type(model).__name__}")
     if recipe is not None and not isinstance(recipe, dict):
         raise ValueError(f"recipe: expected None or a recipe mapping, got {type(recipe).__name__}")
     if validation is not None and not isinstance(validation, dict):
         raise ValueError("validation: expected None or a mapping of figures, got "
                          f"{type(validation).__name__}")
     final = os.path.abspath(os.fspath(preset_dir))
-    if os.path.exists(final) and not overwrite:
+    if os.path.exists(final) and not overwrite:  # fail before the work; the rename refuses too
         raise ValueError(f"preset_dir: {final} exists; pass overwrite=True to replace it")
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(final)}-", dir=parent)
-    try:
+    with atomic_path(final, overwrite=overwrite, directory=True, caller="save_to_preset") as tmp:
         with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(_jsonable(keras.saving.serialize_keras_object(model)), f)
         model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
@@ -167,9 +129,4 @@ def save_preset(model, preset_dir, recipe=None, validation=None, overwrite=False
                 "recipe": recipe, "validation": validation}
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
             json.dump(_jsonable(meta), f, indent=1, ensure_ascii=False)
-        os.chmod(tmp, 0o755)
-        move_into_place(tmp, final, overwrite, "save_to_preset")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final

@@ -7,8 +7,8 @@ early stopping (:mod:`keras_mld.training.callbacks`), learning-rate range test
 (:func:`lr_range_test`) and the :func:`fit` recipe helper.
 """
 from keras_mld.training.callbacks import (  # noqa: F401
-    BestModelCheckpoint, EarlyStoppingRule, EMAEarlyStopping, EMAEvaluation,
-    atomic_save_model, atomic_write_json, ema_variables, swapped_ema_weights)
+    BestModelCheckpoint, EarlyStoppingRule, EMAEarlyStopping, EMAEvaluation, ema_variables,
+    swapped_ema_weights)
 from keras_mld.training.fit import DEFAULT_RECIPE, fit, make_loss, make_optimizer  # noqa: F401
 from keras_mld.training.lr_finder import lr_range_test  # noqa: F401
 from keras_mld.training.sam import SAMModel, sam_gradients  # noqa: F401
@@ -19,5 +19,5 @@ from keras_mld.training.weight_decay import (  # noqa: F401
 __all__ = ["SAMModel", "sam_gradients", "OneCycle", "configure_weight_decay",
            "weight_decay_exclusions", "is_norm_layer", "EMAEvaluation", "EMAEarlyStopping",
            "EarlyStoppingRule", "BestModelCheckpoint", "swapped_ema_weights", "ema_variables",
-           "atomic_save_model", "atomic_write_json", "lr_range_test", "fit", "make_loss",
+           "lr_range_test", "fit", "make_loss",
            "make_optimizer", "DEFAULT_RECIPE"]

@@ -13,13 +13,14 @@ weights in memory only (after a resume they are those of the best epoch seen sin
 import contextlib
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
 
+from keras_mld.atomic import save_model, write_json
+
 __all__ = ["swapped_ema_weights", "ema_variables", "EMAEvaluation", "EarlyStoppingRule",
-           "EMAEarlyStopping", "BestModelCheckpoint", "atomic_write_json", "atomic_save_model"]
+           "EMAEarlyStopping", "BestModelCheckpoint"]
 
 
 # ---------------------------------------------------------------- EMA weights
@@ -98,48 +99,6 @@ class EMAEvaluation(keras.callbacks.Callback):
         logs.update({f"{self.prefix}{k}": float(v) for k, v in ema.items()})
 
 
-# ---------------------------------------------------------------- atomic files
-def atomic_write_json(path, obj):
-    """Write JSON to a temporary file in the same directory, fsync, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_save_model(model, path):
-    """``model.save(path)`` (``.keras``) or ``save_weights`` (``.weights.h5``), written
-    aside in the same directory and renamed into place: ``path`` is never half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    if path.endswith(".weights.h5"):
-        suffix, save = ".weights.h5", model.save_weights
-    elif path.endswith(".keras"):
-        suffix, save = ".keras", model.save
-    else:
-        raise ValueError(f"atomic_save_model: path must end in .keras or .weights.h5, got {path!r}")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _resolve_mode(mode, monitor):
     if mode == "auto":
         return "min" if "loss" in monitor else "max"
@@ -178,7 +137,7 @@ class _ReplayedState(keras.callbacks.Callback):
     def _record(self, value):
         self.values.append(float(value))
         if self.state_path:
-            atomic_write_json(self.state_path, {"monitor": self.monitor, "values": self.values})
+            write_json(self.state_path, {"monitor": self.monitor, "values": self.values})
 
     def on_train_end(self, logs=None):
         if self.state_path and os.path.exists(self.state_path):
@@ -353,7 +312,7 @@ class BestModelCheckpoint(_ReplayedState):
             ctx = swapped_ema_weights(target, self.model.optimizer) if self.ema_weights \
                 else contextlib.nullcontext()
             with ctx:
-                atomic_save_model(target, self.filepath)
+                save_model(target, self.filepath)
             if self.verbose:
                 print(f"\nEpoch {epoch + 1}: {self.monitor} improved to {value:.5f}, "
                       f"saved {self.filepath}")

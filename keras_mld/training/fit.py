@@ -35,8 +35,8 @@ import warnings
 import keras
 import tensorflow as tf
 
-from keras_mld.training.callbacks import (BestModelCheckpoint, EMAEarlyStopping,
-                                          EMAEvaluation, atomic_save_model, atomic_write_json)
+from keras_mld.atomic import save_model, write_json
+from keras_mld.training.callbacks import BestModelCheckpoint, EMAEarlyStopping, EMAEvaluation
 from keras_mld.training.lr_finder import lr_range_test
 from keras_mld.training.sam import SAMModel
 from keras_mld.training.schedules import OneCycle
@@ -85,7 +85,8 @@ def make_loss(spec):
     kwargs = dict(spec) if isinstance(spec, dict) else {"name": spec}
     name = kwargs.pop("name", None)
     if name in _LOSSES:
-        from keras_mld import losses
+        import keras_mld.losses as losses
+
         return getattr(losses, _LOSSES[name])(**kwargs)
     if name == "bce":
         return keras.losses.BinaryCrossentropy(from_logits=True, **kwargs)
@@ -183,7 +184,7 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
         raise ValueError(f"fit: lr must be a float > 0 or 'auto', got {r['lr']!r}")
     serialisable = {k: v for k, v in r.items() if isinstance(v, (int, float, str, list, dict,
                                                                  type(None)))}
-    atomic_write_json(saved_path, serialisable)
+    write_json(saved_path, serialisable)
     return r
 
 
@@ -245,5 +246,5 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
                               steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                               callbacks=cbs, verbose=verbose,
                               shuffle=not isinstance(train_data, tf.data.Dataset))
-    atomic_save_model(model, os.path.join(run_dir, "final.keras"))
+    save_model(model, os.path.join(run_dir, "final.keras"))
     return history

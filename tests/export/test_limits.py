@@ -204,7 +204,7 @@ def test_predict_refuses_a_bomb(tmp_path, bomb):
     # keras-mld predict (workflows.predict -> ImageClassifier.predict_labels): the bomb is
     # refused from its header with a ValueError naming the file and the limit
     import keras_mld
-    from keras_mld import workflows
+    from keras_mld.app import workflows
 
     model = keras_mld.build("small_convnet", head="gap", class_names=["a", "b"],
                             input_shape=(16, 16, 3))

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.tf_only
 
 N = 5
 LABELS = ["person", "bicycle", "traffic light", "čaj", "dog"]
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_only_runner.py")
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support",
+                      "tf_only_runner.py")
 
 
 def run_tf_only_job(root, job):
@@ -334,15 +335,19 @@ def _raise(*a, **k):
 
 
 @pytest.mark.parametrize("where", ["_save", "write_warmup_requests", "_verify_export",
-                                   "_move_into_place"])
+                                   "rename"])
 def test_crash_mid_export_leaves_nothing(small, tmp_path, monkeypatch, where):
-    real = getattr(sm, where)
+    import keras_mld.atomic as atomic
 
-    def crash_after(*a, **k):  # let the step write its files, then fail
-        real(*a, **k) if where != "_move_into_place" else None
+    module, name = (atomic, "_publish_dir") if where == "rename" else (sm, where)
+    real = getattr(module, name)
+
+    def crash_after(*a, **k):  # let the step write its files (not the rename), then fail
+        if where != "rename":
+            real(*a, **k)
         raise RuntimeError("injected crash")
 
-    monkeypatch.setattr(sm, where, crash_after)
+    monkeypatch.setattr(module, name, crash_after)
     with pytest.raises(RuntimeError, match="injected crash"):
         export_saved_model(small, tmp_path / "m", LABELS)
     assert _listing(tmp_path / "m") == []  # no version, no .tmp-*, no models.config
@@ -393,11 +398,11 @@ def test_versions_increment_refuse_and_overwrite(small, tmp_path):
     ({"labels": LABELS[:4]}, "labels has 4 names"),
     ({"labels": LABELS[:4] + ["person"]}, "unique"),
     ({"labels": LABELS[:4] + [""]}, "non-empty"),
-    ({"labels": "abcde"}, "labels must be"),
+    ({"labels": "abcde"}, "labels: expected a list of unique"),
     ({"labels": None}, "labels must be .*class names"),
-    ({"thresholds": [0.5] * 4}, "thresholds must be"),
-    ({"thresholds": {"unicorn": 0.3}}, "thresholds must be .*unknown class names"),
-    ({"thresholds": "high"}, "thresholds must be"),
+    ({"thresholds": [0.5] * 4}, "thresholds: expected .* 5 floats"),
+    ({"thresholds": {"unicorn": 0.3}}, "thresholds: unknown class names"),
+    ({"thresholds": "high"}, "thresholds: expected None, a float"),
     ({"image_size": 1.5}, "image_size must be"),
     ({"thresholds": [0.5, 0.5, 0.5, 0.5, 1.5]}, r"values in \[0, 1\]"),
     ({"thresholds": [0.5, 0.5, 0.5, 0.5, float("nan")]}, r"values in \[0, 1\]"),
@@ -459,7 +464,7 @@ def test_predict_on_an_export_names_a_bad_file_and_chunks_requests(small, tmp_pa
     # keras-mld predict --model <SavedModel>: requests of at most SERVED_CHUNK images (so a
     # long list stays under the export's max_batch_size), scores equal to one request per
     # image, and a garbage file is named in a ValueError
-    from keras_mld import workflows
+    from keras_mld.app import workflows
 
     path = export_saved_model(small, tmp_path / "m", LABELS)
     files = []

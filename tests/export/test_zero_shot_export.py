@@ -19,7 +19,7 @@ from keras_mld.data.image import decode_and_resize
 from keras_mld.export import export_zero_shot_saved_model, zero_shot as zs
 from keras_mld.export.warmup import read_warmup_requests, warmup_inputs
 from tests.export.test_saved_model import run_tf_only_job, test_images
-from tests.tiny import tiny_backbone
+from tests.support.tiny import tiny_backbone
 
 pytestmark = pytest.mark.tf_only
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mld.layers import CosineDense
-from tests.helpers import grad_wrt_variables, to_np
+from tests.support.helpers import grad_wrt_variables, to_np
 
 
 def reference(v, w):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mld.layers import GroupDense
-from tests.helpers import grad_wrt_variables, to_np
+from tests.support.helpers import grad_wrt_variables, to_np
 
 B, D = 2, 8
 

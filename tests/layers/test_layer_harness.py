@@ -1,6 +1,6 @@
 """Every layer registered anywhere in the ``keras_mld`` package (``keras_mld.layers``,
-``keras_mld.tresnet``, ``keras_mld.models``, ...) through the one harness
-(``tests/layer_harness.py``): shape/dtype, config round trip, ``.keras`` with safe_mode=True,
+the architecture folders of ``keras_mld.models``, ...) through the one harness
+(``tests/support/layer_harness.py``): shape/dtype, config round trip, ``.keras`` with safe_mode=True,
 mixed_float16, XLA. On JAX: tests/test_jax_backend.py runs tests/layers (this file included)
 again in a subprocess with ``KERAS_BACKEND=jax``. Registered models (``keras.Model``
 subclasses: ``ImageClassifier``, ``SAMModel``) have their own tests."""
@@ -13,10 +13,10 @@ import pytest
 
 import keras_mld
 import keras_mld.layers as L
-from keras_mld import tresnet
-from keras_mld.layers import transformer_decoder as td
+from keras_mld.models import tresnet
+from keras_mld.layers import transformer as td
 from keras_mld.models import ImageClassifierPreprocessor
-from tests.layer_harness import run_layer_test
+from tests.support.layer_harness import run_layer_test
 
 RNG = np.random.default_rng(0)
 
@@ -68,13 +68,16 @@ CASES = {
     "SinePositionalEncoding2D": (L.SinePositionalEncoding2D, dict(num_channels=8),
                                  _x(2, 3, 4, 8), (2, 3, 4, 8), {}),
     # official defaults: no input projection (D = C), no decoder self-attention, post-norm
-    "TransformerDecoderHead": (L.TransformerDecoderHead,
+    "Query2LabelHead": (L.Query2LabelHead,
                                dict(num_classes=4, num_heads=2, num_encoder_layers=1,
                                     num_decoder_layers=2, ff_dim=16),
                                _x(2, 3, 3, 8), (2, 4), {}),
     # every keep_* flag on, pre-norm, Dense projection C=5 -> D=8
-    "TransformerDecoderHead[keep_all, pre_norm]": (
-        L.TransformerDecoderHead,
+    "TransformerDecoderHead": (L.TransformerDecoderHead,
+                               dict(num_classes=3, num_heads=2, ff_dim=16),
+                               _x(2, 3, 3, 8), (2, 3), {}),
+    "Query2LabelHead[keep_all, pre_norm]": (
+        L.Query2LabelHead,
         dict(num_classes=4, hidden_dim=8, num_heads=2, num_encoder_layers=1,
              num_decoder_layers=2, ff_dim=16, keep_input_proj=True,
              keep_first_self_attn_dec=True, keep_other_self_attn_dec=True, pre_norm=True),
@@ -98,7 +101,7 @@ CASES = {
         [_x(2, 3, 8), _x(2, 5, 8), _x(2, 5, 8), _x(2, 3, 8)], (2, 3, 8), {}),
     "CTranHead": (L.CTranHead, dict(num_classes=4, embed_dim=8, num_layers=1, num_heads=2),
                   [_x(2, 3, 3, 5), _known_labels(2, 4)], (2, 4), {}),
-    # keras_mld.tresnet
+    # keras_mld.models.tresnet
     "SpaceToDepth": (tresnet.SpaceToDepth, dict(block_size=2), _x(2, 4, 6, 3), (2, 2, 3, 12),
                      {}),
     "BlurPool2D": (tresnet.BlurPool2D, dict(), _x(2, 5, 6, 3), (2, 3, 3, 3), {}),
@@ -111,28 +114,30 @@ CASES = {
 
 def _import_the_whole_package():
     """Imports every module of keras_mld, so that every registration has happened (a layer
-    may live outside keras_mld.layers, e.g. keras_mld.tresnet)."""
+    may live outside keras_mld.layers, e.g. keras_mld.models.tresnet)."""
     for info in pkgutil.walk_packages(keras_mld.__path__, "keras_mld."):
-        if not info.name.endswith(("__main__", ".cli")):
+        if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
 
 
 def _registered_layers():
     """Names of the layer classes (not models) registered under the ``keras_mld`` package
-    name by any module of keras_mld."""
+    name by any module of keras_mld (each class once, under its own name)."""
     _import_the_whole_package()
     return sorted(
         name.split(">", 1)[1] for name, obj in keras.saving.get_custom_objects().items()
         if name.startswith("keras_mld>") and isinstance(obj, type)
         and issubclass(obj, keras.layers.Layer) and not issubclass(obj, keras.Model)
-        and obj.__module__.startswith("keras_mld"))
+        and obj.__module__.startswith("keras_mld")
+        and keras.saving.get_registered_name(obj) == name)
 
 
 def test_registry_enumeration_sees_layers_outside_keras_mld_layers():
     found = set(_registered_layers())
     assert {"SpaceToDepth", "BlurPool2D", "ImageClassifierPreprocessor",
             "TransformerEncoderLayer", "TransformerDecoderLayer", "MLDecoder"} <= found, found
-    assert "ImageClassifier" not in found  # a model: tests/test_image_classifier.py
+    assert "ImageClassifier" not in found  # a model: tests/models/test_image_classifier.py
+    assert {"Query2LabelHead", "TransformerDecoderHead"} <= found  # and 0.1's name, for old files
 
 
 def test_every_registered_layer_has_a_harness_case():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_mld.layers import SinePositionalEncoding2D
-from tests.helpers import to_np
+from tests.support.helpers import to_np
 
 
 def np_detr_sine(h, w, channels, temperature=10000.0, normalize=True, scale=2 * math.pi,

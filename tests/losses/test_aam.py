@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from keras_mld.losses import AAM_PRESETS, AAMLoss
-from tests.helpers import grad_wrt_inputs, to_np
-from tests.numpy_reference import finite_diff
+from tests.support.helpers import grad_wrt_inputs, to_np
+from tests.support.numpy_reference import finite_diff
 
 
 def np_sigmoid(x):

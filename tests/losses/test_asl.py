@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from keras_mld.losses import AsymmetricLoss, AsymmetricLossSingleLabel
-from tests.helpers import grad_wrt_inputs, to_np
-from tests.numpy_reference import finite_diff
+from tests.support.helpers import grad_wrt_inputs, to_np
+from tests.support.numpy_reference import finite_diff
 
 
 # ----------------------------------------------------------------- numpy references (ASL,

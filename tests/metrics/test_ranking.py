@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from keras_mld.metrics import MeanAveragePrecision, average_precision, mean_average_precision
-from tests.helpers import to_np
+from tests.support.helpers import to_np
 
 
 def spec_ap(labels, scores):

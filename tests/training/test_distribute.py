@@ -131,7 +131,7 @@ _MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, keras_mld
     from keras_mld.training import distribute, ema_variables
-    from tests.tiny import tiny_backbone
+    from tests.support.tiny import tiny_backbone
 
     rs = np.random.RandomState(0)
     x = rs.uniform(0, 255, (32, 16, 16, 3)).astype("float32")
@@ -226,7 +226,7 @@ def test_multiworker_two_processes_identical_weights(tmp_path):
         env = _env(TF_CONFIG=json.dumps({"cluster": cluster,
                                          "task": {"type": "worker", "index": i}}),
                    TMPDIR=str(tmp_dirs[i]))
-        cmd = [sys.executable, os.path.join(ROOT, "tests", "training", "multiworker_worker.py"),
+        cmd = [sys.executable, os.path.join(ROOT, "tests", "support", "multiworker_worker.py"),
                "--data", digits.train_annotations, "--val-data", digits.val_annotations,
                "--out", str(run_dir), "--weights", str(tmp_path / f"w{i}.weights.h5"),
                "--result", str(tmp_path / f"r{i}.json")]

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(os.path.dirname(__file__), "resume_script.py")
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "support", "resume_script.py")
 
 
 def _start(run_dir, **env):

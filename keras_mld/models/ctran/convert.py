@@ -17,8 +17,9 @@ embeddings are set to zero and known labels have no effect, as there.
 """
 import numpy as np
 
-from keras_mld.convert._common import WeightLoader, layer_count
-from keras_mld.convert.state_dict import strip_prefix
+from keras_mld.checkpoints.loader import WeightLoader, layer_count
+from keras_mld.checkpoints.reader import strip_prefix
+from keras_mld.models.ctran.ctran import CTranHead
 
 _WHAT = "convert_ctran_state_dict"
 _LAYERS = "self_attn_layers"
@@ -74,8 +75,6 @@ def convert_ctran_state_dict(state_dict, *, use_lmt, num_heads=4, dropout=0.1, n
     projection) come from the weights. The head takes the backbone's feature map
     ``[B, H, W, D]`` (NHWC) and optionally ``known_labels``.
     """
-    from keras_mld.layers import CTranHead
-
     sd = strip_prefix(state_dict)
     if "label_lt.weight" not in sd:
         raise ValueError(f"{_WHAT}: state_dict has no 'label_lt.weight': not an official "

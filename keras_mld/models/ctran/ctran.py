@@ -3,8 +3,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mld.layers.transformer_decoder import (_LN_EPS, TransformerEncoderLayer,
-                                                 _flatten_tokens)
+from keras_mld.layers.transformer import LN_EPS, TransformerEncoderLayer, flatten_tokens
 from keras_mld.validation import check_bool, check_divisible, check_int, check_rate
 
 
@@ -122,7 +121,7 @@ class CTranHead(keras.layers.Layer):
             self.input_proj = keras.layers.Dense(d, dtype=self.dtype_policy)
             self.input_proj.build(tuple(input_shape))
         seq_shape = (input_shape[0], None, d)
-        self.input_norm = keras.layers.LayerNormalization(epsilon=_LN_EPS,
+        self.input_norm = keras.layers.LayerNormalization(epsilon=LN_EPS,
                                                           dtype=self.dtype_policy)
         self.input_norm.build(seq_shape)
         self.encoder_layers = []
@@ -146,7 +145,7 @@ class CTranHead(keras.layers.Layer):
     def call(self, features, known_labels=None, training=None):
         self._check_input(features.shape)
         x = features if self.input_proj is None else self.input_proj(features)
-        tokens = _flatten_tokens(ops.cast(x, self.compute_dtype))  # [B, T, D]
+        tokens = flatten_tokens(ops.cast(x, self.compute_dtype))  # [B, T, D]
         dtype = tokens.dtype
         labels = ops.cast(self.label_embeddings, dtype)[None]  # [1, N, D]
         batch = ops.shape(tokens)[0]

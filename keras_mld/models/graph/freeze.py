@@ -11,7 +11,7 @@ that no layer module has to know about another.
 Examples:
     >>> import numpy as np, keras
     >>> from keras_mld.layers import GraphAttentionReweight
-    >>> from keras_mld.graph_branches import freeze_graph_branches
+    >>> from keras_mld.models.graph import freeze_graph_branches
     >>> reweight = GraphAttentionReweight(label_vectors=np.eye(3, 4), adjacency=np.ones((3, 3)),
     ...                                   channels=8, hidden_dim=4, num_heads=1)
     >>> x = keras.Input((2, 2, 8))
@@ -19,8 +19,8 @@ Examples:
     >>> [layer.name for layer in freeze_graph_branches(model)] == [reweight.name]
     True
 """
-from keras_mld.layers.gcn import MLGCNHead
-from keras_mld.layers.graph_attention import GraphAttentionReweight
+from keras_mld.models.graph.gcn import MLGCNHead
+from keras_mld.models.graph.graph_attention import GraphAttentionReweight
 
 GRAPH_BRANCH_LAYERS = (GraphAttentionReweight, MLGCNHead)
 

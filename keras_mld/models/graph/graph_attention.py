@@ -119,7 +119,7 @@ class GraphAttentionReweight(keras.layers.Layer):
     variable ``frozen_weights`` and sets ``frozen=True`` (in the config), after which ``call``
     is one multiply (exported graphs hold no graph-attention ops) and the branch's weights
     are non-trainable; :meth:`unfreeze` undoes it. Freeze after training and before
-    compiling / exporting (:func:`keras_mld.graph_branches.freeze_graph_branches` does
+    compiling / exporting (:func:`keras_mld.models.graph.freeze_graph_branches` does
     every such layer of a model).
 
     **Serialisation.** ``G`` and the adjacency are non-trainable float32 weights: they

@@ -16,8 +16,11 @@ section 2.3). The head maps onto :class:`keras_mld.layers.MLDecoder`:
 
 The number of attention heads is not stored in a state dict: the official code uses 8.
 """
-from keras_mld.convert import tresnet as tresnet_convert
-from keras_mld.convert.tresnet import _assign, read_checkpoint
+from keras_mld.checkpoints.loader import WeightLoader
+from keras_mld.checkpoints.reader import read_checkpoint
+from keras_mld.models.builder import build
+from keras_mld.models.tresnet.convert import infer_config, load_weights, to_timm_layout
+from keras_mld.models.tresnet.tresnet import tresnet
 
 PREFIX = "head.decoder."
 
@@ -50,38 +53,25 @@ def infer_head_config(state, prefix=PREFIX):
 
 def load_ml_decoder_weights(head, state, prefix=PREFIX):
     """Copies an official ML-Decoder head (``state[prefix + ...]``) into a built
-    :class:`keras_mld.layers.MLDecoder` ``head`` of the same sizes."""
-    def get(key):
-        if prefix + key not in state:
-            raise ValueError(f"checkpoint: missing {prefix + key!r}")
-        return state[prefix + key]
-
-    d = head.embed_dim
-    h = head.num_heads
-    _assign(head.embed.kernel, get("embed_standart.weight").T, prefix + "embed_standart.weight")
-    _assign(head.embed.bias, get("embed_standart.bias"), prefix + "embed_standart.bias")
-    _assign(head.queries.queries, get("query_embed.weight"), prefix + "query_embed.weight")
+    :class:`keras_mld.layers.MLDecoder` ``head`` of the same sizes; every head entry must be
+    used."""
+    loader = WeightLoader(state, "checkpoint")
+    p = prefix
+    loader.dense(head.embed, p + "embed_standart")
+    loader.assign(head.queries.queries, loader.get(p + "query_embed.weight"),
+                  p + "query_embed.weight")
     for i, layer in enumerate(head.decoder_layers):
-        p = f"layers.{i}."
-        w_in, b_in = get(p + "multihead_attn.in_proj_weight"), get(p + "multihead_attn.in_proj_bias")
-        att = layer.attention
-        for j, dense in enumerate((att._query_dense, att._key_dense, att._value_dense)):
-            w = w_in[j * d:(j + 1) * d]  # [out, in]: head m owns outputs m*d/h .. (m+1)*d/h
-            _assign(dense.kernel, w.T.reshape(d, h, d // h), prefix + p + "in_proj_weight")
-            _assign(dense.bias, b_in[j * d:(j + 1) * d].reshape(h, d // h), prefix + p + "in_proj_bias")
-        _assign(att._output_dense.kernel, get(p + "multihead_attn.out_proj.weight").T.reshape(h, d // h, d),
-                prefix + p + "out_proj.weight")
-        _assign(att._output_dense.bias, get(p + "multihead_attn.out_proj.bias"), prefix + p + "out_proj.bias")
+        q = f"{p}layers.{i}."
+        loader.mha(layer.attention, q + "multihead_attn", head.embed_dim, head.num_heads)
         for name in ("linear1", "linear2"):
-            dense = getattr(layer, name)
-            _assign(dense.kernel, get(p + name + ".weight").T, prefix + p + name + ".weight")
-            _assign(dense.bias, get(p + name + ".bias"), prefix + p + name + ".bias")
+            loader.dense(getattr(layer, name), q + name)
         for name in ("norm1", "norm2", "norm3"):
-            norm = getattr(layer, name)
-            _assign(norm.gamma, get(p + name + ".weight"), prefix + p + name + ".weight")
-            _assign(norm.beta, get(p + name + ".bias"), prefix + p + name + ".bias")
-    _assign(head.group_dense.kernel, get("duplicate_pooling"), prefix + "duplicate_pooling")
-    _assign(head.group_dense.bias, get("duplicate_pooling_bias"), prefix + "duplicate_pooling_bias")
+            loader.layer_norm(getattr(layer, name), q + name)
+    loader.assign(head.group_dense.kernel, loader.get(p + "duplicate_pooling"),
+                  p + "duplicate_pooling")
+    loader.assign(head.group_dense.bias, loader.get(p + "duplicate_pooling_bias"),
+                  p + "duplicate_pooling_bias")
+    loader.check_all_used(within=(p,))
 
 
 def _class_names(meta, n):
@@ -106,7 +96,7 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
 
     Args:
         source: a path (``.pth`` / ``.pt``: torch not needed, see
-            :func:`keras_mld.convert.state_dict.read_pth`; ``.safetensors``, ``.npz``)
+            :func:`keras_mld.checkpoints.reader.read_checkpoint`; ``.safetensors``, ``.npz``)
             or the loaded dict (``{"model": state_dict, "idx_to_class": ...}`` or a state
             dict).
         image_size: input side (int) or ``(H, W)`` (the official models: TResNet-M 224,
@@ -121,9 +111,6 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
         ``class_names`` are the checkpoint's; save it with ``model.save("x.keras")`` or
         ``model.save_to_preset(folder)``) and the N class names in logit order.
     """
-    import keras_mld
-    from keras_mld.tresnet import tresnet
-
     if isinstance(image_size, int) and not isinstance(image_size, bool):
         hw = (image_size, image_size)
     else:
@@ -137,65 +124,20 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
     state, meta = read_checkpoint(source)
     if class_names is not None:
         meta = {**meta, "class_names": list(class_names)}
-    state = tresnet_convert.to_timm_layout(state)
+    state = to_timm_layout(state)
     head_cfg = infer_head_config(state)
-    cfg = tresnet_convert.infer_config(state)
+    cfg = infer_config(state)
     backbone = tresnet(layers=cfg["layers"], width_factor=cfg["width_factor"], v2=cfg["v2"],
                        input_shape=hw + (3,), name="tresnet")
-    tresnet_convert.load_weights(backbone, state)
+    load_weights(backbone, state)
     if backbone.output.shape[-1] != head_cfg["in_features"]:
         raise ValueError(f"checkpoint: the backbone gives {backbone.output.shape[-1]} channels, "
                          f"the ML-Decoder embedding expects {head_cfg['in_features']}")
     names = _class_names(meta, head_cfg["num_classes"])
-    model = keras_mld.build(
+    model = build(
         backbone, head="mldecoder", num_classes=head_cfg["num_classes"], input_shape=hw + (3,),
         normalization="unit", name=name or "tresnet_mldecoder", class_names=names,
         num_groups=head_cfg["num_groups"], embed_dim=head_cfg["embed_dim"],
         ff_dim=head_cfg["ff_dim"], num_layers=head_cfg["num_layers"], num_heads=num_heads)
     load_ml_decoder_weights(model.get_layer("ml_decoder"), state)
     return model, names
-
-
-def convert_checkpoint_to_files(source, out, image_size=224, num_heads=8, overwrite=False):
-    """``keras-mld convert``: a checkpoint -> a preset folder or a ``.keras`` file.
-
-    An official ML-Decoder checkpoint gives the :class:`~keras_mld.ImageClassifier` (input
-    RGB [0, 255], class names inside): ``out`` a folder -> a preset
-    (:meth:`~keras_mld.ImageClassifier.save_to_preset`, which ``keras-mld predict --model``,
-    ``keras-mld export --model`` and ``ImageClassifier.from_preset`` read); ``out`` ending in
-    ``.keras`` -> one Keras file. A timm / official TResNet state dict without ML-Decoder head
-    gives the TResNet backbone (input RGB in [0, 1]; with its GAP + fc classifier when the
-    state dict has ``head.fc``) as ``out`` (``.keras``) or ``out/model.keras``.
-
-    Everything is written aside and renamed into place. Returns the path written.
-    """
-    import os
-
-    out = os.fspath(out)
-    if not out.endswith(".keras") and os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"out: {out!r} exists and is not a folder (give a folder or a .keras path)")
-    state, meta = read_checkpoint(source)
-    if any(k.startswith(PREFIX) for k in state):
-        model, _ = convert_ml_decoder_checkpoint({**state, **meta}, image_size=image_size,
-                                                 num_heads=num_heads)
-        if not out.endswith(".keras"):
-            return model.save_to_preset(out, overwrite=overwrite)
-        model_path = out
-    else:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        cfg = tresnet_convert.infer_config(tresnet_convert.to_timm_layout(state))
-        model = tresnet_convert.convert_tresnet(state, input_shape=size + (3,),
-                                                include_top=cfg["num_classes"] is not None)
-        model_path = out if out.endswith(".keras") else os.path.join(out, "model.keras")
-    if os.path.exists(model_path) and not overwrite:
-        raise ValueError(f"out: {model_path!r} exists; pass overwrite=True (--overwrite) to replace it")
-    folder = os.path.dirname(os.path.abspath(model_path))
-    os.makedirs(folder, exist_ok=True)
-    tmp_model = os.path.join(folder, f".tmp-{os.getpid()}-" + os.path.basename(model_path))
-    try:
-        model.save(tmp_model)
-        os.replace(tmp_model, model_path)
-    finally:
-        if os.path.exists(tmp_model):
-            os.remove(tmp_model)
-    return model_path

@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from keras_mld.layers.group_dense import GroupDense, group_size
-from keras_mld.layers.queries import QUERY_TYPES, make_queries
+from keras_mld.models.ml_decoder.queries import QUERY_TYPES, make_queries
 from keras_mld.validation import check_int, check_rate
 
 
@@ -101,7 +101,7 @@ class MLDecoder(keras.layers.Layer):
             probabilities.
         query_type: one of ``queries.QUERY_TYPES`` (``"fixed"``, ``"learnable"``); word
             queries (zero-shot, section 2.3.3) are an input: :class:`ZSLMLDecoder`
-            (``zsl_decoder.py``).
+            (``zero_shot.py``).
         cosine: if True, GroupDense L2-normalises both arguments of its dot products
             and returns cosines in [-1, 1] without bias (for ``AAMLoss``).
         layer_norm_epsilon: 1e-5 (PyTorch's default, used by the official code).

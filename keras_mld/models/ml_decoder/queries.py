@@ -7,7 +7,7 @@ calls them on the visual tokens ``e [B, T, D]`` to get ``q [B, K, D]`` (the batc
 size comes from ``e``). A new type is a subclass of ``Queries`` added with
 ``register_query_type(name, cls)``. Word queries (zero-shot, section 2.3.3) are not one: the label
 word vectors are an input of the model and the label count varies between calls, so they
-live in ``zsl_decoder.py`` (``WordQueries``, ``ZSLMLDecoder``).
+live in ``zero_shot.py`` (``WordQueries``, ``ZSLMLDecoder``).
 """
 import keras
 from keras import ops

@@ -5,8 +5,8 @@ import keras
 from keras import ops
 
 from keras_mld.layers.group_dense import GroupDense, group_size as _ceil_div
-from keras_mld.layers.ml_decoder import MLDecoderLayer
-from keras_mld.layers.query_augmentation import QueryNoise, RandomQueries, RandomQueryLoss
+from keras_mld.models.ml_decoder.ml_decoder import MLDecoderLayer
+from keras_mld.models.ml_decoder.query_augmentation import QueryNoise, RandomQueries, RandomQueryLoss
 from keras_mld.validation import check_int, check_rate
 
 
@@ -114,7 +114,7 @@ class ZSLMLDecoder(keras.layers.Layer):
        order; group: ``logit(k, j) = t_k . (B V_{k,j}) + b`` with ``B [D, d_w]`` shared
        (a bias-free Dense, kernel ``B^T [d_w, D]``) and a scalar ``b``.
 
-    Query augmentations (training only, :mod:`keras_mld.layers.query_augmentation`):
+    Query augmentations (training only, :mod:`keras_mld.models.ml_decoder.query_augmentation`):
     ``query_noise=s`` adds ``N(0, s^2)`` to V every batch; ``random_queries=R`` appends R
     random queries matching V's per-dimension statistics, scores them, adds their loss
     against target 1 (``random_query_loss``, default ``mean_batch(sum_r -log sigmoid)``)

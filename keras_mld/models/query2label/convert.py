@@ -1,4 +1,4 @@
-"""Official Query2Label weights -> :class:`keras_mld.layers.TransformerDecoderHead`.
+"""Official Query2Label weights -> :class:`keras_mld.layers.Query2LabelHead`.
 
 The official model (github.com/SlongLiu/query2labels, ``lib/models/query2label.py``,
 ``lib/models/transformer.py``) names its head weights ``input_proj.*`` (only with
@@ -7,8 +7,9 @@ The official model (github.com/SlongLiu/query2labels, ``lib/models/query2label.p
 (``self_attn`` and ``norm1`` only where kept), ``transformer.decoder.norm.*``, ``fc.W``,
 ``fc.b``; ``backbone.*`` (the CNN and the sine-encoding buffer) is not part of the head.
 """
-from keras_mld.convert._common import WeightLoader, layer_count
-from keras_mld.convert.state_dict import strip_prefix
+from keras_mld.checkpoints.loader import WeightLoader, layer_count
+from keras_mld.checkpoints.reader import strip_prefix
+from keras_mld.models.query2label.query2label import Query2LabelHead
 
 _WHAT = "convert_query2label_state_dict"
 _ENC = "transformer.encoder.layers"
@@ -16,7 +17,7 @@ _DEC = "transformer.decoder.layers"
 
 
 def query2label_options(state_dict, pre_norm=None):
-    """The :class:`~keras_mld.layers.TransformerDecoderHead` options that an official
+    """The :class:`~keras_mld.layers.Query2LabelHead` options that an official
     Query2Label state dict determines (``num_classes``, ``hidden_dim``, ``ff_dim``, layer
     counts, ``keep_*``, ``pre_norm``) and the input channels, as ``(options, channels)``.
 
@@ -89,7 +90,7 @@ def load_query2label_state_dict(head, state_dict):
 
 def convert_query2label_state_dict(state_dict, num_heads=4, pre_norm=None, dropout=0.1,
                                    temperature=10000.0, name="query2label"):
-    """A built :class:`~keras_mld.layers.TransformerDecoderHead` holding the weights of an
+    """A built :class:`~keras_mld.layers.Query2LabelHead` holding the weights of an
     official Query2Label model (``{name: array}``, e.g. from
     :func:`keras_mld.convert.read_state_dict`; a ``module.`` prefix is stripped).
 
@@ -98,10 +99,8 @@ def convert_query2label_state_dict(state_dict, num_heads=4, pre_norm=None, dropo
     ``pre_norm`` is read from the weights when the model has an encoder. The head takes
     the backbone's feature map ``[B, H, W, C]`` (NHWC; the official model is NCHW).
     """
-    from keras_mld.layers import TransformerDecoderHead
-
     options, channels = query2label_options(state_dict, pre_norm)
-    head = TransformerDecoderHead(num_heads=num_heads, dropout=dropout, temperature=temperature,
+    head = Query2LabelHead(num_heads=num_heads, dropout=dropout, temperature=temperature,
                                   name=name, **options)
     head.build((None, None, None, channels))
     return load_query2label_state_dict(head, state_dict)

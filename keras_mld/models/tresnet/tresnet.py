@@ -18,7 +18,7 @@ its refinements:
 Input: RGB scaled to [0, 1] (x / 255, no mean / std), as in the official code.
 Layer names follow timm's parameter names with ``.`` replaced by ``_``
 (``body_layer3_0_conv2_bn`` holds ``body.layer3.0.conv2.bn.*``), which is what
-:mod:`keras_mld.convert.tresnet` relies on.
+:mod:`keras_mld.models.tresnet.convert` relies on.
 
 Variants (``TRESNET_VARIANTS``): ``tresnet_m``, ``tresnet_l`` and ``tresnet_xl`` as the
 official ML-Decoder repository defines them (Alibaba-MIIL/ML_Decoder,
@@ -204,12 +204,12 @@ def tresnet(layers=(3, 4, 11, 3), width_factor=1.0, v2=False, include_top=False,
             ``num_classes`` logits; otherwise the output is the ``[B, H/32, W/32, C]`` map.
         input_shape: ``(H, W, 3)`` with H, W multiples of 4 (RGB in [0, 1]).
         weights: ``None`` only (random init); converted timm / official weights are
-            loaded by :mod:`keras_mld.convert` (or from a ``.weights.h5`` by
-            :func:`keras_mld.backbones.create_backbone`).
+            loaded by :mod:`keras_mld.models.tresnet.convert` (or from a ``.weights.h5`` by
+            :func:`keras_mld.models.builder.create_backbone`).
     """
     if weights is not None:
         raise ValueError("weights: TResNet has no Keras download; use weights=None and "
-                         "keras_mld.convert.tresnet.load_weights(model, state_dict) for "
+                         "keras_mld.models.tresnet.convert.load_weights(model, state_dict) for "
                          f"timm / official PyTorch weights, got {weights!r}")
     layers = _check_layers(layers)
     width_factor = check_number("tresnet", "width_factor", width_factor, low=0, low_open=True)

@@ -1,0 +1,70 @@
+"""Converted TResNets give the PyTorch logits (no torch needed).
+
+The fixtures ``tests/fixtures/tresnet_official.npz`` / ``tresnet_timm.npz`` were made by
+``scripts/make_official_fixtures_tresnet.py`` (see its docstring) from the official
+Alibaba-MIIL/ML_Decoder code at commit 8a9e984f (``src_files/models/tresnet/tresnet.py``;
+InPlaceABN replaced by an eval-mode CPU stand-in: BN with scale |w| + eps, then leaky ReLU /
+identity) and from timm 1.0.31's TResNet: random init, random signed norm weights and
+non-trivial running statistics, eval mode, seed 0, tiny depth / width. Each holds the state
+dict (``param/<key>``), the input pixels (NHWC, [0, 255]) and the PyTorch logits computed on
+pixels / 255.
+
+Tolerance: max |keras - torch| <= 1e-4 * max |torch| (relative), on TensorFlow here and on
+JAX (``tests/models/test_parity_on_jax.py``).
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from keras_mld.convert import convert_tresnet, read_checkpoint
+from keras_mld.models.tresnet.convert import infer_config, to_timm_layout
+from tests.support.official import assert_relative as _assert_close
+from tests.support.official import load_tresnet_fixture as _fixture
+
+
+def test_official_tresnet_alone():
+    # official TResNet, BasicBlock stages 1-2, layers [1, 2, 1, 1], width 0.125, GAP + fc
+    # (10 classes), 80x80 input (stage 4 anti-aliases and average-pools an odd 5x5 map)
+    data, state = _fixture("official")
+    cfg = infer_config(state)
+    assert cfg == {"layers": (1, 2, 1, 1), "width_factor": 0.125, "v2": False, "num_classes": 10}
+    model = convert_tresnet(state, input_shape=(80, 80, 3), include_top=True)
+    _assert_close(model(data["pixels"] / 255.0), data["logits"])
+
+
+def test_official_norm_weights_are_inplace_abn_scales():
+    # InPlaceABN scales by |w| + eps: the fixture has negative norm weights (so the parity
+    # above needs the conversion), and flipping their signs changes nothing
+    data, state = _fixture("official")
+    norm_weights = [k for k, v in state.items() if k.startswith("body.") and k.endswith(".weight")
+                    and v.ndim == 1]
+    assert min(state[k].min() for k in norm_weights) < 0
+    np.testing.assert_array_equal(to_timm_layout(state)["body.conv1.bn.weight"],
+                                  np.abs(state["body.conv1.1.weight"]) + 1e-5)
+    flipped = {k: (-v if k in norm_weights else v) for k, v in state.items()}
+    model = convert_tresnet(flipped, input_shape=(80, 80, 3), include_top=True)
+    _assert_close(model(data["pixels"] / 255.0), data["logits"])
+
+
+def test_timm_tresnet_from_safetensors(tmp_path):
+    # timm TResNet(layers=[1, 1, 1, 1], width_factor=0.2, v2=True) (stem 12 -> 8 channels),
+    # timm parameter names, plain BatchNorm weights; read back from a .safetensors file
+    from safetensors.numpy import save_file
+    data, state = _fixture("timm")
+    path = os.path.join(tmp_path, "timm.safetensors")
+    # a timm state dict also has BN step counters: ignored
+    save_file({**state, "body.conv1.bn.num_batches_tracked": np.array(7, np.int64)}, path)
+    model = convert_tresnet(path, input_shape=(64, 64, 3), include_top=True)
+    _assert_close(model(data["pixels"] / 255.0), data["logits"])
+
+
+def test_bad_checkpoint_files(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="no such file"):
+        read_checkpoint(os.path.join(tmp_path, "missing.pth"))
+    pth = os.path.join(tmp_path, "x.pth")
+    open(pth, "wb").close()
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without torch
+    with pytest.raises(ValueError, match="not a zip archive"):  # the torch-free reader
+        read_checkpoint(pth)
