@@ -125,12 +125,15 @@ def randaugment(image, seed):
     0.5."""
     image = tf.convert_to_tensor(image, tf.uint8)
     draws = sample_policy(seed)
-    for k in range(NUM_OPS):
-        image = tf.cond(
-            draws["apply"][k],
-            lambda x=image, k=k: apply_op(x, draws["op"][k], draws["magnitude"][k],
-                                          draws["sign"][k], draws["centre"][k]),
-            lambda x=image: tf.identity(x))
+
+    def step(k, x):  # one loop body: the 15-branch graph is built once, not per step
+        x = tf.cond(draws["apply"][k],
+                    lambda: apply_op(x, draws["op"][k], draws["magnitude"][k],
+                                     draws["sign"][k], draws["centre"][k]),
+                    lambda: tf.identity(x))
+        return k + 1, x
+
+    _, image = tf.while_loop(lambda k, x: k < NUM_OPS, step, (tf.constant(0), image))
     return image
 
 
