@@ -14,11 +14,12 @@ what Pillow returns for the same image and parameters:
   in 16-bit fixed point (``(19595 R + 38470 G + 7471 B + 2**15) >> 16``); the SMOOTH filter
   of :func:`sharpness` sums the 3x3 kernel ``[1 1 1; 1 5 1; 1 1 1] / 13`` row by row in
   float32 with +0.5 rounding and keeps the one-pixel border, as ``ImagingFilter3x3``.
-- geometric (:func:`affine_nearest`, :func:`affine_bicubic`, used by shear, translate and
-  rotate): Pillow's inverse affine map evaluated at pixel centres (``x + 0.5``), samples
-  outside ``[0, W) x [0, H)`` take the fill colour; nearest takes ``floor``, bicubic is
-  Pillow's transform kernel (cubic convolution with ``a = -1``, edge rows / columns
-  clamped, result clipped and truncated). Pillow's nearest path runs in 16.16 fixed point,
+- geometric (:func:`affine_nearest` for translate and rotate, :func:`shear_x` /
+  :func:`shear_y` bicubic): Pillow's inverse affine map evaluated at pixel centres
+  (``x + 0.5``), samples outside ``[0, W) x [0, H)`` take the fill colour; nearest takes
+  ``floor``, bicubic is Pillow's transform kernel (cubic convolution with ``a = -1`` in
+  Pillow's own float64 Horner order, edge rows / columns clamped, result clipped and
+  truncated). Pillow's nearest path runs in 16.16 fixed point,
   so a sample landing within 2**-16 of a pixel edge may pick the neighbour.
 
 Hand-written because neither ``tf.image`` nor Keras' layers reproduce these conventions
@@ -183,42 +184,53 @@ def affine_nearest(image, matrix, fill):
     return tf.where(inside[..., None], sampled, tf.cast(fill, tf.uint8))
 
 
-def _cubic_weights(d):
-    """Pillow's transform kernel (cubic convolution, ``a = -1``) at fraction ``d``."""
-    return [-d + 2 * d ** 2 - d ** 3, 1 - 2 * d ** 2 + d ** 3, d + d ** 2 - d ** 3,
-            -d ** 2 + d ** 3]
+def _cubic(v1, v2, v3, v4, d):
+    """Pillow's ``BICUBIC`` macro (cubic convolution, ``a = -1``), its own Horner order:
+    ``v2 + d (v3 - v1 + d (2 (v1 - v2) + v3 - v4 + d (-v1 + v2 - v3 + v4)))``."""
+    p2 = -v1 + v3
+    p3 = 2.0 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    return v2 + d * (p2 + d * (p3 + d * p4))
 
 
-def affine_bicubic(image, matrix, fill):
-    """``image.transform(size, Image.AFFINE, matrix, Image.BICUBIC, fillcolor=fill)``."""
-    shape = tf.shape(image)
-    xin, yin = _source_coords(shape, matrix)
-    inside = _inside(shape, xin, yin)
-    xin, yin = xin - 0.5, yin - 0.5
-    x0, y0 = tf.floor(xin), tf.floor(yin)
-    wx, wy = _cubic_weights(xin - x0), _cubic_weights(yin - y0)
-    x0, y0 = tf.cast(x0, tf.int32) - 1, tf.cast(y0, tf.int32) - 1
-    pixels = tf.cast(image, tf.float64)
-    total = 0.0
-    for j in range(4):
-        yj = tf.clip_by_value(y0 + j, 0, shape[0] - 1)
-        row = 0.0
-        for i in range(4):
-            xi = tf.clip_by_value(x0 + i, 0, shape[1] - 1)
-            row += wx[i][..., None] * tf.gather_nd(pixels, tf.stack([yj, xi], axis=-1))
-        total += wy[j][..., None] * row
-    sampled = tf.cast(tf.clip_by_value(total, 0.0, 255.0), tf.uint8)
+def _taps(image, rows, cols):
+    return tf.gather_nd(image, tf.stack([rows, cols], axis=-1))
+
+
+def _finish(total, inside, fill):
+    sampled = tf.cast(tf.clip_by_value(total, 0.0, 255.0), tf.uint8)  # clip, truncate
     return tf.where(inside[..., None], sampled, tf.cast(fill, tf.uint8))
 
 
 def shear_x(image, shear, fill=128):
-    """The package's ShearX: affine ``(1, shear, 0, 0, 1, 0)``, bicubic."""
-    return affine_bicubic(image, (1.0, shear, 0.0, 0.0, 1.0, 0.0), fill)
+    """The package's ShearX: affine ``(1, shear, 0, 0, 1, 0)``, bicubic. Source rows fall
+    on pixel centres (``dy = 0``, where Pillow's second pass returns its second row), so
+    only the 4 taps along x are computed."""
+    shape = tf.shape(image)
+    xin, yin = _source_coords(shape, (1.0, shear, 0.0, 0.0, 1.0, 0.0))
+    inside = _inside(shape, xin, yin)
+    x0 = tf.floor(xin - 0.5)
+    dx = (xin - 0.5 - x0)[..., None]
+    x0 = tf.cast(x0, tf.int32) - 1
+    rows = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(x0))
+    pixels = tf.cast(image, tf.float64)
+    taps = [_taps(pixels, rows, tf.clip_by_value(x0 + i, 0, shape[1] - 1)) for i in range(4)]
+    return _finish(_cubic(*taps, dx), inside, fill)
 
 
 def shear_y(image, shear, fill=128):
-    """The package's ShearY: affine ``(1, 0, 0, shear, 1, 0)``, bicubic."""
-    return affine_bicubic(image, (1.0, 0.0, 0.0, shear, 1.0, 0.0), fill)
+    """The package's ShearY: affine ``(1, 0, 0, shear, 1, 0)``, bicubic; 4 taps along y
+    (``dx = 0``: Pillow's first pass returns the column's own pixel)."""
+    shape = tf.shape(image)
+    xin, yin = _source_coords(shape, (1.0, 0.0, 0.0, shear, 1.0, 0.0))
+    inside = _inside(shape, xin, yin)
+    y0 = tf.floor(yin - 0.5)
+    dy = (yin - 0.5 - y0)[..., None]
+    y0 = tf.cast(y0, tf.int32) - 1
+    cols = tf.broadcast_to(tf.range(shape[1])[None, :], tf.shape(y0))
+    pixels = tf.cast(image, tf.float64)
+    taps = [_taps(pixels, tf.clip_by_value(y0 + j, 0, shape[0] - 1), cols) for j in range(4)]
+    return _finish(_cubic(*taps, dy), inside, fill)
 
 
 def translate_x(image, pixels, fill=128):
