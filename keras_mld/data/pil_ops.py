@@ -47,24 +47,26 @@ def posterize(image, bits):
 
 
 def solarize(image, threshold):
-    """``ImageOps.solarize(image, threshold)``: values ``>= threshold`` become ``255 - x``."""
-    below = tf.cast(image, tf.float64) < tf.cast(threshold, tf.float64)
+    """``ImageOps.solarize(image, threshold)``: values ``>= threshold`` become ``255 - x``
+    (for an integer ``x``, ``x < t`` is ``x < ceil(t)``)."""
+    below = tf.cast(image, tf.int32) < tf.cast(tf.math.ceil(tf.cast(threshold, tf.float64)),
+                                               tf.int32)
     return tf.where(below, image, invert(image))
 
 
 def _channel_histograms(image):
-    """``[3, 256]`` int64 histograms, one per channel."""
-    values = tf.cast(tf.reshape(image, [-1, 3]), tf.int32)
-    return tf.stack([tf.math.bincount(values[:, c], minlength=256, maxlength=256,
-                                      dtype=tf.int64) for c in range(3)])
+    """``[3, 256]`` int64 histograms, one per channel (one ``bincount`` of value + 256 c)."""
+    values = tf.cast(tf.reshape(image, [-1, 3]), tf.int32) + tf.constant([0, 256, 512])
+    counts = tf.math.bincount(tf.reshape(values, [-1]), minlength=768, maxlength=768,
+                              dtype=tf.int64)
+    return tf.reshape(counts, [3, 256])
 
 
 def _apply_luts(image, luts):
     """Maps channel ``c`` of ``image`` through ``luts[c]`` (``[3, 256]`` ints, clipped to
     0..255 as ``Image.point`` does)."""
-    luts = tf.cast(tf.clip_by_value(luts, 0, 255), tf.uint8)
-    return tf.stack([tf.gather(luts[c], tf.cast(image[..., c], tf.int32))
-                     for c in range(3)], axis=-1)
+    luts = tf.reshape(tf.cast(tf.clip_by_value(luts, 0, 255), tf.uint8), [768])
+    return tf.gather(luts, tf.cast(image, tf.int32) + tf.constant([0, 256, 512]))
 
 
 def autocontrast(image):
@@ -180,7 +182,7 @@ def affine_nearest(image, matrix, fill):
     inside = _inside(shape, xin, yin)
     xi = tf.clip_by_value(tf.cast(tf.floor(xin), tf.int32), 0, shape[1] - 1)
     yi = tf.clip_by_value(tf.cast(tf.floor(yin), tf.int32), 0, shape[0] - 1)
-    sampled = tf.gather_nd(image, tf.stack([yi, xi], axis=-1))
+    sampled = tf.gather(tf.reshape(image, [-1, 3]), yi * shape[1] + xi)
     return tf.where(inside[..., None], sampled, tf.cast(fill, tf.uint8))
 
 
@@ -191,10 +193,6 @@ def _cubic(v1, v2, v3, v4, d):
     p3 = 2.0 * (v1 - v2) + v3 - v4
     p4 = -v1 + v2 - v3 + v4
     return v2 + d * (p2 + d * (p3 + d * p4))
-
-
-def _taps(image, rows, cols):
-    return tf.gather_nd(image, tf.stack([rows, cols], axis=-1))
 
 
 def _finish(total, inside, fill):
@@ -212,25 +210,15 @@ def shear_x(image, shear, fill=128):
     x0 = tf.floor(xin - 0.5)
     dx = (xin - 0.5 - x0)[..., None]
     x0 = tf.cast(x0, tf.int32) - 1
-    rows = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(x0))
-    pixels = tf.cast(image, tf.float64)
-    taps = [_taps(pixels, rows, tf.clip_by_value(x0 + i, 0, shape[1] - 1)) for i in range(4)]
+    taps = [tf.cast(tf.gather(image, tf.clip_by_value(x0 + i, 0, shape[1] - 1), axis=1,
+                              batch_dims=1), tf.float64) for i in range(4)]
     return _finish(_cubic(*taps, dx), inside, fill)
 
 
 def shear_y(image, shear, fill=128):
-    """The package's ShearY: affine ``(1, 0, 0, shear, 1, 0)``, bicubic; 4 taps along y
-    (``dx = 0``: Pillow's first pass returns the column's own pixel)."""
-    shape = tf.shape(image)
-    xin, yin = _source_coords(shape, (1.0, 0.0, 0.0, shear, 1.0, 0.0))
-    inside = _inside(shape, xin, yin)
-    y0 = tf.floor(yin - 0.5)
-    dy = (yin - 0.5 - y0)[..., None]
-    y0 = tf.cast(y0, tf.int32) - 1
-    cols = tf.broadcast_to(tf.range(shape[1])[None, :], tf.shape(y0))
-    pixels = tf.cast(image, tf.float64)
-    taps = [_taps(pixels, tf.clip_by_value(y0 + j, 0, shape[0] - 1), cols) for j in range(4)]
-    return _finish(_cubic(*taps, dy), inside, fill)
+    """The package's ShearY: affine ``(1, 0, 0, shear, 1, 0)``, bicubic: ShearX of the
+    transposed image (``dx = 0``: Pillow's first pass returns the column's own pixel)."""
+    return tf.transpose(shear_x(tf.transpose(image, [1, 0, 2]), shear, fill), [1, 0, 2])
 
 
 def translate_x(image, pixels, fill=128):
