@@ -141,20 +141,22 @@ def smooth(image):
     """``image.filter(ImageFilter.SMOOTH)``: the 3x3 kernel ``[1 1 1; 1 5 1; 1 1 1] / 13``
     on the interior (float32, rows summed below / centre / above, +0.5, truncated), the
     one-pixel border copied."""
-    x = tf.cast(image, tf.float32)
-    e, c = tf.constant(_SMOOTH_EDGE, tf.float32), tf.constant(_SMOOTH_CENTRE, tf.float32)
+    def filtered():
+        x = tf.cast(image, tf.float32)
+        e, c = tf.constant(_SMOOTH_EDGE, tf.float32), tf.constant(_SMOOTH_CENTRE, tf.float32)
 
-    def row(r, centre):  # rows r, columns 1..W-2: (left * k0 + mid * k1) + right * k2
-        return (r[:, :-2] * e + r[:, 1:-1] * centre) + r[:, 2:] * e
+        def row(r, centre):  # rows r, columns 1..W-2: (left * k0 + mid * k1) + right * k2
+            return (r[:, :-2] * e + r[:, 1:-1] * centre) + r[:, 2:] * e
 
-    total = tf.constant(0.5, tf.float32) + row(x[2:], e)
-    total = total + row(x[1:-1], c)
-    total = total + row(x[:-2], e)
-    inner = tf.cast(tf.clip_by_value(total, 0.0, 255.0), tf.uint8)
-    middle = tf.concat([image[1:-1, :1], inner, image[1:-1, -1:]], axis=1)
-    out = tf.concat([image[:1], middle, image[-1:]], axis=0)
-    small = (tf.shape(image)[0] < 3) | (tf.shape(image)[1] < 3)
-    return tf.cond(small, lambda: image, lambda: tf.reshape(out, tf.shape(image)))
+        total = tf.constant(0.5, tf.float32) + row(x[2:], e)
+        total = total + row(x[1:-1], c)
+        total = total + row(x[:-2], e)
+        inner = tf.cast(tf.clip_by_value(total, 0.0, 255.0), tf.uint8)
+        middle = tf.concat([image[1:-1, :1], inner, image[1:-1, -1:]], axis=1)
+        return tf.reshape(tf.concat([image[:1], middle, image[-1:]], axis=0), tf.shape(image))
+
+    small = (tf.shape(image)[0] < 3) | (tf.shape(image)[1] < 3)  # Pillow copies these
+    return tf.cond(small, lambda: tf.identity(image), filtered)
 
 
 def sharpness(image, factor):

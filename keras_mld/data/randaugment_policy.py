@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.data import pil_ops
+from keras_mld.validation import check_number
 
 OPS = ("Invert", "Cutout", "Sharpness", "AutoContrast", "Posterize", "ShearX", "TranslateX",
        "TranslateY", "ShearY", "Rotate", "Equalize", "Contrast", "Color", "Solarize",
@@ -173,6 +174,8 @@ def cutout_pil(image, seed, factor=0.5, probability=1.0):
     """ML-Decoder's ``CutoutPIL(cutout_factor=factor)`` (``probability`` 1) or
     deep-object-reid's ``Cutout(cutout_factor=factor, fill_color="random", p=probability)``
     on one uint8 image, drawn from ``seed``."""
+    factor = check_number("cutout_pil", "factor", factor, low=0.0, high=1.0)
+    probability = check_number("cutout_pil", "probability", probability, low=0.0, high=1.0)
     image = tf.convert_to_tensor(image, tf.uint8)
     y_c, x_c, colour = sample_cutout_pil(tf.shape(image), seed)
     if probability >= 1.0:

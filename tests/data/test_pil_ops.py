@@ -133,3 +133,11 @@ def test_fill_box_is_the_package_cutout():
     got = _ours(pil_ops.fill_box, img, max(0, cx - half), max(0, cy - half),
                 min(img.size[0], cx + half), min(img.size[1], cy + half), (125, 122, 113))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 3, 3), (3, 3, 3), (5, 2, 3), (4, 3, 3)])
+def test_smooth_on_tiny_images_is_pillows(shape):
+    from PIL import ImageFilter
+    x = np.random.default_rng(1).integers(0, 256, shape, np.uint8)
+    want = np.asarray(Image.fromarray(x).filter(ImageFilter.SMOOTH))
+    np.testing.assert_array_equal(pil_ops.smooth(tf.constant(x)).numpy(), want)

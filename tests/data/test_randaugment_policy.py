@@ -171,3 +171,21 @@ def test_cutout_pil_draws_are_uniform():
     applied = sum(bool(np.any(rp.cutout_pil(image, tf.constant([i, 1], tf.int64), 0.4,
                                             0.5).numpy())) for i in range(200))
     assert stats.binomtest(applied, 200, 0.5 * (1 - 1 / 256 ** 3)).pvalue > ALPHA
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 3, 3), (5, 2, 3)])
+def test_every_op_keeps_tiny_images_whole(shape):
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, shape, np.uint8))
+    for op in range(len(rp.OPS)):
+        out = rp.apply_op(image, tf.constant(op), 9, -1.0, (0.99, 0.0))
+        assert out.shape == shape and out.dtype == tf.uint8, rp.OPS[op]
+    assert rp.cutout_pil(image, tf.constant([1, 2], tf.int64)).shape == shape
+    assert rp.randaugment(image, tf.constant([1, 2], tf.int64)).shape == shape
+
+
+@pytest.mark.parametrize("kwargs", [{"factor": 1.5}, {"factor": -0.1}, {"probability": 2},
+                                    {"factor": "half"}])
+def test_cutout_pil_rejects_bad_arguments(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"cutout_pil: {name}"):
+        rp.cutout_pil(tf.zeros([4, 4, 3], tf.uint8), tf.constant([0, 0], tf.int64), **kwargs)
