@@ -6,13 +6,12 @@ import pytest
 import tensorflow as tf
 
 from keras_mld.data import pil_ops
+from tests.support import randaugment_package
 
 pytestmark = pytest.mark.tf_only
 Image = pytest.importorskip("PIL.Image")
 skdata = pytest.importorskip("skimage.data")
-randaugment = pytest.importorskip("randaugment.randaugment")
-if not hasattr(np, "int"):  # randaugment 1.0.2 builds its tables with np.int (numpy < 1.24)
-    np.int = int
+randaugment = randaugment_package.load()
 
 _SIZES = {"astronaut": (40, 40), "chelsea": (33, 47), "coffee": (24, 36)}
 

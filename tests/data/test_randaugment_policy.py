@@ -9,15 +9,14 @@ import pytest
 import tensorflow as tf
 
 from keras_mld.data import randaugment_policy as rp
+from tests.support import randaugment_package
 
 pytestmark = pytest.mark.tf_only
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 skdata = pytest.importorskip("skimage.data")
 stats = pytest.importorskip("scipy.stats")
-package = pytest.importorskip("randaugment.randaugment")
-if not hasattr(np, "int"):  # randaugment 1.0.2 builds its tables with np.int (numpy < 1.24)
-    np.int = int
+package = randaugment_package.load()
 
 PHOTO = Image.fromarray(skdata.chelsea()).resize((37, 29), Image.BILINEAR)  # W 37, H 29
 ALPHA = 1e-4  # significance of every frequency test (seeded, so deterministic)
