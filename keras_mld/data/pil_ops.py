@@ -14,13 +14,13 @@ what Pillow returns for the same image and parameters:
   in 16-bit fixed point (``(19595 R + 38470 G + 7471 B + 2**15) >> 16``); the SMOOTH filter
   of :func:`sharpness` sums the 3x3 kernel ``[1 1 1; 1 5 1; 1 1 1] / 13`` row by row in
   float32 with +0.5 rounding and keeps the one-pixel border, as ``ImagingFilter3x3``.
-- geometric (:func:`affine_nearest` for translate and rotate, :func:`shear_x` /
+- geometric (:func:`affine_nearest` for translate, :func:`affine_nearest_fixed` for
+  rotate, :func:`shear_x` /
   :func:`shear_y` bicubic): Pillow's inverse affine map evaluated at pixel centres
   (``x + 0.5``), samples outside ``[0, W) x [0, H)`` take the fill colour; nearest takes
   ``floor``, bicubic is Pillow's transform kernel (cubic convolution with ``a = -1`` in
   Pillow's own float64 Horner order, edge rows / columns clamped, result clipped and
-  truncated). Pillow's nearest path runs in 16.16 fixed point,
-  so a sample landing within 2**-16 of a pixel edge may pick the neighbour.
+  truncated). Pillow's nearest rotation runs in 16.16 fixed point, and so does ours.
 
 Hand-written because neither ``tf.image`` nor Keras' layers reproduce these conventions
 (Keras' RandAugment uses other ranges, bilinear sampling and a different grey). TensorFlow
@@ -233,16 +233,43 @@ def translate_y(image, pixels, fill=128):
     return affine_nearest(image, (1.0, 0.0, 0.0, 0.0, 1.0, pixels), fill)
 
 
+def affine_nearest_fixed(image, matrix, fill):
+    """Pillow's nearest affine transform for a general matrix (``ImagingTransformAffine``
+    on images under 32768 px): 16.16 fixed point, ``a_k -> floor(65536 a_k + 0.5)`` with
+    the pixel-centre offsets folded into the translations, source pixel ``coordinate >>
+    16``, outside pixels ``fill``."""
+    m = [tf.cast(v, tf.float64) for v in matrix]
+
+    def fix(v):
+        return tf.cast(tf.floor(v * 65536.0 + 0.5), tf.int64)
+
+    a0, a1, a3, a4 = fix(m[0]), fix(m[1]), fix(m[3]), fix(m[4])
+    a2 = fix(m[2] + m[0] * 0.5 + m[1] * 0.5)
+    a5 = fix(m[5] + m[3] * 0.5 + m[4] * 0.5)
+    shape = tf.shape(image)
+    ys = tf.range(tf.cast(shape[0], tf.int64))[:, None]
+    xs = tf.range(tf.cast(shape[1], tf.int64))[None, :]
+    xi = tf.math.floordiv(a2 + ys * a1 + xs * a0, 65536)
+    yi = tf.math.floordiv(a5 + ys * a4 + xs * a3, 65536)
+    h, w = tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    index = tf.clip_by_value(yi, 0, h - 1) * w + tf.clip_by_value(xi, 0, w - 1)
+    sampled = tf.gather(tf.reshape(image, [-1, 3]), index)
+    return tf.where(inside[..., None], sampled, tf.cast(fill, tf.uint8))
+
+
 def rotate(image, degrees, fill=128):
     """``image.rotate(degrees)`` (counter-clockwise about the centre, nearest), outside
-    pixels ``fill`` (the package composites the RGBA rotation over grey 128)."""
+    pixels ``fill`` (the package composites the RGBA rotation over grey 128). Pillow's
+    matrix (cos / sin rounded to 15 decimals) through :func:`affine_nearest_fixed`."""
     angle = -tf.cast(degrees, tf.float64) * (math.pi / 180.0)
-    cos, sin = tf.cos(angle), tf.sin(angle)
+    cos = tf.round(tf.cos(angle) * 1e15) / 1e15
+    sin = tf.round(tf.sin(angle) * 1e15) / 1e15
     shape = tf.shape(image)
     cx, cy = tf.cast(shape[1], tf.float64) / 2.0, tf.cast(shape[0], tf.float64) / 2.0
     tx = cos * -cx + sin * -cy + cx
     ty = -sin * -cx + cos * -cy + cy
-    return affine_nearest(image, (cos, sin, tx, -sin, cos, ty), fill)
+    return affine_nearest_fixed(image, (cos, sin, tx, -sin, cos, ty), fill)
 
 
 def fill_box(image, x0, y0, x1, y1, colour):

@@ -54,11 +54,6 @@ def _ours_op(op, magnitude, sign, centre):
     return rp.apply_op(image, tf.constant(op), magnitude, sign, centre).numpy()
 
 
-def _close(got, want, name):
-    diff = np.abs(got.astype(int) - want.astype(int))
-    assert np.mean(np.any(diff > 1, axis=-1)) <= 0.01, name
-
-
 @pytest.mark.parametrize("op", range(len(rp.OPS)))
 def test_each_dispatched_op_is_the_packages(op):
     name = rp.OPS[op]
@@ -68,10 +63,7 @@ def test_each_dispatched_op_is_the_packages(op):
             want = np.asarray(package.SubPolicy(0.5, name, magnitude, 0.5, "Invert", 1)(PHOTO))
         centre = ((cx + 0.5) / PHOTO.size[0], (cy + 0.5) / PHOTO.size[1])
         got = _ours_op(op, magnitude, float(sign), centre)
-        if name == "Rotate":
-            _close(got, want, name)
-        else:
-            np.testing.assert_array_equal(got, want, err_msg=f"{name} m={magnitude}")
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} m={magnitude}")
 
 
 def _draws(n, seed=7):
@@ -116,7 +108,7 @@ _SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Color", "Contrast", 
            "Brightness"}
 
 
-@pytest.mark.parametrize("seed", [0, 3, 11, 12])
+@pytest.mark.parametrize("seed", [0, 3, 11, 12, 18, 39, 99])
 def test_whole_policy_replays_through_the_package(seed):
     seed = tf.constant([seed, 99], tf.int64)
     d = {k: v.numpy() for k, v in rp.sample_policy(seed).items()}
@@ -133,7 +125,7 @@ def test_whole_policy_replays_through_the_package(seed):
     name1, name2 = names
     with _Pinned(uniforms=uniforms, signs=used_signs, ints=used_ints):
         want = np.asarray(package.SubPolicy(0.5, name1, m1, 0.5, name2, m2)(PHOTO))
-    _close(ours, want, f"{name1} {m1} / {name2} {m2} {d['apply']}")
+    np.testing.assert_array_equal(ours, want, err_msg=f"{name1} {m1} / {name2} {m2}")
     np.testing.assert_array_equal(ours, rp.randaugment(np.asarray(PHOTO), seed).numpy())
 
 
