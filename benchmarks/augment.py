@@ -66,8 +66,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already running (called from another program)
+        print("note: TensorFlow was already initialised; its thread pools are not pinned "
+              "to one thread, the numbers are not per core")
     jpegs = _jpegs(args.images)
     names = args.pipelines.split(",")
     datasets = {name: _dataset(jpegs, args.size, name) for name in names}

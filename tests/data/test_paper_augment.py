@@ -102,3 +102,17 @@ def test_make_dataset_runs_the_recipes_pipeline(tmp_path):
     np.testing.assert_array_equal(
         apply(image, seed).numpy(),
         pa.mldecoder(tf.cast(np.round(image), tf.uint8), seed).numpy().astype(np.float32))
+
+
+def test_augment_benchmark_tiny_run(capsys):
+    """benchmarks/augment.py runs and prints one row per pipeline (no timing asserted)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "augment.py")
+    spec = importlib.util.spec_from_file_location("augment_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--size", "24", "--images", "4", "--reps", "1",
+                 "--pipelines", "mldecoder,none"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["mldecoder", "none"]
