@@ -123,7 +123,18 @@ def apply_op(image, op, magnitude, sign=1.0, centre=(0.5, 0.5)):
 def randaugment(image, seed):
     """The package's ``RandAugment()`` on one uint8 image, drawn from ``seed`` (int64
     ``[2]``): two sub-operations from :func:`sample_policy`, each applied with probability
-    0.5."""
+    0.5.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from keras_mld.data.randaugment_policy import apply_op, randaugment
+        >>> image = tf.fill([4, 6, 3], tf.constant(100, tf.uint8))
+        >>> int(apply_op(image, 0, 5)[0, 0, 0])       # Invert: 255 - 100
+        155
+        >>> out = randaugment(image, tf.constant([0, 1], tf.int64))
+        >>> out.shape, out.dtype.name                   # same size, uint8
+        (TensorShape([4, 6, 3]), 'uint8')
+    """
     image = tf.convert_to_tensor(image, tf.uint8)
     draws = sample_policy(seed)
 
