@@ -1,4 +1,9 @@
-"""Seeded, stateless image augmentation for tf.data with Keras 3 core preprocessing layers.
+"""Seeded, stateless image augmentation for tf.data.
+
+The papers' pipelines (``"mldecoder"``, ``"aam"``, ``"query2label"``, ``"ctran"``: the
+``randaugment`` package's policy and ML-Decoder's CutoutPIL op for op, in each paper's
+order) live in :mod:`keras_mld.data.paper_augment`; the zoo recipes name theirs. The
+earlier pipelines, built from Keras 3 core preprocessing layers, stay available by name:
 
 ``"light"``: ``keras.layers.RandomFlip("horizontal")``.
 ``"randaugment"`` (Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5: RandAugment,
@@ -16,7 +21,9 @@ the thread order of a parallel ``map``. Runs in TensorFlow whatever ``KERAS_BACK
 import keras
 import tensorflow as tf
 
-AUGMENTS = (None, "light", "randaugment")
+from keras_mld.data.paper_augment import PIPELINES
+
+AUGMENTS = (None, "light", "randaugment") + tuple(PIPELINES)
 
 
 class _ElementSeeds(keras.random.SeedGenerator):
@@ -118,7 +125,9 @@ _AUGMENTERS = {}  # (augment, image_size) -> tf.function, traced once per proces
 def make_augmenter(augment, image_size):
     """A ``tf.function`` ``(image float32 [H, W, 3] in [0, 255], seed int64 [2]) -> image``.
 
-    ``augment``: ``"light"`` or ``"randaugment"``; ``image_size``: ``(H, W)``. Functions are
+    ``augment``: ``"light"``, ``"randaugment"`` or a paper's pipeline (``"mldecoder"``,
+    ``"aam"``, ``"query2label"``, ``"ctran"``: rounded to uint8, augmented as the paper's
+    PIL code does, returned as float32); ``image_size``: ``(H, W)``. Functions are
     shared by all pipelines of the same kind: the RandAugment graph is big and tracing it
     costs seconds, so it is traced once per process and reused.
     """
@@ -128,6 +137,18 @@ def make_augmenter(augment, image_size):
     key = (augment, tuple(int(v) for v in image_size))
     if key in _AUGMENTERS:
         return _AUGMENTERS[key]
+    if augment in PIPELINES:
+        pipeline = PIPELINES[augment]
+
+        @tf.function(autograph=False)
+        def apply(image, seed):
+            pixels = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+            x = tf.cast(pipeline(pixels, seed), tf.float32)
+            x.set_shape(list(key[1]) + [3])
+            return x
+
+        _AUGMENTERS[key] = apply
+        return apply
     layers = _augmentation_layers(augment)
 
     @tf.function(autograph=False)

@@ -288,9 +288,13 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
         batch_size: int >= 1.
         training: enables augmentation (if ``augment``) and the training defaults of
             ``shuffle`` and ``drop_remainder``.
-        augment: None, ``"light"`` (random horizontal flip) or ``"randaugment"`` (flip,
-            ``keras.layers.RandAugment``, Cutout-like ``keras.layers.RandomErasing``; see
-            :mod:`keras_mld.data.augment`); only applied when ``training``.
+        augment: None, a paper's pipeline as its released code runs it (``"mldecoder"``:
+            CutoutPIL then the ``randaugment`` package's RandAugment; ``"aam"``:
+            RandAugment, Cutout p 0.5, flip; ``"query2label"``; ``"ctran"``; see
+            :mod:`keras_mld.data.paper_augment`), ``"light"`` (random horizontal flip) or
+            ``"randaugment"`` (flip, ``keras.layers.RandAugment``, Cutout-like
+            ``keras.layers.RandomErasing``; see :mod:`keras_mld.data.augment`); only
+            applied when ``training``. A zoo recipe names its paper's.
         seed: int for reproducible shuffling and augmentation, or None.
         shuffle: defaults to ``training``; reshuffled every epoch.
         cache: False, True (decoded, resized images kept in memory) or a file prefix for
