@@ -1,5 +1,5 @@
 """The Hugging Face Hub through its own client, ``huggingface_hub`` (``pip install
-keras-mld[hub]``): its cache (``HF_HOME`` / ``HF_HUB_CACHE``), resumed downloads, progress
+keras-mld[hf]``): its cache (``HF_HOME`` / ``HF_HUB_CACHE``), resumed downloads, progress
 bars, ``HF_ENDPOINT`` and offline mode (``HF_HUB_OFFLINE=1``) all come from it.
 
 ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE`` are read at each call (not only when
@@ -19,7 +19,7 @@ def require_hub():
         import huggingface_hub
     except ImportError:
         raise ValueError("hf://: the Hugging Face Hub needs the huggingface_hub package "
-                         "(pip install 'keras-mld[hub]')") from None
+                         "(pip install 'keras-mld[hf]')") from None
     return huggingface_hub
 
 
@@ -64,7 +64,8 @@ def hub_download(repo_id, filename):
         raise ValueError(f"{where}: not in the Hub cache, and the Hub did not serve it"
                          f"{cause}: offline (HF_HUB_OFFLINE=1), no network, or the host "
                          "refused; download it once online (check HF_ENDPOINT)") from None
-    except (errors.EntryNotFoundError, errors.RemoteEntryNotFoundError):
+    except (errors.EntryNotFoundError,
+            getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)):
         raise ValueError(f"{where}: the repository has no such file") from None
     except errors.HfHubHTTPError as err:
         raise ValueError(f"{where}: the Hub answered an error ({err}); try again, or check "
