@@ -40,7 +40,13 @@ TIMM_TAGS = {
 
 
 def weight_tags(backbone):
-    """The timm tags ``build(backbone, weights=tag)`` accepts (sorted; empty for none)."""
+    """The timm tags ``build(backbone, weights=tag)`` accepts (sorted; empty for none).
+
+    Examples:
+        >>> from keras_mld.models.tresnet.pretrained import weight_tags
+        >>> weight_tags("tresnet_l"), weight_tags("tresnet_xl")
+        (('miil_in21k', 'miil_in21k_ft_in1k'), ())
+    """
     return tuple(sorted(TIMM_TAGS.get(TIMM_MODELS.get(backbone), {})))
 
 
