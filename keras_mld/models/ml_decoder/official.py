@@ -44,6 +44,8 @@ OFFICIAL_CHECKPOINTS = {
         "tresnet_l_stanford_card_96.41.pth", 384, "official ML-Decoder, TResNet-L, "
         "Stanford Cars 384 (96.41% top-1; single-label)"),
 }
+# trained for single-label classification (softmax scores)
+SINGLE_LABEL = ("mldecoder_tresnet_l_stanford_cars_384",)
 # name -> SHA-256 of the official file, where known (none are: the host refuses since 2026-05)
 OFFICIAL_SHA256 = {}
 
@@ -84,10 +86,13 @@ def load_official(name, **kwargs):
         raise _what_to_do(name, filename, side, url, err.why) from None
     try:
         model, _ = convert_ml_decoder_checkpoint(download, image_size=side, name=name)
-    except ValueError as err:
-        os.remove(download)  # damaged or not the official file: never kept
+    except Exception as err:  # the reader's contract is ValueError; a damaged file may raise
+        os.remove(download)   # another (EOFError, zipfile's): reported alike, never kept
         raise _what_to_do(name, filename, side, url, f"the downloaded file is damaged or not "
                           f"the official checkpoint ({err}); it was removed") from None
+    if name in SINGLE_LABEL:
+        model = ImageClassifier(model.backbone, model.head, model.preprocessor,
+                                class_names=model.class_names, task="singlelabel", name=name)
     model.save_to_preset(folder, overwrite=True)
     os.remove(download)
     return model

@@ -15,9 +15,14 @@ from keras_mld.models.tresnet.tresnet import tresnet_variant
 from keras_mld.registry import PresetSpec, register_preset
 
 
-def timm_classifier(name, input_shape=None):
+def timm_classifier(name, input_shape=None, **kwargs):
     """The classifier of ``hf://timm/<name>`` (e.g. ``"tresnet_m.miil_in21k"``); downloads
-    through ``huggingface_hub``. ``input_shape`` defaults to the tag's ``(side, side, 3)``."""
+    through ``huggingface_hub``. ``input_shape`` defaults to the tag's ``(side, side, 3)``;
+    nothing else can be changed (take ``model.backbone`` for another head)."""
+    if kwargs:
+        raise ValueError(f"from_preset: hf://timm/{name} takes only input_shape, got "
+                         f"{sorted(kwargs)}; for another head build it with "
+                         f"keras_mld.build(backbone, head=..., weights=<tag>)")
     model, tag = split_timm_name(name)
     num_classes, side = TIMM_TAGS[model][tag]
     variant = next(v for v, m in TIMM_MODELS.items() if m == model)

@@ -123,3 +123,14 @@ def test_hash_or_keys_that_do_not_match_leave_nothing(zoo, monkeypatch, tmp_path
     with pytest.raises(ValueError, match=r"(?s)not the official checkpoint.*missing"):
         keras_mld.ImageClassifier.from_preset(NAME)
     assert _cache_files(zoo.cache) == []
+
+
+def test_single_label_checkpoint_gets_softmax_scores(zoo, monkeypatch):
+    name = "mldecoder_tresnet_l_stanford_cars_384"
+    monkeypatch.setitem(official.OFFICIAL_CHECKPOINTS, name, (FILE, 64, "tiny stand-in"))
+    model = keras_mld.ImageClassifier.from_preset(name)
+    assert model.task == "singlelabel"
+    logits = np.asarray(zoo.data["logits"], "float64")
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    np.testing.assert_allclose(model.predict_scores(zoo.data["pixels"]), softmax, atol=1e-4)
