@@ -6,6 +6,8 @@ Public API::
     model = keras_mld.build("efficientnetv2_s", head="mldecoder")  # an ImageClassifier
     keras_mld.list_models(), keras_mld.list_presets()
     keras_mld.ImageClassifier.from_preset("mldecoder_coco")
+    keras_mld.build("tresnet_m", weights="miil_in21k")  # timm's weights, via the Hub
+    keras_mld.ImageClassifier.from_preset("hf://owner/repo"), keras_mld.upload_preset(...)
     keras_mld.layers.MLDecoder, keras_mld.losses.AsymmetricLoss, keras_mld.metrics...
 
 ``import keras_mld`` itself is cheap: it imports neither Keras nor TensorFlow (so that
