@@ -6,6 +6,8 @@ Public API::
     model = keras_mld.build("efficientnetv2_s", head="mldecoder")  # an ImageClassifier
     keras_mld.list_models(), keras_mld.list_presets()
     keras_mld.ImageClassifier.from_preset("mldecoder_coco")
+    keras_mld.build("tresnet_m", weights="miil_in21k")  # timm's weights, via the Hub
+    keras_mld.ImageClassifier.from_preset("hf://owner/repo"), keras_mld.upload_preset(...)
     keras_mld.layers.MLDecoder, keras_mld.losses.AsymmetricLoss, keras_mld.metrics...
 
 ``import keras_mld`` itself is cheap: it imports neither Keras nor TensorFlow (so that
@@ -36,7 +38,8 @@ _ATTRIBUTES = {
     "build": "keras_mld.models.builder", "list_models": "keras_mld.models.builder",
     "ImageClassifier": "keras_mld.models.image_classifier",
     "ImageClassifierPreprocessor": "keras_mld.models.preprocessor",
-    "list_presets": "keras_mld.models.presets", "register_head": "keras_mld.registry",
+    "list_presets": "keras_mld.models.presets", "upload_preset": "keras_mld.models.presets",
+    "register_head": "keras_mld.registry",
 }
 # sub-packages and modules reachable as keras_mld.<name> ("tresnet": the TResNet folder)
 _MODULES = {name: f"keras_mld.{name}" for name in (
@@ -74,6 +77,7 @@ def __dir__():
     return sorted(set(globals()) | set(_ATTRIBUTES) | set(_MODULES))
 
 
-__all__ = ["build", "list_models", "list_presets", "register_head", "ImageClassifier",
+__all__ = ["build", "list_models", "list_presets", "upload_preset", "register_head",
+           "ImageClassifier",
            "ImageClassifierPreprocessor", "layers", "losses", "metrics",
            "data", "training", "export", "zsl", "convert", "__version__"]

@@ -25,8 +25,12 @@ from keras_mld.validation import check_int
 
 
 def list_models():
-    """``{"backbones": [...], "heads": [...]}``: the names :func:`build` accepts."""
-    return {"backbones": list_backbones(), "heads": list_heads()}
+    """``{"backbones": [...], "heads": [...], "weights": {backbone: [...]}}``: the names
+    :func:`build` accepts; ``weights`` lists each backbone's named weights (``"imagenet"``
+    for the Keras applications, timm's tags such as ``"miil_in21k"`` for the TResNets)."""
+    return {"backbones": list_backbones(), "heads": list_heads(),
+            "weights": {name: list(get_backbone(name).weights) for name in list_backbones()
+                        if get_backbone(name).weights}}
 
 
 def create_backbone(name, input_shape=(224, 224, 3), weights=None):
@@ -36,8 +40,10 @@ def create_backbone(name, input_shape=(224, 224, 3), weights=None):
         name: a name from ``list_models()["backbones"]``.
         input_shape: ``(H, W, 3)``; H and W at least the backbone's ``min_size``.
         weights: ``None`` (random init, offline), one of the backbone's named weights
-            (``"imagenet"`` for the Keras applications: downloaded) or a path to a weights
-            file (``.weights.h5``) of the same architecture.
+            (``list_models()["weights"]``: ``"imagenet"`` for the Keras applications,
+            downloaded by Keras; timm's tags for the TResNets, e.g. ``"miil_in21k"``,
+            downloaded from the Hugging Face Hub, converted and cached) or a path to a
+            weights file (``.weights.h5``) of the same architecture.
     """
     spec = get_backbone(name)
     h, w = input_shape[0], input_shape[1]
@@ -91,7 +97,9 @@ def build(backbone, head="mldecoder", num_classes=None, input_shape=(224, 224, 3
         input_shape: ``(H, W, 3)`` the backbone takes (images of any size are resized to
             it); H and W may be ``None`` for a backbone instance (no resizing then).
         weights: for a named backbone: ``None``, one of its named weights (``"imagenet"``
-            for the Keras applications) or a weights-file path (:func:`create_backbone`).
+            for the Keras applications, ``"miil_in21k"`` and timm's other tags for the
+            TResNets: ``list_models()["weights"]``) or a weights-file path
+            (:func:`create_backbone`).
         task: ``"multilabel"`` (sigmoid scores) or ``"singlelabel"`` (softmax scores).
         normalization: how RGB [0,255] is mapped for the backbone (an
             :class:`~keras_mld.layers.ImageNormalization` mode). Default: the named

@@ -9,6 +9,10 @@ A preset is either
   asks for them (downloaded by Keras; pass ``weights=None`` offline). Keyword arguments go to
   :func:`keras_mld.build` and override the recipe (``class_names=...`` for a dataset other
   than MS-COCO); or
+- ``"hf://owner/repo"``: such a folder published on the Hugging Face Hub (by
+  :func:`upload_preset`), downloaded through ``huggingface_hub`` (its cache, ``HF_ENDPOINT``,
+  ``HF_HUB_OFFLINE``); ``"hf://timm/<model>.<tag>"`` for timm's TResNets is a registered
+  name (:mod:`keras_mld.models.tresnet.presets`); or
 - a **folder** written by :meth:`ImageClassifier.save_to_preset`:
 
   - ``config.json``: the model's Keras config (class names, thresholds and task included),
@@ -26,8 +30,9 @@ import os
 
 import keras
 
-from keras_mld.registry import get_preset, list_presets as _registered_presets
 from keras_mld.atomic import atomic_path
+from keras_mld.checkpoints.hub import HF_SCHEME, hub_download, hub_upload_folder, parse_hf_uri
+from keras_mld.registry import get_preset, list_presets as _registered_presets
 from keras_mld.version import __version__
 
 PRESET_FORMAT = "keras_mld.preset/1"
@@ -60,11 +65,35 @@ def load_preset(cls, preset, **kwargs):
     if not isinstance(preset, str):
         raise _unknown(preset, "not a name or a folder")
     spec = get_preset(preset)
+    if spec is None and preset.startswith(HF_SCHEME):
+        if kwargs:
+            raise ValueError(f"from_preset: a preset on the Hub takes no build arguments, got "
+                             f"{sorted(kwargs)}")
+        return _load_folder(cls, _download_preset(preset))
     if spec is None:
         if os.sep in preset or os.path.exists(preset):
             raise _unknown(preset, f"no preset folder at {preset!r}")
         raise _unknown(preset, f"unknown preset name {preset!r}")
     return spec.load(**kwargs)
+
+
+def _download_preset(uri):
+    """The local folder (in the Hub cache) of the keras-mld preset at ``hf://owner/repo``."""
+    repo_id = parse_hf_uri(uri)
+    try:
+        paths = [hub_download(repo_id, name) for name in PRESET_FILES]
+    except ValueError as err:
+        if repo_id.startswith("timm/"):
+            raise ValueError(f"{err}. From timm, keras-mld reads the TResNets only: "
+                             f"{[n for n in list_presets() if n.startswith('hf://timm/')]}") \
+                from None
+        raise ValueError(f"{err}. A keras-mld preset on the Hub holds {list(PRESET_FILES)} "
+                         "(published with keras_mld.upload_preset)") from None
+    folders = {os.path.dirname(p) for p in paths}
+    if len(folders) != 1:
+        raise ValueError(f"{uri}: the preset files came from different revisions {folders}; "
+                         "try again")
+    return folders.pop()
 
 
 def _read_json(path):
@@ -130,3 +159,31 @@ def save_preset(model, preset_dir, recipe=None, validation=None, overwrite=False
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
             json.dump(_jsonable(meta), f, indent=1, ensure_ascii=False)
     return final
+
+
+def upload_preset(preset, uri, private=None, commit_message=None):
+    """Publishes a preset folder (written by :meth:`ImageClassifier.save_to_preset`) to the
+    Hugging Face Hub as ``hf://owner/repo``, as ``keras_hub.upload_preset`` does; anyone can
+    then load it with ``ImageClassifier.from_preset("hf://owner/repo")``.
+
+    The folder is checked first (exactly the preset's files, its metadata's format); the
+    repository is
+    created if needed (``private`` as given) and the files are uploaded in one commit
+    (log in with ``hf auth login`` or ``HF_TOKEN``). Returns the commit's URL.
+    """
+    repo_id = parse_hf_uri(uri)
+    if not isinstance(preset, (str, os.PathLike)) or not os.path.isdir(preset):
+        raise ValueError(f"upload_preset: preset must be a preset folder, got {preset!r}")
+    folder = os.fspath(preset)
+    meta = _read_json(os.path.join(folder, METADATA_FILE))
+    if not isinstance(meta, dict) or meta.get("format") != PRESET_FORMAT:
+        raise _unknown(folder, f"{METADATA_FILE} does not hold a {PRESET_FORMAT!r} mapping")
+    for name in PRESET_FILES:
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise _unknown(folder, f"{os.path.join(folder, name)} is missing")
+    extra = sorted(set(os.listdir(folder)) - set(PRESET_FILES))
+    if extra:
+        raise ValueError(f"upload_preset: {folder} holds files besides the preset's "
+                         f"{list(PRESET_FILES)}: {extra}; upload a folder written by "
+                         "save_to_preset")
+    return hub_upload_folder(folder, repo_id, private=private, commit_message=commit_message)

@@ -338,9 +338,15 @@ def test_unknown_preset_name_lists_the_known_ones():
 def test_builtin_presets_are_the_recipes():
     from keras_mld import recipes
 
+    from keras_mld.models.ml_decoder.official import OFFICIAL_CHECKPOINTS
+    from keras_mld.models.tresnet.pretrained import timm_models
+
     names = keras_mld.list_presets()
     assert "mldecoder_coco" in names and "aam_voc" in names and "demo" not in names
-    assert set(names) <= set(recipes.list_recipes())
+    # besides the recipes: the official ML-Decoder checkpoints and timm's TResNets on the Hub
+    published = set(OFFICIAL_CHECKPOINTS) | {"hf://timm/" + n for n in timm_models()}
+    assert set(names) - published <= set(recipes.list_recipes())
+    assert published <= set(names)
     model = keras_mld.ImageClassifier.from_preset("mldecoder_coco", backbone=tiny_backbone(),
                                                   weights=None, input_shape=(32, 32, 3))
     recipe = recipes.load_recipe("mldecoder_coco")["model"]
