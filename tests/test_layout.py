@@ -48,15 +48,14 @@ def _imports(module):
 
 def _graph():
     """``{module: {modules it imports}}`` inside keras_mld. ``from pkg import sub`` is an
-    edge to ``pkg.sub`` when ``sub`` is a module, else to ``pkg`` (its ``__init__``)."""
+    edge to ``pkg`` (its ``__init__``) and, when ``sub`` is a module, to ``pkg.sub``."""
     graph = {m: set() for m in MODULES}
     for module in MODULES:
         for name, taken, _ in _imports(module):
             if name != "keras_mld" and not name.startswith("keras_mld."):
                 continue
-            targets = [f"{name}.{t}" for t in taken if f"{name}.{t}" in MODULES]
-            if len(targets) < len(taken) or not taken:
-                targets.append(name)
+            # ``from pkg import sub`` runs ``pkg/__init__`` too: an edge to both
+            targets = [name] + [f"{name}.{t}" for t in taken if f"{name}.{t}" in MODULES]
             for target in filter(None, map(_resolve, targets)):
                 if target not in (module, "keras_mld"):
                     graph[module].add(target)

@@ -24,7 +24,7 @@ stateless ops on an int64 ``[2]`` seed (``stateless_fold_in`` per draw). Images 
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.data import pil_ops
+import keras_mld.data.pil_ops as pil_ops
 from keras_mld.validation import check_number
 
 OPS = ("Invert", "Cutout", "Sharpness", "AutoContrast", "Posterize", "ShearX", "TranslateX",
