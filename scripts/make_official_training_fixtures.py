@@ -34,7 +34,7 @@ conv3x3(stride 2, padding 1, no bias)-BatchNorm-ReLU blocks (3 -> 8 -> 16 channe
 official ``MLDecoder(num_classes=10, num_of_groups=4, decoder_embedding=16,
 initial_num_features=16)`` (8 heads, feed-forward 2048, group decoding g = 3), input 32x32.
 
-Stored: ``init/<state key>`` (the initial state), ``first/<key>`` (after the first epoch),
+Stored: ``init/<state key>`` (the initial state), ``first/<key>`` and ``first_ema/<key>`` (after the first epoch),
 ``final/<key>`` and ``ema/<key>`` (after
 the last step), ``x`` [S, B, H, W, 3] NHWC and ``y`` [S, B, N] (the fixed batches),
 ``loss`` [steps] and ``lr`` [steps], and a JSON ``config``.
@@ -133,6 +133,8 @@ def main():
     def validate_multi(val_loader, m, ema):
         if "first" not in states:
             states["first"] = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+            states["first_ema"] = {k: v.detach().numpy().copy()
+                                   for k, v in ema.module.state_dict().items()}
         states["final"] = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
         states["ema"] = {k: v.detach().numpy().copy()
                          for k, v in ema.module.state_dict().items()}
@@ -162,7 +164,7 @@ def main():
     arrays = {"config": json.dumps(config), "x": x, "y": y, "loss": np.array(losses),
               "lr": np.array(lrs)}
     arrays.update({f"init/{k}": v for k, v in init.items()})
-    for kind in ("first", "final", "ema"):
+    for kind in ("first", "first_ema", "final", "ema"):
         arrays.update({f"{kind}/{k}": v.astype(np.float32) for k, v in states[kind].items()
                        if v.dtype.kind == "f"})
     path = os.path.join(args.out, "train_mldecoder_coco.npz")

@@ -16,6 +16,9 @@ The two differ in what they average and when they start::
 With ``d = 0.9997`` the first difference alone weighs ``0.9997^t``: 83 % of the average
 after 640 steps. Integer variables (counters, seed-generator states) are not averaged.
 
+On JAX the callback makes the trainer write its state back into the variables after
+every step (``jax_state_sync``), which Keras otherwise does once per epoch.
+
 Use it as a Keras callback (``on_train_batch_end`` runs after the optimizer step, as the
 official ``ema.update(model)`` does after ``optimizer.step()``); :meth:`swapped` puts the
 averages into the model (e.g. to evaluate it) and restores the raw values bit-exactly.
@@ -80,6 +83,9 @@ class ModelStateEMA(keras.callbacks.Callback):
                                         name=f"ema_{v.name}") for v in self.variables]
 
     def on_train_batch_end(self, batch, logs=None):
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:  # JAX: the trainer holds the state until asked for it
+            sync()
         d = self.decay
         for a, v in zip(self.averages, self.variables):
             a.assign(d * a.value + (1.0 - d) * v.value)

@@ -28,6 +28,7 @@
 Returns the ``keras.callbacks.History`` of this call (after a resume: the remaining
 epochs only; ``log.csv`` has them all).
 """
+import contextlib
 import importlib.util
 import os
 import warnings
@@ -270,12 +271,12 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     if r["monitor"].startswith(("val_ema_", "val_max_")) and not r["ema_momentum"]:
         raise ValueError(f"fit: monitor {r['monitor']!r} needs ema_momentum")
     steps = _steps_per_epoch(train_data, steps_per_epoch)
-    strategy = model.distribute_strategy
+    strategy = getattr(model, "distribute_strategy", None)  # None: JAX backend
     jit = resolve_jit_compile(r["jit_compile"])
-    if jit and strategy.num_replicas_in_sync > 1:
+    if jit and strategy is not None and strategy.num_replicas_in_sync > 1:
         warnings.warn("fit: jit_compile disabled under a multi-replica tf.distribute strategy")
         jit = False
-    with strategy.scope():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         total = r["epochs"] * steps
         optimizer = make_optimizer(r, _schedule(r, float(r["lr"]), total), total)
         excluded = configure_weight_decay(optimizer, model, exclude_1d=r["exclude_1d_from_decay"])
