@@ -11,6 +11,9 @@ vector in a ``weight_decay: 0`` group), 12 steps of fixed random gradients (draw
 so the trajectory does not depend on the loss), ``OneCycleLR(max_lr, total_steps=12,
 pct_start=0.25, cycle_momentum=True)``; stored: the initial values, the gradients, the
 parameters after every step and the scheduler's lr and momentum at every step.
+
+Also ``plateau/<case>/metrics`` and ``plateau/<case>/lr``: ``ReduceLROnPlateau`` stepped with
+a fixed sequence of validation values, and the learning rate after each step.
 """
 import argparse
 import json
@@ -58,15 +61,39 @@ def run(case):
             "lr": np.array(lrs), "momentum": np.array(moms)}
 
 
+PLATEAU = {
+    "min_rel": {"mode": "min", "factor": 0.5, "patience": 2},
+    "max_abs_cooldown": {"mode": "max", "factor": 0.1, "patience": 1, "threshold": 0.01,
+                         "threshold_mode": "abs", "cooldown": 2, "min_lr": 1e-4},
+}
+
+
+def plateau(kwargs):
+    rs = np.random.RandomState(1)
+    metrics = np.round(1.0 + 0.02 * rs.randn(30).cumsum(), 4)
+    metrics[10:14] = metrics[9] * (1 - 5e-5)  # improvements below the relative threshold
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **kwargs)
+    lrs = []
+    for m in metrics:
+        sched.step(float(m))
+        lrs.append(opt.param_groups[0]["lr"])
+    return metrics, np.array(lrs)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tests/fixtures")
     out = parser.parse_args().out
-    arrays = {"config": json.dumps({"cases": CASES, "steps": STEPS, "max_lr": MAX_LR,
+    arrays = {"config": json.dumps({"cases": CASES, "plateau": PLATEAU, "steps": STEPS,
+                                    "max_lr": MAX_LR,
                                     "pct_start": PCT, "torch": torch.__version__})}
     for name, case in CASES.items():
         for k, v in run(case).items():
             arrays[f"{name}/{k}"] = v
+    for name, kwargs in PLATEAU.items():
+        arrays[f"plateau/{name}/metrics"], arrays[f"plateau/{name}/lr"] = plateau(kwargs)
     np.savez_compressed(os.path.join(out, "torch_optimizers.npz"), **arrays)
 
 

@@ -14,6 +14,7 @@ from keras_mld.training.callbacks import (  # noqa: F401
     swapped_ema_weights)
 from keras_mld.training.fit import DEFAULT_RECIPE, fit, make_loss, make_optimizer  # noqa: F401
 from keras_mld.training.lr_finder import lr_range_test  # noqa: F401
+from keras_mld.training.plateau import TorchReduceLROnPlateau  # noqa: F401
 from keras_mld.training.sam import SAMModel, sam_gradients  # noqa: F401
 from keras_mld.training.ema import ModelStateEMA  # noqa: F401
 from keras_mld.training.schedules import OneCycle, OneCycleMomentum  # noqa: F401
@@ -22,7 +23,7 @@ from keras_mld.training.weight_decay import (  # noqa: F401
     configure_weight_decay, is_norm_layer, weight_decay_exclusions)
 
 __all__ = ["SAMModel", "sam_gradients", "OneCycle", "OneCycleMomentum", "TorchAdam",
-           "TorchSGD", "ModelStateEMA", "configure_weight_decay",
+           "TorchSGD", "ModelStateEMA", "TorchReduceLROnPlateau", "configure_weight_decay",
            "weight_decay_exclusions", "is_norm_layer", "EMAEvaluation", "EMAEarlyStopping",
            "EarlyStoppingRule", "BestModelCheckpoint", "swapped_ema_weights", "ema_variables",
            "lr_range_test", "fit", "make_loss",

@@ -40,6 +40,7 @@ from keras_mld.atomic import save_model, write_json
 from keras_mld.training.callbacks import BestModelCheckpoint, EMAEarlyStopping, EMAEvaluation
 from keras_mld.training.ema import ModelStateEMA
 from keras_mld.training.lr_finder import lr_range_test
+from keras_mld.training.plateau import TorchReduceLROnPlateau
 from keras_mld.training.sam import SAMModel
 from keras_mld.training.schedules import OneCycle, OneCycleMomentum
 from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
@@ -63,6 +64,7 @@ DEFAULT_RECIPE = {
     # PyTorch training semantics (defaults keep the Keras behaviour above)
     "epsilon": None, "beta_2": None, "cycle_momentum": False, "base_momentum": 0.85,
     "max_momentum": 0.95, "ema_mode": "optimizer", "bias_lr_factor": 1.0,
+    "reduce_lr_on_plateau": None,
 }
 
 def resolve_jit_compile(value):
@@ -259,6 +261,9 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     ``ModelEma``, weights and BatchNorm statistics; written to ``run_dir/final_ema.keras``
     and available as ``history.ema``). ``monitor: val_max_mAP`` selects the better of the
     regular and the EMA model each epoch, as the official loops do.
+    ``reduce_lr_on_plateau``: None, or the arguments of
+    :class:`~keras_mld.training.plateau.TorchReduceLROnPlateau` (PyTorch's rules; needs
+    ``schedule: constant``).
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError("fit: model must be a built keras.Model")
@@ -300,6 +305,11 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     if r["early_stopping"] and has_monitor:
         cbs.append(EMAEarlyStopping(monitor=monitor, **r["early_stopping"], ema=ema,
                                     state_path=os.path.join(state, "early_stopping.json")))
+    if r["reduce_lr_on_plateau"] is not None:
+        if r["schedule"] not in ("constant", None):
+            raise ValueError("fit: reduce_lr_on_plateau needs schedule 'constant', got "
+                             f"{r['schedule']!r}")
+        cbs.append(TorchReduceLROnPlateau(**r["reduce_lr_on_plateau"]))
     if has_monitor:
         cbs.append(BestModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
                                        model_to_save=model, ema=ema,

@@ -71,3 +71,22 @@ def test_config_round_trip_and_errors():
         TorchSGD(use_ema=True)
     with pytest.raises(ValueError, match="base_momentum"):
         OneCycleMomentum(10, base_momentum=1.5)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG["plateau"]))
+def test_reduce_lr_on_plateau_matches_torch(name):
+    from keras_mld.training.plateau import TorchReduceLROnPlateau
+
+    metrics, ref = DATA[f"plateau/{name}/metrics"], DATA[f"plateau/{name}/lr"]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(TorchSGD(0.1), loss="mse")
+    cb = TorchReduceLROnPlateau(monitor="val_m", **CONFIG["plateau"][name])
+    cb.set_model(model)
+    cb.on_train_begin()
+    got = []
+    for epoch, m in enumerate(metrics):
+        cb.on_epoch_end(epoch, {"val_m": float(m)})
+        got.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    with pytest.raises(ValueError, match="threshold_mode"):
+        TorchReduceLROnPlateau(threshold_mode="relative")
