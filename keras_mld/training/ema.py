@@ -24,9 +24,13 @@ official ``ema.update(model)`` does after ``optimizer.step()``); :meth:`swapped`
 averages into the model (e.g. to evaluate it) and restores the raw values bit-exactly.
 """
 import contextlib
+import os
+import warnings
 
 import keras
 import numpy as np
+
+from keras_mld.atomic import atomic_path
 
 __all__ = ["ModelStateEMA"]
 
@@ -43,6 +47,11 @@ class ModelStateEMA(keras.callbacks.Callback):
         decay: ``d`` in ``[0, 1)`` (official 0.9997).
         model: the model whose state is averaged; default: the trained model (its
             ``inner_model`` for a :class:`~keras_mld.training.SAMModel`).
+        state_path: optional ``.npz`` file for resuming: the averages are written there
+            (atomically) at the end of every epoch, with the epoch number, and read back
+            when training begins; at the first ``on_epoch_begin(epoch)`` they are kept only
+            if they are those of epoch ``epoch - 1`` (where ``BackupAndRestore`` resumed),
+            else the average restarts from the current weights with a warning.
 
     ``averages`` holds one ``keras.Variable`` (same dtype, on the same device: no host
     copies per step) per variable of :attr:`variables` once training has begun.
@@ -59,13 +68,15 @@ class ModelStateEMA(keras.callbacks.Callback):
         2.0
     """
 
-    def __init__(self, decay=0.9997, model=None):
+    def __init__(self, decay=0.9997, model=None, state_path=None):
         super().__init__()
         if not isinstance(decay, (int, float)) or isinstance(decay, bool) \
                 or not 0.0 <= decay < 1.0:
             raise ValueError(f"ModelStateEMA: decay must be a float in [0, 1), got {decay!r}")
         self.decay = float(decay)
         self.ema_model = model
+        self.state_path = None if state_path is None else os.fspath(state_path)
+        self._saved = None
         self.variables = None
         self.averages = None
 
@@ -79,8 +90,43 @@ class ModelStateEMA(keras.callbacks.Callback):
             return
         self.variables = _float_variables(self._target())
         # in the variable's dtype, as the official float32 state_dict average
-        self.averages = [keras.Variable(np.array(keras.ops.convert_to_numpy(v)), dtype=v.dtype, trainable=False,
-                                        name=f"ema_{v.name}") for v in self.variables]
+        self.averages = [keras.Variable(np.array(keras.ops.convert_to_numpy(v)),
+                                        dtype=v.dtype, trainable=False, name=f"ema_{v.name}")
+                         for v in self.variables]
+        self._saved = None
+        if self.state_path and os.path.exists(self.state_path):
+            try:
+                with np.load(self.state_path, allow_pickle=False) as z:
+                    self._saved = (int(z["epoch"]), [z[f"v{i}"] for i in range(len(z) - 1)])
+            except (OSError, ValueError, KeyError) as e:
+                raise ValueError(f"ModelStateEMA: {self.state_path} is not a readable EMA "
+                                 f"state ({e})") from e
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._saved is None:
+            return
+        saved_epoch, values = self._saved
+        self._saved = None
+        shapes = [tuple(v.shape) for v in self.variables]
+        if saved_epoch == epoch - 1 and [tuple(a.shape) for a in values] == shapes:
+            for a, value in zip(self.averages, values):
+                a.assign(value)
+        else:
+            warnings.warn(f"ModelStateEMA: {self.state_path} holds epoch {saved_epoch + 1}, "
+                          f"training resumes at epoch {epoch + 1}: the average restarts from "
+                          "the current weights")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.state_path:
+            return
+        arrays = {f"v{i}": keras.ops.convert_to_numpy(a) for i, a in enumerate(self.averages)}
+        with atomic_path(self.state_path, overwrite=True, caller="ModelStateEMA") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, epoch=np.int64(epoch), **arrays)
+
+    def on_train_end(self, logs=None):
+        if self.state_path and os.path.exists(self.state_path):
+            os.remove(self.state_path)  # the run finished: nothing to resume
 
     def on_train_batch_end(self, batch, logs=None):
         sync = getattr(self.model, "jax_state_sync", None)

@@ -298,7 +298,8 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     state = os.path.join(run_dir, "callback_state")
     ema = None
     if r["ema_momentum"] and r["ema_mode"] == "model_state":
-        ema = ModelStateEMA(float(r["ema_momentum"]), model=model)
+        ema = ModelStateEMA(float(r["ema_momentum"]), model=model,
+                            state_path=os.path.join(state, "ema.npz"))
     cbs = [ema] if ema is not None else []
     if r["ema_momentum"] and validation_data is not None:
         cbs.append(EMAEvaluation(validation_data, steps=validation_steps, ema=ema))
