@@ -32,6 +32,19 @@ def test_layers_losses_metrics_pass_on_jax():
     assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
 
 
+@pytest.mark.slow
+def test_official_training_first_epoch_on_jax():
+    """``mldecoder_coco`` = the official ML-Decoder loop, first epoch, on JAX (the full
+    80-step comparison runs on TensorFlow: tests/training/test_official_training.py)."""
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+           "tests/training/test_official_training.py", "-k", "first_epoch"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    tail = proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, tail
+
+
 def test_layers_and_losses_do_not_import_tensorflow():
     pytest.importorskip("jax")
     code = ("import sys, keras_mld.layers, keras_mld.losses, keras_mld.metrics, keras_mld.models; "

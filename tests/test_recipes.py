@@ -32,8 +32,13 @@ def test_aam_recipes_match_the_papers_settings(name, s, gneg, gpos, lr):
 def test_mldecoder_coco_recipe_is_the_official_one():
     r = load_recipe("mldecoder_coco")
     t = r["train"]
-    assert (t["optimizer"], t["lr"], t["weight_decay"], t["epochs"]) == ("adam", 1e-4, 1e-4, 40)
-    assert t["loss"] == {"name": "asl", "gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
+    assert (t["optimizer"], t["lr"], t["weight_decay"], t["epochs"]) == \
+        ("torch_adam", 1e-4, 1e-4, 40)  # coupled L2 (torch.optim.Adam)
+    assert t["loss"] == {"name": "asl", "gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05,
+                         "stop_focal_gradient": True, "reduction": "sum"}
+    assert (t["ema_mode"], t["cycle_momentum"], t["epsilon"], t["early_stopping"],
+            t["monitor"]) == ("model_state", True, 1e-8, None, "val_max_mAP")
+    # step by step against the official loop: tests/training/test_official_training.py
     assert r["data"]["batch_size"] == 56 and r["model"]["input_size"] == 448
 
 

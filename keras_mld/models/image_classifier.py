@@ -215,8 +215,13 @@ class ImageClassifier(keras.Model):
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """``keras.Model.compile`` with the papers' defaults for every ``"auto"`` argument.
 
-        - ``optimizer``: AdamW, learning rate 1e-4, decoupled weight decay 1e-4, biases,
-          normalisation and other 1-D variables excluded (ML-Decoder's MS-COCO recipe);
+        - ``optimizer``: the official ML-Decoder optimizer (``train.py``: ``torch.optim.Adam``
+          over ``add_weight_decay`` groups):
+          :class:`~keras_mld.training.torch_optimizers.TorchAdam`, learning rate 1e-4,
+          coupled L2 weight decay 1e-4 (added to the gradient), epsilon 1e-8; biases,
+          normalisation and other 1-D variables get no decay. (The official run also
+          cycles the learning rate and beta1 with OneCycle: ``keras_mld.training.fit``
+          with the ``mldecoder_coco`` recipe does that.)
         - ``loss``: multi-label: :class:`~keras_mld.losses.AsymmetricLoss` with
           ``gamma_neg=4, gamma_pos=0, clip=0.05`` (Ridnik et al. 2021, ASL, eq. 6 and
           section 4); single-label: softmax cross-entropy on integer class ids;
@@ -230,8 +235,9 @@ class ImageClassifier(keras.Model):
         if isinstance(optimizer, str) and optimizer == "auto":
             from keras_mld.training.weight_decay import configure_weight_decay
 
-            optimizer = keras.optimizers.AdamW(learning_rate=DEFAULT_LR,
-                                               weight_decay=DEFAULT_WEIGHT_DECAY)
+            from keras_mld.training.torch_optimizers import TorchAdam
+
+            optimizer = TorchAdam(learning_rate=DEFAULT_LR, weight_decay=DEFAULT_WEIGHT_DECAY)
             configure_weight_decay(optimizer, self)
         if isinstance(loss, str) and loss == "auto":
             if self.task == "multilabel":
@@ -256,12 +262,14 @@ class ImageClassifier(keras.Model):
         """Re-compiles a loaded model as saved (Keras skips this for a custom ``compile``).
 
         Keras does not save ``exclude_from_weight_decay`` lists; the default exclusions
-        are applied again when the saved optimizer is AdamW."""
+        are applied again when the saved optimizer decays weights (AdamW, TorchAdam,
+        TorchSGD)."""
         _register_compile_objects()
         config = keras.saving.deserialize_keras_object(config)
         optimizer = config.get("optimizer")
         self.compile(**config)
-        if isinstance(optimizer, keras.optimizers.AdamW) and not optimizer.built:
+        decays = isinstance(optimizer, keras.optimizers.AdamW) or getattr(optimizer, "l2", 0)
+        if decays and not optimizer.built:
             from keras_mld.training.weight_decay import configure_weight_decay
 
             configure_weight_decay(optimizer, self)
@@ -374,6 +382,7 @@ def _register_compile_objects():
     TensorFlow, the OneCycle schedule), registering them with Keras' serialization."""
     import keras_mld.losses  # noqa: F401
     import keras_mld.metrics  # noqa: F401
+    import keras_mld.training.torch_optimizers  # noqa: F401
 
     if keras.backend.backend() == "tensorflow":
         import keras_mld.training.schedules  # noqa: F401

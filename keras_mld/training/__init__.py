@@ -1,7 +1,10 @@
 """Training strategy of Prokofiev & Sovrasov (arXiv:2209.06585) section 3.5 and
 ML-Decoder (Ridnik et al., arXiv:2111.12933) appendix C (TensorFlow backend).
 
-SAM (:class:`SAMModel`), OneCycle (:class:`OneCycle`), weight decay without biases and
+SAM (:class:`SAMModel`), OneCycle (:class:`OneCycle`, :class:`OneCycleMomentum`), Adam and
+SGD with PyTorch's update rules (:class:`TorchAdam`, :class:`TorchSGD`: coupled L2 or
+decoupled decay, per-variable learning-rate factors), an EMA of the whole model state
+(:class:`ModelStateEMA`), weight decay without biases and
 normalisation variables (:func:`configure_weight_decay`), EMA evaluation and the papers'
 early stopping (:mod:`keras_mld.training.callbacks`), learning-rate range test
 (:func:`lr_range_test`) and the :func:`fit` recipe helper.
@@ -11,12 +14,16 @@ from keras_mld.training.callbacks import (  # noqa: F401
     swapped_ema_weights)
 from keras_mld.training.fit import DEFAULT_RECIPE, fit, make_loss, make_optimizer  # noqa: F401
 from keras_mld.training.lr_finder import lr_range_test  # noqa: F401
+from keras_mld.training.plateau import TorchReduceLROnPlateau  # noqa: F401
 from keras_mld.training.sam import SAMModel, sam_gradients  # noqa: F401
-from keras_mld.training.schedules import OneCycle  # noqa: F401
+from keras_mld.training.ema import ModelStateEMA  # noqa: F401
+from keras_mld.training.schedules import OneCycle, OneCycleMomentum  # noqa: F401
+from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD  # noqa: F401
 from keras_mld.training.weight_decay import (  # noqa: F401
     configure_weight_decay, is_norm_layer, weight_decay_exclusions)
 
-__all__ = ["SAMModel", "sam_gradients", "OneCycle", "configure_weight_decay",
+__all__ = ["SAMModel", "sam_gradients", "OneCycle", "OneCycleMomentum", "TorchAdam",
+           "TorchSGD", "ModelStateEMA", "TorchReduceLROnPlateau", "configure_weight_decay",
            "weight_decay_exclusions", "is_norm_layer", "EMAEvaluation", "EMAEarlyStopping",
            "EarlyStoppingRule", "BestModelCheckpoint", "swapped_ema_weights", "ema_variables",
            "lr_range_test", "fit", "make_loss",

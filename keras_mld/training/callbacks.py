@@ -61,6 +61,10 @@ def swapped_ema_weights(model, optimizer=None):
             v.assign(r)
 
 
+def _ema_context(model, ema):
+    return ema.swapped() if ema is not None else swapped_ema_weights(model)
+
+
 class EMAEvaluation(keras.callbacks.Callback):
     """Evaluates ``validation_data`` with the raw and with the EMA weights every epoch.
 
@@ -69,11 +73,17 @@ class EMAEvaluation(keras.callbacks.Callback):
     ``evaluate_raw=True``). Put it before callbacks that monitor these keys. The EMA
     weights come from the model's optimizer (``use_ema=True``, momentum 0.9997 as in ML-Decoder
     (Ridnik et al., arXiv:2111.12933) appendix C);
-    BatchNorm moving statistics are the raw ones (Keras keeps no EMA of them).
+    BatchNorm moving statistics are the raw ones (Keras keeps no EMA of them). With
+    ``ema`` (a :class:`~keras_mld.training.ema.ModelStateEMA`) they come from it instead:
+    weights and moving statistics. Also adds ``val_max_<metric>``: the better of the raw and
+    the EMA value (the official loops keep ``max(regular, EMA)`` mAP), and
+    ``val_max_<metric>_is_ema`` (1.0 when that is the EMA's).
     """
 
-    def __init__(self, validation_data, steps=None, evaluate_raw="auto", prefix="val_ema_"):
+    def __init__(self, validation_data, steps=None, evaluate_raw="auto", prefix="val_ema_",
+                 ema=None):
         super().__init__()
+        self.ema = ema
         if evaluate_raw not in ("auto", True, False):
             raise ValueError("EMAEvaluation: evaluate_raw must be 'auto', True or False, "
                              f"got {evaluate_raw!r}")
@@ -94,9 +104,15 @@ class EMAEvaluation(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         if self.evaluate_raw is True or (self.evaluate_raw == "auto" and "val_loss" not in logs):
             logs.update({f"val_{k}": float(v) for k, v in self._evaluate().items()})
-        with swapped_ema_weights(self.model):
+        with _ema_context(self.model, self.ema):
             ema = self._evaluate()
         logs.update({f"{self.prefix}{k}": float(v) for k, v in ema.items()})
+        for k, v in ema.items():  # model selection of the official loops: max(regular, EMA)
+            if f"val_{k}" in logs:
+                best = max if "loss" not in k else min
+                logs[f"val_max_{k}"] = float(best(logs[f"val_{k}"], v))
+                logs[f"val_max_{k}_is_ema"] = float(best(logs[f"val_{k}"], v) == v
+                                                    and v != logs[f"val_{k}"])
 
 
 def _resolve_mode(mode, monitor):
@@ -227,8 +243,9 @@ class EMAEarlyStopping(_ReplayedState):
 
     def __init__(self, monitor="val_mAP", patience=5, smoothing=0.8, min_delta=0.0,
                  mode="auto", rule="paper", restore_best_weights=False, state_path=None,
-                 verbose=0):
+                 verbose=0, ema=None):
         super().__init__(monitor, mode, state_path)
+        self.ema = ema
         self.rule = EarlyStoppingRule(patience, smoothing, min_delta, self.mode, rule)
         self.restore_best_weights = restore_best_weights
         self.verbose = verbose
@@ -252,7 +269,7 @@ class EMAEarlyStopping(_ReplayedState):
         self._record(value)
         stop, improved = self.rule.update(value)
         if improved and self.restore_best_weights:
-            ctx = swapped_ema_weights(self.model) if self.monitor.startswith("val_ema_") \
+            ctx = _ema_context(self.model, self.ema) if self.monitor.startswith("val_ema_") \
                 else contextlib.nullcontext()
             with ctx:
                 self.best_weights = self.model.get_weights()
@@ -279,16 +296,23 @@ class BestModelCheckpoint(_ReplayedState):
         model_to_save: the model to write (default: ``model.inner_model`` for a
             :class:`~keras_mld.training.SAMModel`, else the trained model).
         ema_weights: ``"auto"`` saves the EMA weights when ``monitor`` starts with
-            ``val_ema_``; True / False force it.
+            ``val_ema_``, and for ``val_max_*`` (model selection max(regular, EMA) of
+            :class:`EMAEvaluation`) whichever of the two was better; True / False force it.
+        ema: a :class:`~keras_mld.training.ema.ModelStateEMA` holding the averages
+            (default: the optimizer's ``use_ema`` averages).
         state_path: optional JSON file for resuming (see module docstring).
     """
 
     def __init__(self, filepath, monitor="val_mAP", mode="auto", model_to_save=None,
-                 ema_weights="auto", state_path=None, verbose=0):
+                 ema_weights="auto", state_path=None, verbose=0, ema=None):
         super().__init__(monitor, mode, state_path)
+        self.ema = ema
         self.filepath = os.fspath(filepath)
         self.model_to_save = model_to_save
-        self.ema_weights = monitor.startswith("val_ema_") if ema_weights == "auto" else ema_weights
+        if ema_weights == "auto":  # "is_ema": whichever EMAEvaluation found better
+            ema_weights = "is_ema" if monitor.startswith("val_max_") else \
+                monitor.startswith("val_ema_")
+        self.ema_weights = ema_weights
         self.verbose = verbose
         self.best = None
 
@@ -309,8 +333,14 @@ class BestModelCheckpoint(_ReplayedState):
         value = float(value)
         if self._better(value, self.best):
             target = self.model_to_save or getattr(self.model, "inner_model", self.model)
-            ctx = swapped_ema_weights(target, self.model.optimizer) if self.ema_weights \
-                else contextlib.nullcontext()
+            use_ema = self.ema_weights == "is_ema" and logs.get(f"{self.monitor}_is_ema")
+            use_ema = use_ema or self.ema_weights is True
+            if not use_ema:
+                ctx = contextlib.nullcontext()
+            elif self.ema is not None:
+                ctx = self.ema.swapped(target)
+            else:
+                ctx = swapped_ema_weights(target, self.model.optimizer)
             with ctx:
                 save_model(target, self.filepath)
             if self.verbose:

@@ -28,6 +28,7 @@
 Returns the ``keras.callbacks.History`` of this call (after a resume: the remaining
 epochs only; ``log.csv`` has them all).
 """
+import contextlib
 import importlib.util
 import os
 import warnings
@@ -37,9 +38,12 @@ import tensorflow as tf
 
 from keras_mld.atomic import save_model, write_json
 from keras_mld.training.callbacks import BestModelCheckpoint, EMAEarlyStopping, EMAEvaluation
+from keras_mld.training.ema import ModelStateEMA
 from keras_mld.training.lr_finder import lr_range_test
+from keras_mld.training.plateau import TorchReduceLROnPlateau
 from keras_mld.training.sam import SAMModel
-from keras_mld.training.schedules import OneCycle
+from keras_mld.training.schedules import OneCycle, OneCycleMomentum
+from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
 
 __all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "resolve_jit_compile"]
@@ -57,6 +61,10 @@ DEFAULT_RECIPE = {
     "jit_compile": "auto", "exclude_1d_from_decay": True,
     "lr_range": {"min_lr": 1e-7, "max_lr": 1.0, "num_steps": 100},
     "tensorboard": "auto",
+    # PyTorch training semantics (defaults keep the Keras behaviour above)
+    "epsilon": None, "beta_2": None, "cycle_momentum": False, "base_momentum": 0.85,
+    "max_momentum": 0.95, "ema_mode": "optimizer", "bias_lr_factor": 1.0,
+    "reduce_lr_on_plateau": None,
 }
 
 def resolve_jit_compile(value):
@@ -110,17 +118,58 @@ def _make_metrics(recipe, model):
     return out
 
 
-def make_optimizer(recipe, learning_rate):
-    """Keras optimizer of ``recipe`` (decoupled weight decay, optional EMA)."""
+_TORCH = {"torch_adam": (TorchAdam, False), "torch_adamw": (TorchAdam, True),
+          "torch_sgd": (TorchSGD, None)}
+
+
+def _momentum(recipe, default, total_steps):
+    if recipe.get("cycle_momentum"):
+        if not total_steps:
+            raise ValueError("fit: cycle_momentum needs the number of steps")
+        return OneCycleMomentum(total_steps, pct_start=recipe["pct_start"],
+                                base_momentum=recipe["base_momentum"],
+                                max_momentum=recipe["max_momentum"])
+    return default
+
+
+def _make_torch_optimizer(recipe, learning_rate, total_steps):
+    cls, decoupled = _TORCH[recipe["optimizer"]]
+    wd = float(recipe["weight_decay"] or 0.0)
+    kwargs = {"clipnorm": float(recipe["clipnorm"])} if recipe.get("clipnorm") else {}
+    if cls is TorchSGD:
+        return TorchSGD(learning_rate, momentum=_momentum(recipe, recipe.get("momentum", 0.9),
+                                                          total_steps),
+                        nesterov=recipe.get("nesterov", False), weight_decay=wd, **kwargs)
+    return TorchAdam(learning_rate, beta_1=_momentum(recipe, 0.9, total_steps),
+                     beta_2=recipe.get("beta_2") or 0.999,
+                     epsilon=1e-8 if recipe.get("epsilon") is None else recipe["epsilon"],
+                     weight_decay=wd, decoupled=decoupled, **kwargs)
+
+
+def make_optimizer(recipe, learning_rate, total_steps=None):
+    """Optimizer of ``recipe``: Keras' ``adam`` / ``adamw`` / ``sgd`` (decoupled weight
+    decay, optional Keras EMA), or PyTorch's update rules ``torch_adam`` (coupled L2, as
+    ``torch.optim.Adam(weight_decay=...)``), ``torch_adamw``, ``torch_sgd`` (coupled L2)
+    with optional OneCycle momentum cycling (``cycle_momentum``; needs ``total_steps``)."""
     name = recipe["optimizer"]
     classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
                "sgd": keras.optimizers.SGD}
+    if name in _TORCH:
+        if recipe["ema_momentum"] and recipe.get("ema_mode", "optimizer") == "optimizer":
+            raise ValueError(f"fit: optimizer {name!r} keeps no EMA; use ema_mode "
+                             "'model_state' (or ema_momentum None)")
+        return _make_torch_optimizer(recipe, learning_rate, total_steps)
     if name not in classes:
-        raise ValueError(f"fit: optimizer must be one of {sorted(classes)}, got {name!r}")
+        raise ValueError(f"fit: optimizer must be one of {sorted(classes) + sorted(_TORCH)}, "
+                         f"got {name!r}")
+    if recipe.get("cycle_momentum"):
+        raise ValueError(f"fit: cycle_momentum needs a torch_* optimizer, got {name!r}")
     kwargs = {"learning_rate": learning_rate, "weight_decay": recipe["weight_decay"] or None}
+    if name != "sgd" and recipe.get("epsilon") is not None:
+        kwargs["epsilon"] = float(recipe["epsilon"])
     if name == "sgd":
         kwargs.update(momentum=recipe.get("momentum", 0.9), nesterov=recipe.get("nesterov", False))
-    if recipe["ema_momentum"]:
+    if recipe["ema_momentum"] and recipe.get("ema_mode", "optimizer") == "optimizer":
         kwargs.update(use_ema=True, ema_momentum=float(recipe["ema_momentum"]))
     if recipe.get("clipnorm"):
         kwargs["clipnorm"] = float(recipe["clipnorm"])
@@ -201,38 +250,70 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     arguments, or None), ``jit_compile`` (True, False or ``"auto"``: see
     :func:`resolve_jit_compile`), ``exclude_1d_from_decay``, ``lr_range``,
     ``tensorboard``, and optionally ``momentum``/``nesterov`` (SGD), ``clipnorm``.
+
+    PyTorch training semantics (docs/training.md): ``optimizer`` ``torch_adam`` (coupled
+    L2, ``torch.optim.Adam(weight_decay=...)``), ``torch_adamw``, ``torch_sgd``;
+    ``epsilon`` (Adam's; None: the optimizer's default, 1e-8 for ``torch_*``), ``beta_2``;
+    ``cycle_momentum`` (OneCycleLR's beta1 / momentum cycling between ``max_momentum``
+    and ``base_momentum``); ``bias_lr_factor`` (learning-rate factor of the biases, which
+    are excluded from decay); ``ema_mode``: ``"optimizer"`` (Keras ``use_ema``) or
+    ``"model_state"`` (:class:`~keras_mld.training.ema.ModelStateEMA`: the official
+    ``ModelEma``, weights and BatchNorm statistics; written to ``run_dir/final_ema.keras``
+    and available as ``history.ema``). ``monitor: val_max_mAP`` selects the better of the
+    regular and the EMA model each epoch, as the official loops do.
+    ``reduce_lr_on_plateau``: None, or the arguments of
+    :class:`~keras_mld.training.plateau.TorchReduceLROnPlateau` (PyTorch's rules; needs
+    ``schedule: constant``).
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError("fit: model must be a built keras.Model")
     os.makedirs(run_dir, exist_ok=True)
     loss = make_loss((recipe or {}).get("loss", DEFAULT_RECIPE["loss"]))
     r = _resolve_recipe(recipe, run_dir, model, train_data, loss)
-    if r["monitor"].startswith("val_ema_") and not r["ema_momentum"]:
+    if r["ema_mode"] not in ("optimizer", "model_state"):
+        raise ValueError(f"fit: ema_mode must be 'optimizer' or 'model_state', "
+                         f"got {r['ema_mode']!r}")
+    if r["monitor"].startswith(("val_ema_", "val_max_")) and not r["ema_momentum"]:
         raise ValueError(f"fit: monitor {r['monitor']!r} needs ema_momentum")
     steps = _steps_per_epoch(train_data, steps_per_epoch)
-    strategy = model.distribute_strategy
+    strategy = getattr(model, "distribute_strategy", None)  # None: JAX backend
     jit = resolve_jit_compile(r["jit_compile"])
-    if jit and strategy.num_replicas_in_sync > 1:
+    if jit and strategy is not None and strategy.num_replicas_in_sync > 1:
         warnings.warn("fit: jit_compile disabled under a multi-replica tf.distribute strategy")
         jit = False
-    with strategy.scope():
-        optimizer = make_optimizer(r, _schedule(r, float(r["lr"]), r["epochs"] * steps))
-        configure_weight_decay(optimizer, model, exclude_1d=r["exclude_1d_from_decay"])
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        total = r["epochs"] * steps
+        optimizer = make_optimizer(r, _schedule(r, float(r["lr"]), total), total)
+        excluded = configure_weight_decay(optimizer, model, exclude_1d=r["exclude_1d_from_decay"])
+        if r["bias_lr_factor"] != 1.0:
+            if not hasattr(optimizer, "set_lr_multipliers"):
+                raise ValueError("fit: bias_lr_factor needs a torch_* optimizer")
+            optimizer.set_lr_multipliers([(v, r["bias_lr_factor"]) for v in excluded
+                                          if v.name.split("/")[-1].split(":")[0] == "bias"])
         train_model = SAMModel(model, rho=r["sam_rho"]) if r["sam_rho"] else model
         train_model.compile(optimizer=optimizer, loss=loss, metrics=_make_metrics(r, model),
                             jit_compile=jit)
     monitor = r["monitor"]
     has_monitor = validation_data is not None or not monitor.startswith("val_")
     state = os.path.join(run_dir, "callback_state")
-    cbs = []
+    ema = None
+    if r["ema_momentum"] and r["ema_mode"] == "model_state":
+        ema = ModelStateEMA(float(r["ema_momentum"]), model=model,
+                            state_path=os.path.join(state, "ema.npz"))
+    cbs = [ema] if ema is not None else []
     if r["ema_momentum"] and validation_data is not None:
-        cbs.append(EMAEvaluation(validation_data, steps=validation_steps))
+        cbs.append(EMAEvaluation(validation_data, steps=validation_steps, ema=ema))
     if r["early_stopping"] and has_monitor:
-        cbs.append(EMAEarlyStopping(monitor=monitor, **r["early_stopping"],
+        cbs.append(EMAEarlyStopping(monitor=monitor, **r["early_stopping"], ema=ema,
                                     state_path=os.path.join(state, "early_stopping.json")))
+    if r["reduce_lr_on_plateau"] is not None:
+        if r["schedule"] not in ("constant", None):
+            raise ValueError("fit: reduce_lr_on_plateau needs schedule 'constant', got "
+                             f"{r['schedule']!r}")
+        cbs.append(TorchReduceLROnPlateau(**r["reduce_lr_on_plateau"]))
     if has_monitor:
         cbs.append(BestModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
-                                       model_to_save=model,
+                                       model_to_save=model, ema=ema,
                                        state_path=os.path.join(state, "best.json")))
     cbs.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=True))
     if _use_tensorboard(r["tensorboard"]):
@@ -247,4 +328,8 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
                               callbacks=cbs, verbose=verbose,
                               shuffle=not isinstance(train_data, tf.data.Dataset))
     save_model(model, os.path.join(run_dir, "final.keras"))
+    if ema is not None:
+        with ema.swapped():
+            save_model(model, os.path.join(run_dir, "final_ema.keras"))
+    history.ema = ema
     return history

@@ -8,6 +8,7 @@ import keras
 
 import keras_mld
 from keras_mld.models import COCO_CLASS_NAMES, ImageClassifierPreprocessor
+from keras_mld.training.torch_optimizers import TorchAdam
 from tests.support.helpers import to_np
 from tests.support.tiny import SMALL_HEAD_KWARGS, tiny_backbone
 
@@ -67,9 +68,9 @@ def test_compile_defaults_are_the_papers():
     model = _model()
     model.compile()
     opt = model.optimizer
-    assert isinstance(opt, keras.optimizers.AdamW)
+    assert isinstance(opt, TorchAdam) and not opt.decoupled  # torch.optim.Adam, coupled L2
     assert float(to_np(opt.learning_rate)) == pytest.approx(1e-4)
-    assert opt.weight_decay == pytest.approx(1e-4)
+    assert (opt.l2, opt.epsilon) == (pytest.approx(1e-4), 1e-8)
     assert isinstance(model.loss, keras_mld.losses.AsymmetricLoss)
     assert (model.loss.gamma_neg, model.loss.gamma_pos, model.loss.clip) == (4.0, 0.0, 0.05)
     x = _images(8)
@@ -366,7 +367,7 @@ def test_compiled_model_reloads_compiled_with_the_same_defaults(tmp_path):
     model.train_on_batch(x, y)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    assert isinstance(loaded.optimizer, keras.optimizers.AdamW)
+    assert isinstance(loaded.optimizer, TorchAdam)
     assert loaded.loss.gamma_neg == 4.0 and loaded.loss.clip == 0.05
     for v in loaded.trainable_variables:
         assert loaded.optimizer._use_weight_decay(v) == (len(v.shape) > 1), v.path

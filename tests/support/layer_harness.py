@@ -10,7 +10,9 @@ subprocess):
 * a model holding the layer saved as ``.keras`` and loaded with ``safe_mode=True`` returns
   identical outputs;
 * under the ``mixed_float16`` policy the layer runs, keeps float32 variables, and stays
-  within a float16 tolerance of the float32 result (same weights);
+  within a float16 tolerance of the float32 result (same weights): ``5e-3`` of the output
+  scale (absolute and relative), about 3x the largest error measured over all harness
+  cases (1.6e-3: GraphAttention on TensorFlow, Query2LabelHead 1.5e-3 on JAX);
 * compiled with ``jit_compile=True`` (XLA on TensorFlow, ``jax.jit`` on JAX) the model
   returns the eager outputs.
 """
@@ -68,7 +70,7 @@ def _assert_close(actual, expected, atol, what):
 def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape,
                    expected_output_dtype="float32", call_kwargs=None, setup=None,
                    run_training=True, run_saving=True, run_mixed_precision=True, run_jit=True,
-                   mixed_precision_atol=5e-2, jit_atol=1e-4):
+                   mixed_precision_atol=5e-3, jit_atol=1e-4):
     """Runs the checks listed in the module docstring; returns the eager outputs (numpy).
 
     ``inputs``: an array or a list of arrays (positional call arguments, each with its full

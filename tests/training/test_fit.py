@@ -114,3 +114,31 @@ def test_default_recipe_logs_the_exact_val_map_every_epoch(tmp_path):
             for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
                 tags += [v.tag for v in event.summary.value]
     assert tags.count("epoch_mAP") == 2
+
+
+def test_torch_semantics_model_state_ema_and_max_selection(tmp_path):
+    model, ds = _setup()
+    recipe = {"epochs": 2, "lr": 0.01, "optimizer": "torch_adam", "weight_decay": 1e-2,
+              "cycle_momentum": True, "ema_momentum": 0.5, "ema_mode": "model_state",
+              "loss": {"name": "asl", "stop_focal_gradient": True, "reduction": "sum"},
+              "monitor": "val_max_mAP", "early_stopping": None, "jit_compile": False,
+              "tensorboard": False}
+    hist = fit(model, ds, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0)
+    h = hist.history
+    for raw, ema, best in zip(h["val_mAP"], h["val_ema_mAP"], h["val_max_mAP"]):
+        assert best == pytest.approx(max(raw, ema))
+    assert (tmp_path / "best.keras").exists() and (tmp_path / "final_ema.keras").exists()
+    opt = model.optimizer
+    assert type(opt).__name__ == "TorchAdam" and not opt.decoupled and opt.l2 == 1e-2
+    assert not opt._use_weight_decay(model.layers[-1].bias)
+    assert float(opt.beta_1(0)) == pytest.approx(0.95)  # OneCycle momentum cycling
+    final_ema = keras.models.load_model(tmp_path / "final_ema.keras", safe_mode=True)
+    with hist.ema.swapped():
+        for a, b in zip(final_ema.variables, model.variables):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                          keras.ops.convert_to_numpy(b))
+    with pytest.raises(ValueError, match="ema_mode"):
+        fit(model, ds, recipe={**recipe, "ema_mode": "weights"}, run_dir=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="keeps no EMA"):
+        fit(model, ds, recipe={**recipe, "ema_mode": "optimizer"},
+            run_dir=str(tmp_path / "y"))
