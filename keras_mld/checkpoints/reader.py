@@ -10,6 +10,7 @@ checkpoint dict (weights under ``"model"``, ``"state_dict"`` or ``"state_dict_em
 what else the checkpoint says (``idx_to_class``, ``class_names``), drops BatchNorm step
 counters and DataParallel's ``module.`` prefix; :func:`read_state_dict` returns the weights.
 """
+import contextlib
 import os
 
 import numpy as np
@@ -84,6 +85,24 @@ def _read_file(path, use_torch, max_bytes):
         raise ValueError(f"checkpoint: path must end in {', '.join(EXTENSIONS[:-2])}, "
                          f".safetensors or .npz, got {path!r}")
     return read_pth(path, use_torch, max_bytes)
+
+
+@contextlib.contextmanager
+def errors_naming(source):
+    """Inside it, a converter's refusal of the weights of ``source`` (a path) names the file:
+    ``ValueError("cannot convert checkpoint '<file>': ...")``; the errors a malformed state
+    dict can raise in shape arithmetic (``TypeError``, ``IndexError``, ``KeyError``) become
+    that ``ValueError`` too. A dict source leaves errors as they are."""
+    try:
+        yield
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        if not isinstance(source, (str, os.PathLike)):
+            raise
+        path = os.fspath(source)
+        if isinstance(e, ValueError) and repr(path) in str(e):
+            raise
+        why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"cannot convert checkpoint {path!r}: {why}") from None
 
 
 def read_checkpoint(source, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
