@@ -70,11 +70,11 @@ def infer_head_config(state, prefix=PREFIX):
             "num_layers": int(num_layers), "in_features": int(c)}
 
 
-def load_ml_decoder_weights(head, state, prefix=PREFIX):
+def load_ml_decoder_weights(head, state, prefix=PREFIX, allow_nonfinite=False):
     """Copies an official ML-Decoder head (``state[prefix + ...]``) into a built
     :class:`keras_mld.layers.MLDecoder` ``head`` of the same sizes; every head entry must be
-    used."""
-    loader = WeightLoader(state, "checkpoint")
+    used; NaN / inf weights are refused unless ``allow_nonfinite=True``."""
+    loader = WeightLoader(state, "checkpoint", allow_nonfinite)
     p = prefix
     loader.dense(head.embed, p + "embed_standart")
     loader.assign(head.queries.queries, loader.get(p + "query_embed.weight"),
@@ -110,7 +110,7 @@ def _class_names(meta, n):
 
 
 def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_names=None,
-                                  name=None):
+                                  name=None, allow_nonfinite=False):
     """An official ML-Decoder checkpoint -> ``(keras.Model, class_names)``.
 
     Args:
@@ -123,6 +123,8 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
         num_heads: attention heads (not stored in the checkpoint; the official code uses 8).
         class_names: overrides the checkpoint's ``idx_to_class``.
         name: model name (default ``tresnet_mldecoder``).
+        allow_nonfinite: accept NaN / inf weights and negative BatchNorm variances (refused
+            by default, with the key named).
 
     Returns:
         the :class:`~keras_mld.ImageClassifier` (input ``images`` RGB [0, 255], any size,
@@ -149,7 +151,7 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
         cfg = infer_config(state)
         backbone = tresnet(layers=cfg["layers"], width_factor=cfg["width_factor"], v2=cfg["v2"],
                            input_shape=hw + (3,), name="tresnet")
-        load_weights(backbone, state)
+        load_weights(backbone, state, allow_nonfinite=allow_nonfinite)
         if backbone.output.shape[-1] != head_cfg["in_features"]:
             raise ValueError(f"checkpoint: the backbone gives {backbone.output.shape[-1]} "
                              f"channels, the ML-Decoder embedding expects "
@@ -160,5 +162,6 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
             normalization="unit", name=name or "tresnet_mldecoder", class_names=names,
             num_groups=head_cfg["num_groups"], embed_dim=head_cfg["embed_dim"],
             ff_dim=head_cfg["ff_dim"], num_layers=head_cfg["num_layers"], num_heads=num_heads)
-        load_ml_decoder_weights(model.get_layer("ml_decoder"), state)
+        load_ml_decoder_weights(model.get_layer("ml_decoder"), state,
+                                allow_nonfinite=allow_nonfinite)
     return model, names

@@ -54,10 +54,11 @@ def query2label_options(state_dict, pre_norm=None):
     return options, int(channels)
 
 
-def load_query2label_state_dict(head, state_dict):
+def load_query2label_state_dict(head, state_dict, allow_nonfinite=False):
     """Copy an official Query2Label state dict into the built ``head`` (checked: every
-    head entry is used, every shape matches). Returns ``head``."""
-    sd = WeightLoader(strip_prefix(state_dict), _WHAT)
+    head entry is used, every shape matches; NaN / inf weights are refused unless
+    ``allow_nonfinite=True``). Returns ``head``."""
+    sd = WeightLoader(strip_prefix(state_dict), _WHAT, allow_nonfinite)
     d, h = head.dim, head.num_heads
     if head.input_proj is not None:
         sd.dense(head.input_proj, "input_proj")
@@ -89,7 +90,8 @@ def load_query2label_state_dict(head, state_dict):
 
 
 def convert_query2label_state_dict(state_dict, num_heads=4, pre_norm=None, dropout=0.1,
-                                   temperature=10000.0, name="query2label"):
+                                   temperature=10000.0, name="query2label",
+                                   allow_nonfinite=False):
     """A built :class:`~keras_mld.layers.Query2LabelHead` holding the weights of an
     official Query2Label model (``{name: array}``, e.g. from
     :func:`keras_mld.convert.read_state_dict`; a ``module.`` prefix is stripped).
@@ -103,4 +105,4 @@ def convert_query2label_state_dict(state_dict, num_heads=4, pre_norm=None, dropo
     head = Query2LabelHead(num_heads=num_heads, dropout=dropout, temperature=temperature,
                                   name=name, **options)
     head.build((None, None, None, channels))
-    return load_query2label_state_dict(head, state_dict)
+    return load_query2label_state_dict(head, state_dict, allow_nonfinite)

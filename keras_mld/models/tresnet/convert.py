@@ -105,15 +105,16 @@ def infer_config(state):
             "num_classes": None if fc is None else int(_weight(state, "head.fc.weight").shape[0])}
 
 
-def load_weights(model, state, strict=True):
+def load_weights(model, state, strict=True, allow_nonfinite=False):
     """Copies a TResNet state dict (timm or official layout) into a Keras model built by
     :func:`keras_mld.models.tresnet.tresnet` with the same configuration.
 
     Every Conv2D / BatchNormalization / Dense layer of ``model`` is filled; ``head.fc``
     only when the model has ``include_top=True``. ``strict``: raise if a ``body.*`` /
-    ``head.fc.*`` key is left unused. Returns the set of keys used.
+    ``head.fc.*`` key is left unused. NaN / inf weights and negative BatchNorm variances are
+    refused with the key named unless ``allow_nonfinite=True``. Returns the set of keys used.
     """
-    loader = WeightLoader(to_timm_layout(state), "load_weights")
+    loader = WeightLoader(to_timm_layout(state), "load_weights", allow_nonfinite)
     for layer in model.layers:
         prefix = layer.name.replace("_", ".")
         if isinstance(layer, keras.layers.Conv2D):
@@ -131,10 +132,11 @@ def load_weights(model, state, strict=True):
     return loader.used
 
 
-def convert_tresnet(source, input_shape=(224, 224, 3), include_top=False, name="tresnet"):
+def convert_tresnet(source, input_shape=(224, 224, 3), include_top=False, name="tresnet",
+                    allow_nonfinite=False):
     """A timm or official TResNet checkpoint (path or dict) -> a Keras TResNet with its
     weights (configuration read from the state dict). ``include_top`` also converts the
-    ``head.fc`` classifier (GAP + Dense)."""
+    ``head.fc`` classifier (GAP + Dense); ``allow_nonfinite`` as in :func:`load_weights`."""
     state, _ = read_checkpoint(source)
     with errors_naming(source):
         cfg = infer_config(state)
@@ -143,5 +145,5 @@ def convert_tresnet(source, input_shape=(224, 224, 3), include_top=False, name="
         model = tresnet(layers=cfg["layers"], width_factor=cfg["width_factor"], v2=cfg["v2"],
                         include_top=include_top, num_classes=cfg["num_classes"] or 1000,
                         input_shape=input_shape, name=name)
-        load_weights(model, state)
+        load_weights(model, state, allow_nonfinite=allow_nonfinite)
     return model

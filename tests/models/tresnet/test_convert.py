@@ -89,3 +89,21 @@ def test_architecture_is_read_from_real_weights_only(tmp_path):
     np.savez(path, **empty_stem)
     with pytest.raises(ValueError, match=r"cannot convert checkpoint '.*wide\.npz'.*2048, 0"):
         convert_tresnet(path, input_shape=(64, 64, 3))
+
+
+def test_nonfinite_weights_and_negative_variances_are_refused_unless_allowed():
+    _, state = _fixture("timm")
+    nan = {**state, "body.layer2.0.conv2.conv.weight":
+           np.where(np.arange(state["body.layer2.0.conv2.conv.weight"].size).reshape(
+               state["body.layer2.0.conv2.conv.weight"].shape) == 5, np.nan,
+               state["body.layer2.0.conv2.conv.weight"]).astype(np.float32)}
+    with pytest.raises(ValueError, match="'body.layer2.0.conv2.conv.weight' holds 1 non-finite"):
+        convert_tresnet(nan, input_shape=(64, 64, 3))
+    var = state["body.conv1.bn.running_var"].copy()
+    var[0] = -1.0
+    negative = {**state, "body.conv1.bn.running_var": var}
+    with pytest.raises(ValueError, match="body.conv1.bn.running_var holds 1 negative"):
+        convert_tresnet(negative, input_shape=(64, 64, 3))
+    model = convert_tresnet(nan, input_shape=(64, 64, 3), allow_nonfinite=True)  # explicit
+    kernel = model.get_layer("body_layer2_0_conv2_conv").kernel.numpy()
+    assert np.isnan(kernel).sum() == 1
