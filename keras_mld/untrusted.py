@@ -35,17 +35,17 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a number keras-mld accepts")
 
 
-def parse_json(text, where, max_depth=MAX_DEPTH):
-    """``json.loads(text)`` (str or bytes) with ``NaN`` / ``Infinity`` and nesting deeper than
-    ``max_depth`` refused: a ``ValueError`` naming ``where``."""
+def parse_json(text, where, max_depth=MAX_DEPTH, finite=True):
+    """``json.loads(text)`` (str or bytes) with nesting deeper than ``max_depth`` (and, when
+    ``finite``, ``NaN`` / ``Infinity``) refused: a ``ValueError`` naming ``where``."""
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant if finite else None)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
         raise ValueError(f"{where}: not valid JSON ({type(e).__name__}: {e})") from None
     return check_depth(value, where, max_depth)
 
 
-def read_json(path, what, max_depth=MAX_DEPTH):
+def read_json(path, what, max_depth=MAX_DEPTH, finite=True):
     """The JSON file ``path`` parsed by :func:`parse_json`; ``what`` (the caller) and the
     file are named in every error."""
     path = os.fspath(path)
@@ -54,7 +54,7 @@ def read_json(path, what, max_depth=MAX_DEPTH):
             text = f.read()
     except OSError as e:
         raise ValueError(f"{what}: cannot read {path!r} ({e.strerror or e})") from None
-    return parse_json(text, f"{what}: {path!r}", max_depth)
+    return parse_json(text, f"{what}: {path!r}", max_depth, finite)
 
 
 def parse_yaml(text, where, max_depth=MAX_DEPTH):

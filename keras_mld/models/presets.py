@@ -28,6 +28,7 @@ import keras
 
 from keras_mld.registry import get_preset, list_presets as _registered_presets
 from keras_mld.atomic import atomic_path
+from keras_mld.untrusted import read_json
 from keras_mld.version import __version__
 
 PRESET_FORMAT = "keras_mld.preset/1"
@@ -70,10 +71,9 @@ def load_preset(cls, preset, **kwargs):
 def _read_json(path):
     if not os.path.isfile(path):
         raise _unknown(os.path.dirname(path), f"{path} is missing")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    try:  # bounded nesting, no NaN / Infinity, every parser error a ValueError
+        return read_json(path, "preset", finite=False)  # a Keras config may hold inf
+    except ValueError as err:
         raise _unknown(os.path.dirname(path),
                        f"{path} is not a readable JSON file ({err})") from None
 
