@@ -79,6 +79,8 @@ def load_coco(annotation_file, image_dir=None, drop_empty=False, max_classes=DEF
     except TypeError as e:
         raise ValueError(f"load_coco: {annotation_file!r} is not a COCO instances file "
                          f"({e})") from None
+    if not categories:
+        raise ValueError(f"load_coco: {annotation_file!r} has no categories")
     if len(categories) > max_classes:
         raise ValueError(f"load_coco: {annotation_file!r} has {len(categories)} categories, "
                          f"more than max_classes={max_classes}")

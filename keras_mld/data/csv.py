@@ -92,6 +92,9 @@ def load_csv(csv_file, class_names=None, image_dir=None, header=None, task="mult
 
     names = class_names if class_names is not None else \
         sorted({label for _, _, labels in rows for label in labels})
+    if not names:
+        raise ValueError(f"load_csv: {csv_file}: no labels in the file and no class_names "
+                         "(a label matrix needs at least one class)")
     if len(names) > max_classes:
         raise ValueError(f"load_csv: {csv_file}: {len(names)} classes, more than "
                          f"max_classes={max_classes} (pass a larger max_classes if meant)")
