@@ -11,6 +11,9 @@ import os
 import yaml
 
 MAX_DEPTH = 64  # nesting levels: every file keras-mld reads needs fewer than 10
+# encoded image bytes of one served request, or of one image in predict_labels: bounds the
+# time of the header checks that run before decoding
+MAX_REQUEST_BYTES = 32 * 2 ** 20
 
 
 def check_depth(value, where, max_depth=MAX_DEPTH):

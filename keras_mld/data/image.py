@@ -17,9 +17,12 @@ import numbers
 
 import tensorflow as tf
 
+from keras_mld.untrusted import MAX_REQUEST_BYTES
+
 RESIZE_METHOD = "bilinear"
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_BATCH_SIZE = 256
+DEFAULT_MAX_REQUEST_BYTES = MAX_REQUEST_BYTES  # encoded bytes of one served request
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
 _HEAD = 32  # header bytes read for the fixed-offset formats
 
@@ -217,17 +220,25 @@ def decode_and_resize(image_bytes, image_size, max_image_pixels=DEFAULT_MAX_IMAG
 
 
 def decode_batch(image_bytes, image_size, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-                 max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+                 max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+                 max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
     """``image_bytes`` string ``[B]`` -> float32 ``[B, H, W, 3]`` via :func:`decode_and_resize`;
-    more than ``max_batch_size`` images (None: no limit) raise ``InvalidArgumentError``."""
+    more than ``max_batch_size`` images, or more than ``max_request_bytes`` encoded bytes in
+    all (None: no limit), raise ``InvalidArgumentError`` before any header is read."""
     limit = check_limit(max_batch_size, "max_batch_size")
+    byte_limit = check_limit(max_request_bytes, "max_request_bytes")
     height, width = image_size
     checks = []
     if limit is not None:
         count = tf.size(image_bytes)
         check = tf.debugging.Assert(count <= limit, [tf.strings.format(
             "request of {} images exceeds max_batch_size=" + str(limit), [count])])
-        checks = [] if check is None else [check]
+        checks += [] if check is None else [check]
+    if byte_limit is not None:
+        total = tf.reduce_sum(tf.strings.length(image_bytes, unit="BYTE"))
+        check = tf.debugging.Assert(total <= byte_limit, [tf.strings.format(
+            "request of {} bytes exceeds max_request_bytes=" + str(byte_limit), [total])])
+        checks += [] if check is None else [check]
     with tf.control_dependencies(checks):
         return tf.map_fn(lambda b: decode_and_resize(b, (height, width), max_image_pixels),
                          image_bytes,
