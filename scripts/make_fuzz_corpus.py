@@ -2,7 +2,7 @@
 starting points the fuzzers mutate) and ``bad_*`` files crafted after the hostile inputs of
 issue 21, each refused with a ``ValueError`` naming it (``tests/fuzz/test_corpus.py``).
 
-Deterministic; every file is small (the whole corpus is a few tens of KB). Run from the
+Deterministic up to zip timestamps; every file is small (the whole corpus is a few tens of KB). Run from the
 repository root: ``python scripts/make_fuzz_corpus.py``.
 """
 import io
@@ -126,11 +126,31 @@ def _preset_json(folder):
     (folder / "bad_truncated.json").write_text('{"class_name": "ImageCla')
 
 
+def _image(folder):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (6, 7, 3), np.uint8)) for _ in range(3)]
+    for fmt in ("PNG", "JPEG", "BMP"):
+        frames[0].save(folder / f"seed_small.{fmt.lower()}", fmt)
+    frames[0].save(folder / "seed_animated.gif", "GIF", save_all=True, append_images=frames[1:],
+                   comment=b"c" * 40)
+    gif = (folder / "seed_animated.gif").read_bytes()
+    at = gif.index(b"\x2c\x00\x00\x00\x00")  # the first frame: declared 9000 x 7000
+    (folder / "bad_gif_frame.gif").write_bytes(gif[:at + 5] + struct.pack("<HH", 9000, 7000)
+                                               + gif[at + 9:])
+    png = (folder / "seed_small.png").read_bytes()  # IHDR declaring 16000 x 16000
+    (folder / "bad_png_dims.png").write_bytes(png[:16] + struct.pack(">II", 16000, 16000)
+                                              + png[24:])
+    (folder / "bad_jpeg_xl.jxl").write_bytes(b"\xff\x0a" + b"\0" * 30)
+    (folder / "bad_text.txt").write_bytes(b"not an image")
+
+
 def main():
     shutil.rmtree(CORPUS, ignore_errors=True)
     for name, make in (("pth", _pth), ("npz", _npz), ("safetensors", _safetensors),
                        ("coco", _coco), ("csv", _csv), ("recipe", _recipe),
-                       ("preset_json", _preset_json)):
+                       ("preset_json", _preset_json), ("image", _image)):
         folder = CORPUS / name
         folder.mkdir(parents=True)
         make(folder)

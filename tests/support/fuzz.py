@@ -25,6 +25,19 @@ def _checkpoint(ext):
     return ext, load
 
 
+_MODELS = []
+
+
+def _image(path):
+    """``predict_labels`` on an image file (any format: the extension is not trusted)."""
+    if not _MODELS:
+        from keras_mld.models.builder import build
+
+        _MODELS.append(build("small_convnet", head="gap", class_names=["a", "b"],
+                             input_shape=(16, 16, 3)))
+    return _MODELS[0].predict_labels([path])
+
+
 def _coco(path):
     return load_coco(path, max_classes=1000)
 
@@ -41,6 +54,7 @@ SURFACES = {
     "csv": (".csv", _csv),
     "recipe": (".yaml", lambda path: load_recipe(path)),
     "preset_json": (".json", lambda path: read_json(path, "preset", finite=False)),
+    "image": (".img", _image),
 }
 
 
