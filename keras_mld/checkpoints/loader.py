@@ -125,3 +125,20 @@ def layer_count(state_dict, prefix):
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     found = [int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m]
     return max(found) + 1 if found else 0
+
+
+def require_weights(state_dict, what, shapes):
+    """Checks, before a model is built from sizes read off ``state_dict``, that each
+    ``{key: shape}`` entry is present, non-empty and of that shape (``None`` dims: any), so
+    the model built is never larger than a small multiple of the weights in the file (an
+    empty array cannot declare a 100,000-wide layer, nor a layer index a missing layer)."""
+    for key, shape in shapes.items():
+        value = state_dict.get(key)
+        if value is None:
+            raise ValueError(f"{what}: state_dict has no entry {key!r}")
+        got = np.shape(value)
+        if (np.size(value) == 0 or len(got) != len(shape)
+                or any(s is not None and s != g for s, g in zip(shape, got))):
+            want = ", ".join("n" if s is None else str(s) for s in shape)
+            raise ValueError(f"{what}: {key!r} has shape {got}; expected a non-empty "
+                             f"[{want}] weight")

@@ -17,7 +17,7 @@ embeddings are set to zero and known labels have no effect, as there.
 """
 import numpy as np
 
-from keras_mld.checkpoints.loader import WeightLoader, layer_count
+from keras_mld.checkpoints.loader import WeightLoader, layer_count, require_weights
 from keras_mld.checkpoints.reader import strip_prefix
 from keras_mld.models.ctran.ctran import CTranHead
 
@@ -82,10 +82,15 @@ def convert_ctran_state_dict(state_dict, *, use_lmt, num_heads=4, dropout=0.1, n
     if "label_lt.weight" not in sd:
         raise ValueError(f"{_WHAT}: state_dict has no 'label_lt.weight': not an official "
                          f"C-Tran state dict")
+    require_weights(sd, _WHAT, {"label_lt.weight": (None, None)})
     num_classes, dim = sd["label_lt.weight"].shape
     layers = layer_count(sd, _LAYERS)
     if layers < 1:
         raise ValueError(f"{_WHAT}: state_dict has no {_LAYERS}.<i> entries")
+    for i in range(layers):  # every layer's width from real weights, before building
+        p = f"{_LAYERS}.{i}.transformer_layer"
+        require_weights(sd, _WHAT, {f"{p}.self_attn.in_proj_weight": (3 * dim, dim),
+                                    f"{p}.linear1.weight": (None, dim)})
     ff_dim = int(sd[f"{_LAYERS}.0.transformer_layer.linear1.weight"].shape[0])
     head = CTranHead(int(num_classes), embed_dim=None, num_layers=layers, num_heads=num_heads,
                      ff_dim=ff_dim, dropout=dropout, input_proj=False, name=name)
