@@ -5,6 +5,7 @@ Errors are ``ValueError("cannot read checkpoint '<file>': <what is wrong>")``
 (:func:`checkpoint_error`), whatever the damage.
 """
 import json
+import os
 import struct
 import zipfile
 
@@ -20,6 +21,10 @@ SAFETENSORS_DTYPES = {
 }
 _AS_FLOAT32 = ("BF16", "F8_E4M3", "F8_E5M2")
 MAX_HEADER_BYTES = 100 * 2 ** 20  # the safetensors format's own header limit
+# a zip archive may not inflate to more than this multiple of its size on disk (floor below):
+# weights compress ~1.1x, a zip bomb ~1000x
+MAX_COMPRESSION_RATIO = 100
+RATIO_FLOOR_BYTES = 16 * 2 ** 20
 
 
 def checkpoint_error(path, why):
@@ -32,6 +37,19 @@ def check_size(path, size, max_bytes):
     if size > max_bytes:
         raise checkpoint_error(
             path, f"its content is {size} bytes, more than max_bytes={max_bytes}")
+
+
+def check_archive(path, archive, max_bytes):
+    """Refuses a zip ``archive`` whose members declare more than ``max_bytes`` in all, or more
+    than ``MAX_COMPRESSION_RATIO`` x the file's size (past a 16 MiB floor): a zip bomb.
+    Returns the declared uncompressed size."""
+    content = sum(i.file_size for i in archive.infolist())
+    check_size(path, content, max_bytes)
+    on_disk = os.path.getsize(path)
+    if content > max(MAX_COMPRESSION_RATIO * on_disk, RATIO_FLOOR_BYTES):
+        raise checkpoint_error(path, f"its {on_disk} bytes inflate to {content} (more than "
+                                     f"{MAX_COMPRESSION_RATIO} x: a zip bomb?)")
+    return content
 
 
 def _npy_header(path, member, f):
@@ -62,7 +80,7 @@ def read_npz(path, max_bytes):
     out = {}
     with archive:
         infos = archive.infolist()
-        check_size(path, sum(i.file_size for i in infos), max_bytes)
+        check_archive(path, archive, max_bytes)
         for info in infos:
             if not info.filename.endswith(".npy"):
                 continue

@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 
-from keras_mld.checkpoints.formats import check_size, checkpoint_error
+from keras_mld.checkpoints.formats import check_archive, checkpoint_error
 
 STORAGE_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
@@ -120,8 +120,7 @@ def read_pth_without_torch(path, max_bytes):
                   "without torch (install torch to read the legacy format)") from None
     with archive:
         names = archive.namelist()
-        content = sum(i.file_size for i in archive.infolist())
-        check_size(path, content, max_bytes)
+        content = check_archive(path, archive, max_bytes)
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
             raise checkpoint_error(path, "no unique <archive>/data.pkl in the zip")

@@ -126,3 +126,14 @@ def test_non_string_keys_are_refused():
         read_checkpoint({3: np.ones(2)})
     with pytest.raises(ValueError, match="key 3 is a int"):
         strip_prefix({3: np.ones(2)})
+
+
+def test_zip_bombs_are_refused_from_their_declared_sizes(tmp_path):
+    # 40 MB of zeros deflate to ~40 KB: refused before anything is inflated
+    bomb = tmp_path / "bomb.npz"
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.zeros(10 * 2 ** 20, np.float32))
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("w.npy", buf.getvalue())
+    assert bomb.stat().st_size < 100_000
+    _refused(str(bomb), "inflate to .* a zip bomb")
