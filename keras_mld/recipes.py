@@ -22,6 +22,8 @@ from importlib import resources
 from keras_mld.untrusted import parse_yaml
 
 SECTIONS = ("model", "data", "train")
+# PyYAML parses about 40 KB a second at worst (deep flow nesting); recipes are ~1 KB
+MAX_RECIPE_BYTES = 64 * 2 ** 10
 
 
 def _zoo():
@@ -38,10 +40,13 @@ def list_recipes():
 
 def load_recipe(name_or_path):
     """Reads a recipe YAML file (a path, or a name from :func:`list_recipes`); a file that is
-    not a recipe (YAML errors, nesting over 64 levels, bad UTF-8, missing sections) is
-    refused with a ``ValueError`` naming it."""
+    not a recipe (over 64 KiB, YAML errors, nesting over 64 levels, bad UTF-8, missing
+    sections) is refused with a ``ValueError`` naming it."""
     path = os.fspath(name_or_path)
     if os.path.isfile(path):
+        if os.path.getsize(path) > MAX_RECIPE_BYTES:
+            raise ValueError(f"recipe: {path!r} has {os.path.getsize(path)} bytes, more than a "
+                             f"recipe's {MAX_RECIPE_BYTES}")
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()

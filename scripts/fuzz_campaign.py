@@ -8,8 +8,9 @@ returns, or raises a ``ValueError`` naming the file):
 * ``atheris`` (coverage-guided libFuzzer, ``pip install atheris``): one surface, seeded with
   its committed corpus, e.g. ``python scripts/fuzz_campaign.py atheris pth --runs 200000``
   (extra arguments go to libFuzzer, e.g. ``-max_total_time=3600``). A contract break stops
-  the run and libFuzzer writes the input as ``crash-*``; add it to
-  ``tests/fixtures/fuzz/<surface>/`` as ``bad_<what>`` once fixed.
+  the run and libFuzzer writes the input as ``crash-*`` (slow inputs as ``slow-unit-*``) in
+  the work folder it prints; add it to ``tests/fixtures/fuzz/<surface>/`` as
+  ``bad_<what>`` once fixed.
 
 Run from the repository root.
 """
@@ -47,7 +48,9 @@ def atheris_run(args, rest):
     def one_input(data):
         fuzz.run_surface(args.surface, data, folder)  # Escaped: a crash libFuzzer reports
 
-    atheris.Setup([sys.argv[0], corpus, f"-runs={args.runs}"] + rest, one_input)
+    print(f"work folder (corpus, crash-* / slow-unit-* inputs): {work}")
+    atheris.Setup([sys.argv[0], corpus, f"-runs={args.runs}", f"-artifact_prefix={work}/"]
+                  + rest, one_input)
     atheris.Fuzz()
 
 
