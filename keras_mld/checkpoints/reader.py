@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_mld.checkpoints.formats import (  # noqa: F401  (check_size: public here too)
     check_size, checkpoint_error, read_npz, read_safetensors)
-from keras_mld.checkpoints.pth import read_pth_without_torch
+from keras_mld.checkpoints.pth import VIEW_AMPLIFICATION, read_pth_without_torch
 
 DEFAULT_MAX_BYTES = 4 * 2 ** 30  # refuse files whose (uncompressed) content exceeds 4 GiB
 
@@ -40,13 +40,22 @@ def _guarded(path, read, *args):
         raise checkpoint_error(path, f"{type(e).__name__}: {e}") from None
 
 
-def _read_pth_with_torch(path):
+def _read_pth_with_torch(path, max_bytes):
     import torch
 
     obj = torch.load(path, map_location="cpu", weights_only=True)
+    # torch keeps stride-0 views as views; copying them out may not exceed what the built-in
+    # reader allows (4 x the file's bytes, and max_bytes)
+    limit = min(max_bytes, VIEW_AMPLIFICATION * os.path.getsize(path))
+    total = [0]
 
     def convert(x):
         if isinstance(x, torch.Tensor):
+            total[0] += x.numel() * (4 if x.dtype == torch.bfloat16 else x.element_size())
+            if total[0] > limit:
+                raise ValueError(f"its tensors would materialise more than {limit} bytes "
+                                 f"(max_bytes={max_bytes}, or {VIEW_AMPLIFICATION} x the "
+                                 "file's bytes: stride-0 or overlapping views)")
             x = x.detach()
             if x.dtype == torch.bfloat16:
                 x = x.float()
@@ -201,7 +210,7 @@ def read_pth(path, use_torch=None, max_bytes=DEFAULT_MAX_BYTES):
         except ImportError:
             use_torch = False
     if use_torch:
-        return _guarded(path, _read_pth_with_torch)
+        return _guarded(path, _read_pth_with_torch, max_bytes)
     return _guarded(path, read_pth_without_torch, max_bytes)
 
 

@@ -137,3 +137,39 @@ def test_zip_bombs_are_refused_from_their_declared_sizes(tmp_path):
         z.writestr("w.npy", buf.getvalue())
     assert bomb.stat().st_size < 100_000
     _refused(str(bomb), "inflate to .* a zip bomb")
+
+
+def test_views_copied_out_of_torch_are_bounded_too(tmp_path, monkeypatch):
+    # with torch installed, torch.load keeps a stride-0 view as a view; copying it out is
+    # bounded as in the built-in reader (a stand-in torch: only what the reader calls)
+    import sys
+    import types
+
+    class Tensor:
+        dtype = "float32"
+
+        def __init__(self, array):
+            self.array = array
+
+        def numel(self):
+            return self.array.size
+
+        def element_size(self):
+            return self.array.itemsize
+
+        def detach(self):
+            return self
+
+        def numpy(self):
+            return self.array
+
+    wide = np.broadcast_to(np.float32(1), (3000, 3000))  # a stride-0 view, as torch keeps it
+    fake = types.SimpleNamespace(Tensor=Tensor, bfloat16="bfloat16", load=None)
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    path = tmp_path / "view.pth"
+    path.write_bytes(b"\0" * 600)
+    fake.load = lambda *a, **k: {"w": Tensor(wide)}
+    with pytest.raises(ValueError, match=f"'{path}'.*materialise more than 2400 bytes"):
+        read_state_dict(path, use_torch=True)
+    fake.load = lambda *a, **k: {"w": Tensor(np.arange(6, dtype=np.float32))}
+    np.testing.assert_array_equal(read_state_dict(path, use_torch=True)["w"], np.arange(6))
