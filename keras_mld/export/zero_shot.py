@@ -358,8 +358,7 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
         labels: optional names of the labels the model was trained on (``metadata``,
             ``assets/labels.txt``; default: the model's ``class_names``); scoring never
             depends on them.
-        version, image_size, overwrite, max_image_pixels, max_batch_size,
-        max_request_bytes: as
+        version, image_size, overwrite, max_image_pixels, max_batch_size, max_request_bytes: as
             :func:`keras_mld.export.export_saved_model` (the limits bound the image-bytes
             signatures ``predict_images`` and ``predict_label_names``).
         task: ``"multilabel"`` (sigmoid) or ``"singlelabel"`` (softmax over the M labels);
