@@ -19,9 +19,11 @@ Examples:
 import os
 from importlib import resources
 
-import yaml
+from keras_mld.untrusted import parse_yaml
 
 SECTIONS = ("model", "data", "train")
+# PyYAML parses about 40 KB a second at worst (deep flow nesting); recipes are ~1 KB
+MAX_RECIPE_BYTES = 64 * 2 ** 10
 
 
 def _zoo():
@@ -37,11 +39,19 @@ def list_recipes():
 
 
 def load_recipe(name_or_path):
-    """Reads a recipe YAML file (a path, or a name from :func:`list_recipes`)."""
+    """Reads a recipe YAML file (a path, or a name from :func:`list_recipes`); a file that is
+    not a recipe (over 64 KiB, YAML errors, nesting over 64 levels, bad UTF-8, missing
+    sections) is refused with a ``ValueError`` naming it."""
     path = os.fspath(name_or_path)
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        if os.path.getsize(path) > MAX_RECIPE_BYTES:
+            raise ValueError(f"recipe: {path!r} has {os.path.getsize(path)} bytes, more than a "
+                             f"recipe's {MAX_RECIPE_BYTES}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"recipe: cannot read {path!r} as UTF-8 text ({e})") from None
     else:
         if path not in list_recipes():  # a name, never a path into the package
             raise ValueError(f"recipe: no such file {path!r} and no packaged recipe of that "
@@ -49,12 +59,12 @@ def load_recipe(name_or_path):
         resource = _zoo().joinpath(f"{path}.yaml")
         text = resource.read_text(encoding="utf-8")
         path = str(resource)
-    recipe = yaml.safe_load(text)
+    recipe = parse_yaml(text, f"recipe: {path!r}")  # PyYAML errors, deep nesting: ValueError
     if not isinstance(recipe, dict):
         raise ValueError(f"recipe: {path} must hold a mapping with sections {SECTIONS}")
     unknown = set(recipe) - set(SECTIONS) - {"name", "source"}
     if unknown:
-        raise ValueError(f"recipe: {path} has unknown sections {sorted(unknown)}; "
+        raise ValueError(f"recipe: {path} has unknown sections {sorted(map(repr, unknown))}; "
                          f"expected {SECTIONS} (plus name, source)")
     for section in SECTIONS:
         recipe.setdefault(section, {})

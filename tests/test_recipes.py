@@ -71,3 +71,28 @@ def test_model_arguments_is_the_one_recipe_to_build_mapping():
         demo["model"]["heads"]["mldecoder"]["num_groups"]
     with pytest.raises(ValueError, match="pick one with head="):
         model_arguments(demo)
+
+
+@pytest.mark.parametrize("text, why", [
+    (b"model: [unclosed", "not valid YAML.*ParserError"),
+    (b"model: {a: 1\n  b: [", "not valid YAML"),
+    (b"model: !!python/object:os.system {}", "not valid YAML.*ConstructorError"),
+    (b"a: \x07bell", "not valid YAML.*ReaderError"),
+    (b"model: @x", "not valid YAML.*ScannerError"),
+    (b"[" * 10_000, "not valid YAML.*RecursionError"),
+    (b"model: " + b"[" * 80 + b"]" * 80, "nested more than 64"),
+    (b"model: caf\xe9", "as UTF-8"),
+    (b"1: {}\n2: {}", "unknown sections"),
+])
+def test_malformed_recipe_files_are_value_errors_naming_the_file(tmp_path, text, why):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ValueError, match=f"recipe: .*bad.yaml.*{why}"):
+        load_recipe(str(path))
+
+
+def test_oversized_recipe_files_are_refused_before_parsing(tmp_path):
+    path = tmp_path / "big.yaml"  # PyYAML would spend seconds on it
+    path.write_text("model: {}\n# " + "x" * 70_000 + "\n")
+    with pytest.raises(ValueError, match=r"recipe: .*big.yaml' has 70\d+ bytes, more than"):
+        load_recipe(str(path))

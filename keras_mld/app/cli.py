@@ -110,6 +110,9 @@ def _add_export(sub):
                    help="savedmodel: predict_images refuses larger images (default 40,000,000)")
     x.add_argument("--max-batch-size", type=int, default=256,
                    help="savedmodel: predict_images refuses larger requests (default 256)")
+    x.add_argument("--max-request-bytes", type=int, default=32 * 2 ** 20,
+                   help="savedmodel: predict_images refuses requests of more encoded bytes "
+                        "(default 33554432 = 32 MiB)")
     x.set_defaults(handler=_run_export)
 
 
@@ -126,7 +129,8 @@ def _run_export(args):
         path = export_saved_model(model, args.out, labels, thresholds=thresholds,
                                          version=args.version, overwrite=args.overwrite,
                                          max_image_pixels=args.max_image_pixels,
-                                         max_batch_size=args.max_batch_size)
+                                         max_batch_size=args.max_batch_size,
+                                         max_request_bytes=args.max_request_bytes)
     else:
         if args.version is not None:
             raise ValueError("--version: only for --format savedmodel")

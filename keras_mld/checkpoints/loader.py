@@ -12,10 +12,19 @@ class WeightLoader:
     """Assigns ``state_dict`` entries to Keras variables, checking names and shapes, and
     remembers which entries were used (:meth:`check_all_used`)."""
 
-    def __init__(self, state_dict, what):
-        """``state_dict``: ``{name: array}``; ``what``: the caller, named in every error."""
-        self.sd = {str(k): np.asarray(v) for k, v in state_dict.items()}
+    def __init__(self, state_dict, what, allow_nonfinite=False):
+        """``state_dict``: ``{name: array}``; ``what``: the caller, named in every error;
+        ``allow_nonfinite``: accept NaN / inf weights and negative BatchNorm variances (by
+        default they are refused with the key named: the model would output NaN)."""
+        if not isinstance(allow_nonfinite, bool):
+            raise ValueError(f"allow_nonfinite: expected True or False, got {allow_nonfinite!r}")
+        bad = [k for k in state_dict if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"{what}: state_dict key {bad[0]!r} is a {type(bad[0]).__name__}, "
+                             "expected a str (a parameter name)")
+        self.sd = {k: np.asarray(v) for k, v in state_dict.items()}
         self.what = what
+        self.allow_nonfinite = allow_nonfinite
         self.used = set()
 
     def has(self, key):
@@ -25,8 +34,17 @@ class WeightLoader:
         if key not in self.sd:
             raise ValueError(f"{self.what}: state_dict has no entry {key!r} (is it a state "
                              f"dict of the official model with these options?)")
+        value = self.sd[key]
+        if value.size == 0:
+            raise ValueError(f"{self.what}: {key!r} is empty (shape {value.shape}); expected a "
+                             "weight")
+        if (not self.allow_nonfinite and value.dtype.kind in "fc"
+                and not np.isfinite(value).all()):
+            raise ValueError(f"{self.what}: {key!r} holds {int((~np.isfinite(value)).sum())} "
+                             "non-finite values (NaN / inf); pass allow_nonfinite=True to "
+                             "accept them")
         self.used.add(key)
-        return self.sd[key]
+        return value
 
     def assign(self, variable, value, key):
         value = np.asarray(value)
@@ -47,7 +65,12 @@ class WeightLoader:
         for variable, suffix in ((norm.gamma, "weight"), (norm.beta, "bias"),
                                  (norm.moving_mean, "running_mean"),
                                  (norm.moving_variance, "running_var")):
-            self.assign(variable, self.get(f"{key}.{suffix}"), f"{key}.{suffix}")
+            value = self.get(f"{key}.{suffix}")
+            if suffix == "running_var" and not self.allow_nonfinite and (value < 0).any():
+                raise ValueError(f"{self.what}: {key}.running_var holds {int((value < 0).sum())}"
+                                 " negative variances (the normalisation would give NaN); pass "
+                                 "allow_nonfinite=True to accept them")
+            self.assign(variable, value, f"{key}.{suffix}")
 
     def dense(self, dense, key):
         """torch Linear ``weight [out, in]`` (or 1x1 Conv2d ``[out, in, 1, 1]``) -> Dense."""
@@ -102,3 +125,20 @@ def layer_count(state_dict, prefix):
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     found = [int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m]
     return max(found) + 1 if found else 0
+
+
+def require_weights(state_dict, what, shapes):
+    """Checks, before a model is built from sizes read off ``state_dict``, that each
+    ``{key: shape}`` entry is present, non-empty and of that shape (``None`` dims: any), so
+    the model built is never larger than a small multiple of the weights in the file (an
+    empty array cannot declare a 100,000-wide layer, nor a layer index a missing layer)."""
+    for key, shape in shapes.items():
+        value = state_dict.get(key)
+        if value is None:
+            raise ValueError(f"{what}: state_dict has no entry {key!r}")
+        got = np.shape(value)
+        if (np.size(value) == 0 or len(got) != len(shape)
+                or any(s is not None and s != g for s, g in zip(shape, got))):
+            want = ", ".join("n" if s is None else str(s) for s in shape)
+            raise ValueError(f"{what}: {key!r} has shape {got}; expected a non-empty "
+                             f"[{want}] weight")

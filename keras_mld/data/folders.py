@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from keras_mld.data.pipeline import LabelledImages
+from keras_mld.untrusted import inside_root
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
@@ -23,7 +24,8 @@ def load_image_folder(root, class_names=None, extensions=IMAGE_EXTENSIONS):
         extensions: file name endings (case-insensitive) counted as images.
 
     Raises:
-        ValueError: ``root`` or a named class folder missing, or no image found.
+        ValueError: ``root`` or a named class folder missing (or a class name that is not
+            a plain sub-folder name, such as ``..``), or no image found.
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
@@ -34,7 +36,12 @@ def load_image_folder(root, class_names=None, extensions=IMAGE_EXTENSIONS):
     else:
         class_names = [str(c) for c in class_names]
         for name in class_names:
-            if not os.path.isdir(os.path.join(root, name)):
+            folder = inside_root(root, name, "load_image_folder: class_names")
+            if folder == os.path.normpath(root) or os.path.dirname(folder) != \
+                    os.path.normpath(root):
+                raise ValueError(f"load_image_folder: class name {name!r} is not a sub-folder "
+                                 f"name of {root!r}")
+            if not os.path.isdir(folder):
                 raise ValueError(f"load_image_folder: class folder not found: "
                                  f"{os.path.join(root, name)!r}")
     if not class_names:

@@ -36,7 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.atomic import atomic_path, write_text
-from keras_mld.data.image import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS, decode_batch
+from keras_mld.data.image import (
+    DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_REQUEST_BYTES, decode_batch)
 from keras_mld.export.arguments import (arg_error, check_image_size, check_labels, check_limit,
                                         check_thresholds, check_version, count_classes,
                                         detect_task, images_input, numeric_versions)
@@ -86,7 +87,8 @@ def _serving_module(model, labels, thresholds, assets):
 
 def _signature_functions(module, model, task, image_size, top_k,
                          max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-                         max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+                         max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+                         max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
     """``{name: tf.function}``: closures over the Keras model (whose call is traced in).
 
     They are not attributes of ``module``: tf.saved_model.save would trace them once more
@@ -110,7 +112,8 @@ def _signature_functions(module, model, task, image_size, top_k,
                        lambda: tf.zeros([0, num_classes], tf.float32))
 
     def decode(image_bytes):
-        return decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
+        return decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size,
+                            max_request_bytes)
 
     @tf.function(input_signature=[images_spec], autograph=False)
     def serving_default(images):
@@ -203,7 +206,8 @@ def _write_assets(staging, labels, thresholds, task, image_size, top_k, num_clas
 def export_saved_model(model, base_dir, labels=None, thresholds=None, version=None,
                        image_size=None, task=None, top_k=5, overwrite=False,
                        max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-                       max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+                       max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+                       max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
     """Export ``model`` (logits ``[B, N]``) for TF Serving; returns ``base_dir/<version>``.
 
     Args:
@@ -226,6 +230,8 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
             header declares more pixels (default 40,000,000; None: no limit).
         max_batch_size: ``predict_images`` refuses a request of more images (default 256;
             None: no limit).
+        max_request_bytes: ``predict_images`` refuses a request of more encoded bytes in
+            all, before any header is read (default 32 MiB; None: no limit).
 
     Also writes ``assets.extra/tf_serving_warmup_requests`` into the version and an
     example ``base_dir/models.config`` serving this version and the newest other one.
@@ -252,7 +258,8 @@ def export_saved_model(model, base_dir, labels=None, thresholds=None, version=No
     thresholds = check_thresholds(thresholds, num_classes, model, labels)
     image_size = check_image_size(model, images_input(model), image_size)
     limits = {"max_image_pixels": check_limit(max_image_pixels, "max_image_pixels"),
-              "max_batch_size": check_limit(max_batch_size, "max_batch_size")}
+              "max_batch_size": check_limit(max_batch_size, "max_batch_size"),
+              "max_request_bytes": check_limit(max_request_bytes, "max_request_bytes")}
     base_dir = os.path.abspath(os.fspath(base_dir))
     version = check_version(version, base_dir, overwrite)
     serving_apis()  # fail before writing anything when tensorflow-serving-api is missing

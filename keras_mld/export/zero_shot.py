@@ -45,7 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mld.data.image import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS, decode_batch
+from keras_mld.data.image import (
+    DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_REQUEST_BYTES, decode_batch)
 from keras_mld.export.arguments import check_image_size, check_limit, check_version, detect_task
 from keras_mld.export.saved_model import publish_version
 from keras_mld.export.warmup import (WARMUP_DIR, WARMUP_FILENAME, encode_image, sample_image,
@@ -214,7 +215,8 @@ def _lookup_fn(module):
 
 def _signature_functions(module, model, task, image_size, word_dim, top_k,
                          max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-                         max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+                         max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+                         max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
     model_fn = _model_fn(model)
     height, width = image_size
     images_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
@@ -227,7 +229,8 @@ def _signature_functions(module, model, task, image_size, word_dim, top_k,
         return scores_from_logits(model_fn(images, label_vectors), task)
 
     def decode(image_bytes):
-        return decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size)
+        return decode_batch(image_bytes, (height, width), max_image_pixels, max_batch_size,
+                            max_request_bytes)
 
     def top(scores):
         return tf.math.top_k(scores, k=tf.minimum(top_k, tf.shape(scores)[1]), sorted=True)
@@ -339,7 +342,8 @@ def _verify_export(export_dir, signatures):
 def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, version=None,
                                  image_size=None, task=None, top_k=5, overwrite=False,
                                  max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-                                 max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+                                 max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+                                 max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
     """Export a zero-shot model for TF Serving; the label set is a signature input.
 
     Args:
@@ -354,7 +358,7 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
         labels: optional names of the labels the model was trained on (``metadata``,
             ``assets/labels.txt``; default: the model's ``class_names``); scoring never
             depends on them.
-        version, image_size, overwrite, max_image_pixels, max_batch_size: as
+        version, image_size, overwrite, max_image_pixels, max_batch_size, max_request_bytes: as
             :func:`keras_mld.export.export_saved_model` (the limits bound the image-bytes
             signatures ``predict_images`` and ``predict_label_names``).
         task: ``"multilabel"`` (sigmoid) or ``"singlelabel"`` (softmax over the M labels);
@@ -390,7 +394,8 @@ def export_zero_shot_saved_model(model, base_dir, vocabulary=None, labels=None, 
     labels = _check_names(labels if labels is not None else getattr(model, "class_names", None))
     image_size = check_image_size(model, images_input, image_size)
     limits = {"max_image_pixels": check_limit(max_image_pixels, "max_image_pixels"),
-              "max_batch_size": check_limit(max_batch_size, "max_batch_size")}
+              "max_batch_size": check_limit(max_batch_size, "max_batch_size"),
+              "max_request_bytes": check_limit(max_request_bytes, "max_request_bytes")}
     vocab = None if vocabulary is None else _vocabulary_arrays(vocabulary, word_dim)
     signatures = BASE_SIGNATURES + (VOCABULARY_SIGNATURES if vocab is not None else ())
     base_dir = os.path.abspath(os.fspath(base_dir))

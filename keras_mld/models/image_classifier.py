@@ -20,6 +20,7 @@ from keras_mld.metadata import (IMAGES_INPUT, KNOWN_LABELS_INPUT, check_class_na
 from keras_mld.models.presets import load_preset, save_preset
 from keras_mld.models.images import image_batches
 from keras_mld.models.preprocessor import ImageClassifierPreprocessor
+from keras_mld.untrusted import MAX_REQUEST_BYTES
 
 # the papers' training defaults (ML-Decoder / ASL MS-COCO recipe): compile()
 DEFAULT_LR = 1e-4
@@ -295,15 +296,16 @@ class ImageClassifier(keras.Model):
                                  "it directly with a dict of inputs")
         return feeds
 
-    def predict_scores(self, images, batch_size=32):
+    def predict_scores(self, images, batch_size=32, max_request_bytes=MAX_REQUEST_BYTES):
         """Scores ``[B, N]`` (float32) of ``images`` (see :meth:`predict_labels`)."""
-        batches = image_batches(images, self.preprocessor, batch_size)
+        batches = image_batches(images, self.preprocessor, batch_size, max_request_bytes)
         out = [self.scores(self(self._feeds(b), training=False)) for b in batches]
         if not out:
             return np.zeros((0, self.num_classes), np.float32)
         return np.concatenate(out)
 
-    def predict_labels(self, images, top_k=5, thresholds=None, batch_size=32):
+    def predict_labels(self, images, top_k=5, thresholds=None, batch_size=32,
+                       max_request_bytes=MAX_REQUEST_BYTES):
         """Names and scores per image: those at or above their class threshold, and the top-k.
 
         Args:
@@ -314,6 +316,9 @@ class ImageClassifier(keras.Model):
                 exported ``predict_images`` signature does.
             top_k: number of best classes in ``"top_k"`` (capped at N).
             thresholds: override of the model's ``thresholds`` (same forms).
+            max_request_bytes: an image file or bytes larger than this is refused before
+                it is read (default 32 MiB, as the exported ``predict_images`` bounds a
+                request; None: no limit).
 
         Returns:
             one dict per image: ``{"labels": [(name, score), ...], "top_k": [(name,
@@ -324,7 +329,7 @@ class ImageClassifier(keras.Model):
             raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
         t = np.asarray(self.thresholds if thresholds is None
                        else check_thresholds(thresholds, self.class_names), np.float32)
-        scores = self.predict_scores(images, batch_size)
+        scores = self.predict_scores(images, batch_size, max_request_bytes)
         names, k = self.class_names, min(int(top_k), self.num_classes)
         out = []
         for row in scores:

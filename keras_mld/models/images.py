@@ -44,18 +44,24 @@ def _reason(message):
     return kept[-1] if kept else message.strip()
 
 
-def _load_one(item, preprocessor):
-    """One image (path, bytes or ``[H, W, 3]`` array) -> float32 ``[h, w, 3]`` numpy."""
+def _load_one(item, preprocessor, max_bytes=None):
+    """One image (path, bytes or ``[H, W, 3]`` array) -> float32 ``[h, w, 3]`` numpy; a file
+    or bytes over ``max_bytes`` is refused before it is read."""
     size = preprocessor.image_size
     if _is_image_source(item):
         import tensorflow as tf
 
         if isinstance(item, bytes):
-            data = item
+            data, nbytes, name = item, len(item), f"{len(item)} bytes"
         else:
             path = os.fspath(item)
             if not os.path.isfile(path):
                 raise ValueError(f"images: no such file {path!r}")
+            data, nbytes, name = None, os.path.getsize(path), repr(path)
+        if max_bytes is not None and nbytes > max_bytes:
+            raise ValueError(f"images: cannot use {name}: {nbytes} bytes, more than "
+                             f"max_request_bytes={max_bytes}")
+        if data is None:
             data = tf.io.read_file(path)
         try:  # bounded: an image over max_image_pixels is refused from its header
             image = _decoder(size)(data)
@@ -71,11 +77,15 @@ def _load_one(item, preprocessor):
     return np.asarray(keras.ops.convert_to_numpy(preprocessor.resize(x[None])))[0]
 
 
-def image_batches(images, preprocessor, batch_size):
+def image_batches(images, preprocessor, batch_size, max_request_bytes=None):
     """``images`` in any accepted form -> an iterator of float32 batches ``[b, h, w, 3]``.
 
-    Files and bytes are decoded one batch at a time (bounded memory for a long list)."""
+    Files and bytes are decoded one batch at a time (bounded memory for a long list); one
+    over ``max_request_bytes`` (None: no limit) is refused before it is read."""
     batch_size = check_int("predict_labels", "batch_size", batch_size, minimum=1)
+    if max_request_bytes is not None:
+        max_request_bytes = check_int("predict_labels", "max_request_bytes", max_request_bytes,
+                                      minimum=1)
     if _is_image_source(images) or (hasattr(images, "shape") and len(images.shape) == 3):
         images = [images]
     if hasattr(images, "shape"):  # a batch [B, H, W, 3]: resized inside the model
@@ -88,6 +98,7 @@ def image_batches(images, preprocessor, batch_size):
         raise ValueError("images: expected a batch [B, H, W, 3], or a list of image files, "
                          f"encoded bytes or [H, W, 3] arrays; got {type(images).__name__}")
     if preprocessor.image_size is None:  # sizes may differ: one image per batch
-        return (_load_one(item, preprocessor)[None] for item in images)
-    return (np.stack([_load_one(item, preprocessor) for item in images[i:i + batch_size]])
+        return (_load_one(item, preprocessor, max_request_bytes)[None] for item in images)
+    return (np.stack([_load_one(item, preprocessor, max_request_bytes)
+                      for item in images[i:i + batch_size]])
             for i in range(0, len(images), batch_size))

@@ -33,6 +33,7 @@ import keras
 from keras_mld.atomic import atomic_path
 from keras_mld.checkpoints.hub import HF_SCHEME, hub_download, hub_upload_folder, parse_hf_uri
 from keras_mld.registry import get_preset, list_presets as _registered_presets
+from keras_mld.untrusted import read_json
 from keras_mld.version import __version__
 
 PRESET_FORMAT = "keras_mld.preset/1"
@@ -99,10 +100,9 @@ def _download_preset(uri):
 def _read_json(path):
     if not os.path.isfile(path):
         raise _unknown(os.path.dirname(path), f"{path} is missing")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    try:  # bounded nesting, no NaN / Infinity, every parser error a ValueError
+        return read_json(path, "preset", finite=False)  # a Keras config may hold inf
+    except ValueError as err:
         raise _unknown(os.path.dirname(path),
                        f"{path} is not a readable JSON file ({err})") from None
 

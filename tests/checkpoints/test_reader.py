@@ -90,15 +90,19 @@ def test_npz_and_safetensors(tmp_path):
             assert out[k].dtype == v.dtype
 
 
-def test_pth_views_cannot_claim_more_memory_than_max_bytes(tmp_path, monkeypatch):
-    # a stride-0 view of one float claims 3000 x 3000 floats (36 MB) from a tiny file
+def test_pth_views_cannot_claim_more_memory_than_the_file_holds(tmp_path, monkeypatch):
+    # a stride-0 view of one float claims 3000 x 3000 floats (36 MB) from a tiny file: over
+    # max_bytes, and over 4 x the file's content even with the default max_bytes
     st = [FakeStorage("FloatStorage", "0", np.ones(1, "<f4"))]
     path = tmp_path / "wide.pth"
     write_pth(path, {"w": FakeTensor(st[0], 0, (3000, 3000), (0, 0))}, st, monkeypatch)
-    with pytest.raises(ValueError, match="max_bytes"):
+    with pytest.raises(ValueError, match="max_bytes=1048576"):
         read_state_dict(path, use_torch=False, max_bytes=2 ** 20)
-    out = read_state_dict(path, use_torch=False)  # within the default limit: the view's values
-    assert out["w"].shape == (3000, 3000) and float(out["w"][5, 7]) == 1.0
+    with pytest.raises(ValueError, match=r"wide\.pth.*stride-0 or overlapping"):
+        read_state_dict(path, use_torch=False)
+    small = tmp_path / "small.pth"  # a small broadcast view stays within 4 x the file
+    write_pth(small, {"w": FakeTensor(st[0], 0, (4, 5), (0, 0))}, st, monkeypatch)
+    np.testing.assert_array_equal(read_state_dict(small, use_torch=False)["w"], np.ones((4, 5)))
 
 
 def test_pth_shared_and_cyclic_containers(tmp_path, monkeypatch):

@@ -162,6 +162,32 @@ def test_decode_batch_refuses_more_than_max_batch_size():
         fn(tf.constant([data] * 3))
 
 
+def test_decode_batch_refuses_more_than_max_request_bytes():
+    # counted over the whole request before any header is read (the GIF walk included)
+    data = encode(np.zeros((9, 9, 3), np.uint8), "PNG")
+    fn = tf.function(lambda x: im.decode_batch(x, (8, 8), max_request_bytes=2 * len(data)),
+                     input_signature=[tf.TensorSpec([None], tf.string)])
+    assert fn(tf.constant([data, data])).shape == (2, 8, 8, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"request of {3 * len(data)} "
+                       f"bytes exceeds max_request_bytes={2 * len(data)}"):
+        fn(tf.constant([data] * 3))
+    with pytest.raises(ValueError, match="max_request_bytes must be a positive int"):
+        im.decode_batch(tf.constant([data]), (8, 8), max_request_bytes=0)
+
+
+def test_predict_labels_refuses_files_over_max_request_bytes(tmp_path):
+    import keras_mld
+
+    model = keras_mld.build("small_convnet", head="gap", class_names=["a", "b"],
+                            input_shape=(16, 16, 3))
+    data = encode(np.zeros((20, 20, 3), np.uint8), "PNG")
+    (tmp_path / "ok.png").write_bytes(data)
+    assert len(model.predict_labels([str(tmp_path / "ok.png"), data])) == 2
+    for item, name in ((str(tmp_path / "ok.png"), "ok.png"), (data, f"{len(data)} bytes")):
+        with pytest.raises(ValueError, match=f"{name}.*more than max_request_bytes=10"):
+            model.predict_labels([item], max_request_bytes=10)
+
+
 def test_uint8_resize_equals_float_resize():
     """The decode no longer casts to float before resizing: same numbers."""
     data = encode(np.random.default_rng(2).integers(0, 256, (41, 67, 3), np.uint8), "PNG")
@@ -239,6 +265,7 @@ def test_bomb_refused_with_bounded_rss_in_fresh_tf_only_process(tmp_path, bomb):
     with open(os.path.join(path, "assets", "keras_mld.json"), encoding="utf-8") as f:
         meta = json.load(f)
     assert meta["max_image_pixels"] == 40_000_000 and meta["max_batch_size"] == 4
+    assert meta["max_request_bytes"] == 32 * 2 ** 20
     rng = np.random.default_rng(3)
     good = [encode(rng.integers(0, 256, (45, 61, 3), np.uint8), "JPEG"),
             encode(rng.integers(0, 256, (30, 20, 3), np.uint8), "PNG")]

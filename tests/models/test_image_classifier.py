@@ -314,17 +314,22 @@ def test_preset_save_crash_leaves_nothing(tmp_path, monkeypatch):
     ("missing-config", "config.json is missing"),
     ("corrupt-metadata", "metadata.json is not a readable JSON"),
     ("corrupt-weights", "model.weights.h5 could not be loaded"),
+    ("deep-config", "config.json is not a readable JSON.*RecursionError"),
+    ("nested-config", "config.json is not a readable JSON.*nested more than 64"),
+    ("latin1-metadata", "metadata.json is not a readable JSON.*UnicodeDecodeError"),
 ])
 def test_damaged_preset_names_the_file_and_the_known_presets(tmp_path, damage, match):
     path = _model("gap").save_to_preset(tmp_path / "p")
     kind, name = damage.split("-")
     target = os.path.join(path, {"weights": "model.weights.h5", "config": "config.json",
                                  "metadata": "metadata.json"}[name])
+    garbage = {"corrupt": b"\x00garbage{", "deep": b"[" * 100_000,
+               "nested": b"[" * 70 + b"]" * 70, "latin1": b'{"format": "caf\xe9"}'}
     if kind == "missing":
         os.remove(target)
     else:
         with open(target, "wb") as f:
-            f.write(b"\x00garbage{")
+            f.write(garbage[kind])
     with pytest.raises(ValueError, match=match) as info:
         keras_mld.ImageClassifier.from_preset(path)
     assert info.match("preset") and info.match("mldecoder_coco")

@@ -40,7 +40,8 @@ def write_pth(path, obj, storages, monkeypatch, prefix="archive"):
     utils_mod._rebuild_tensor_v2, utils_mod._rebuild_parameter = (_rebuild_tensor_v2,
                                                                   _rebuild_parameter)
     kinds = {}
-    for kind in ("FloatStorage", "HalfStorage", "BFloat16Storage", "LongStorage"):
+    for kind in ("FloatStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "DoubleStorage",
+                 "ByteStorage"):
         kinds[kind] = type(kind, (), {"__module__": "torch"})
         setattr(torch_mod, kind, kinds[kind])
     monkeypatch.setitem(sys.modules, "torch", torch_mod)

@@ -17,7 +17,7 @@ embeddings are set to zero and known labels have no effect, as there.
 """
 import numpy as np
 
-from keras_mld.checkpoints.loader import WeightLoader, layer_count
+from keras_mld.checkpoints.loader import WeightLoader, layer_count, require_weights
 from keras_mld.checkpoints.reader import strip_prefix
 from keras_mld.models.ctran.ctran import CTranHead
 
@@ -25,17 +25,18 @@ _WHAT = "convert_ctran_state_dict"
 _LAYERS = "self_attn_layers"
 
 
-def load_ctran_state_dict(head, state_dict, use_lmt):
+def load_ctran_state_dict(head, state_dict, use_lmt, allow_nonfinite=False):
     """Copy an official C-Tran state dict into the built ``head`` (built with
     ``input_proj=False``); ``use_lmt``: whether the official model ran with ``--use_lmt``
-    (the weights do not tell). Returns ``head``."""
+    (the weights do not tell); ``allow_nonfinite``: accept NaN / inf weights (refused by
+    default, with the key named). Returns ``head``."""
     if not isinstance(use_lmt, bool):
         raise ValueError(f"{_WHAT}: use_lmt must be True or False (the official --use_lmt "
                          f"flag of the run), got {use_lmt!r}")
     if head.input_proj is not None:
         raise ValueError(f"{_WHAT}: the official C-Tran has no input projection: build the "
                          f"head with input_proj=False")
-    sd = WeightLoader(strip_prefix(state_dict), _WHAT)
+    sd = WeightLoader(strip_prefix(state_dict), _WHAT, allow_nonfinite)
     d, h = head.dim, head.num_heads
     sd.layer_norm(head.input_norm, "LayerNorm")
     for i, layer in enumerate(head.encoder_layers):
@@ -64,7 +65,8 @@ def load_ctran_state_dict(head, state_dict, use_lmt):
     return head
 
 
-def convert_ctran_state_dict(state_dict, *, use_lmt, num_heads=4, dropout=0.1, name="ctran"):
+def convert_ctran_state_dict(state_dict, *, use_lmt, num_heads=4, dropout=0.1, name="ctran",
+                             allow_nonfinite=False):
     """A built :class:`~keras_mld.layers.CTranHead` holding the weights of an official
     C-Tran model (``{name: array}``, e.g. from :func:`keras_mld.convert.read_state_dict`;
     a ``module.`` prefix is stripped).
@@ -73,18 +75,24 @@ def convert_ctran_state_dict(state_dict, *, use_lmt, num_heads=4, dropout=0.1, n
     training; see the module docstring). ``num_heads``: official ``--heads`` (default 4).
     The number of layers and the width (official 2048 = the backbone channels, no
     projection) come from the weights. The head takes the backbone's feature map
-    ``[B, H, W, D]`` (NHWC) and optionally ``known_labels``.
+    ``[B, H, W, D]`` (NHWC) and optionally ``known_labels``. NaN / inf weights are refused
+    (key named) unless ``allow_nonfinite=True``.
     """
     sd = strip_prefix(state_dict)
     if "label_lt.weight" not in sd:
         raise ValueError(f"{_WHAT}: state_dict has no 'label_lt.weight': not an official "
                          f"C-Tran state dict")
+    require_weights(sd, _WHAT, {"label_lt.weight": (None, None)})
     num_classes, dim = sd["label_lt.weight"].shape
     layers = layer_count(sd, _LAYERS)
     if layers < 1:
         raise ValueError(f"{_WHAT}: state_dict has no {_LAYERS}.<i> entries")
+    for i in range(layers):  # every layer's width from real weights, before building
+        p = f"{_LAYERS}.{i}.transformer_layer"
+        require_weights(sd, _WHAT, {f"{p}.self_attn.in_proj_weight": (3 * dim, dim),
+                                    f"{p}.linear1.weight": (None, dim)})
     ff_dim = int(sd[f"{_LAYERS}.0.transformer_layer.linear1.weight"].shape[0])
     head = CTranHead(int(num_classes), embed_dim=None, num_layers=layers, num_heads=num_heads,
                      ff_dim=ff_dim, dropout=dropout, input_proj=False, name=name)
     head.build((None, None, None, int(dim)))
-    return load_ctran_state_dict(head, sd, use_lmt)
+    return load_ctran_state_dict(head, sd, use_lmt, allow_nonfinite)

@@ -16,8 +16,10 @@ section 2.3). The head maps onto :class:`keras_mld.layers.MLDecoder`:
 
 The number of attention heads is not stored in a state dict: the official code uses 8.
 """
+import numpy as np
+
 from keras_mld.checkpoints.loader import WeightLoader
-from keras_mld.checkpoints.reader import read_checkpoint
+from keras_mld.checkpoints.reader import errors_naming, read_checkpoint
 from keras_mld.models.builder import build
 from keras_mld.models.tresnet.convert import infer_config, load_weights, to_timm_layout
 from keras_mld.models.tresnet.tresnet import tresnet
@@ -34,6 +36,10 @@ def infer_head_config(state, prefix=PREFIX):
     if missing:
         raise ValueError(f"checkpoint: not an official ML-Decoder state dict, missing {missing} "
                          "(zero-shot checkpoints with word-vector queries are not supported)")
+    empty = [prefix + k for k in need if np.asarray(state[prefix + k]).size == 0]
+    if empty or state[prefix + "embed_standart.weight"].ndim != 2:
+        raise ValueError(f"checkpoint: {empty or [prefix + 'embed_standart.weight']} must be "
+                         "non-empty weights ([D, C] for embed_standart)")
     d, c = state[prefix + "embed_standart.weight"].shape
     k = state[prefix + "query_embed.weight"].shape[0]
     pool = state[prefix + "duplicate_pooling"]
@@ -44,18 +50,31 @@ def infer_head_config(state, prefix=PREFIX):
     if pool.shape[2] != -(-n // k):
         raise ValueError(f"checkpoint: duplicate_pooling has g={pool.shape[2]} classes per group, "
                          f"keras-mld uses ceil(N/K)={-(-n // k)} for N={n}, K={k}")
-    num_layers = len({key[len(prefix):].split(".")[1] for key in state
-                      if key.startswith(prefix + "layers.")})
+    layer_ids = {key[len(prefix):].split(".")[1] for key in state
+                 if key.startswith(prefix + "layers.")}
+    num_layers = len(layer_ids)
+    if layer_ids != {str(i) for i in range(num_layers)}:
+        raise ValueError(f"checkpoint: decoder layers {sorted(layer_ids)[:8]}; expected 0..n-1")
+    # every layer's sizes from real weights (the model built is bounded by the file's bytes)
+    for i in range(num_layers):
+        for key, rows in ((f"layers.{i}.multihead_attn.in_proj_weight", 3 * d),
+                          (f"layers.{i}.linear1.weight", None)):
+            w = np.asarray(state.get(prefix + key, np.zeros(0)))
+            if w.ndim != 2 or w.size == 0 or w.shape[1] != d or rows not in (None, w.shape[0]):
+                raise ValueError(f"checkpoint: {prefix + key} has shape {w.shape}; expected a "
+                                 f"non-empty [{rows or 'ff'}, {d}] weight")
+    if num_layers == 0:
+        raise ValueError(f"checkpoint: no {prefix}layers.0.* decoder layer")
     ff = state[prefix + "layers.0.linear1.weight"].shape[0]
     return {"num_classes": int(n), "num_groups": int(k), "embed_dim": int(d), "ff_dim": int(ff),
             "num_layers": int(num_layers), "in_features": int(c)}
 
 
-def load_ml_decoder_weights(head, state, prefix=PREFIX):
+def load_ml_decoder_weights(head, state, prefix=PREFIX, allow_nonfinite=False):
     """Copies an official ML-Decoder head (``state[prefix + ...]``) into a built
     :class:`keras_mld.layers.MLDecoder` ``head`` of the same sizes; every head entry must be
-    used."""
-    loader = WeightLoader(state, "checkpoint")
+    used; NaN / inf weights are refused unless ``allow_nonfinite=True``."""
+    loader = WeightLoader(state, "checkpoint", allow_nonfinite)
     p = prefix
     loader.dense(head.embed, p + "embed_standart")
     loader.assign(head.queries.queries, loader.get(p + "query_embed.weight"),
@@ -91,7 +110,7 @@ def _class_names(meta, n):
 
 
 def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_names=None,
-                                  name=None):
+                                  name=None, allow_nonfinite=False):
     """An official ML-Decoder checkpoint -> ``(keras.Model, class_names)``.
 
     Args:
@@ -104,6 +123,8 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
         num_heads: attention heads (not stored in the checkpoint; the official code uses 8).
         class_names: overrides the checkpoint's ``idx_to_class``.
         name: model name (default ``tresnet_mldecoder``).
+        allow_nonfinite: accept NaN / inf weights and negative BatchNorm variances (refused
+            by default, with the key named).
 
     Returns:
         the :class:`~keras_mld.ImageClassifier` (input ``images`` RGB [0, 255], any size,
@@ -122,22 +143,25 @@ def convert_ml_decoder_checkpoint(source, image_size=224, num_heads=8, class_nam
         raise ValueError(f"image_size: expected an int or (H, W), multiples of 4 and >= 32, "
                          f"got {image_size!r}")
     state, meta = read_checkpoint(source)
-    if class_names is not None:
-        meta = {**meta, "class_names": list(class_names)}
-    state = to_timm_layout(state)
-    head_cfg = infer_head_config(state)
-    cfg = infer_config(state)
-    backbone = tresnet(layers=cfg["layers"], width_factor=cfg["width_factor"], v2=cfg["v2"],
-                       input_shape=hw + (3,), name="tresnet")
-    load_weights(backbone, state)
-    if backbone.output.shape[-1] != head_cfg["in_features"]:
-        raise ValueError(f"checkpoint: the backbone gives {backbone.output.shape[-1]} channels, "
-                         f"the ML-Decoder embedding expects {head_cfg['in_features']}")
-    names = _class_names(meta, head_cfg["num_classes"])
-    model = build(
-        backbone, head="mldecoder", num_classes=head_cfg["num_classes"], input_shape=hw + (3,),
-        normalization="unit", name=name or "tresnet_mldecoder", class_names=names,
-        num_groups=head_cfg["num_groups"], embed_dim=head_cfg["embed_dim"],
-        ff_dim=head_cfg["ff_dim"], num_layers=head_cfg["num_layers"], num_heads=num_heads)
-    load_ml_decoder_weights(model.get_layer("ml_decoder"), state)
+    with errors_naming(source):
+        if class_names is not None:
+            meta = {**meta, "class_names": list(class_names)}
+        state = to_timm_layout(state)
+        head_cfg = infer_head_config(state)
+        cfg = infer_config(state)
+        backbone = tresnet(layers=cfg["layers"], width_factor=cfg["width_factor"], v2=cfg["v2"],
+                           input_shape=hw + (3,), name="tresnet")
+        load_weights(backbone, state, allow_nonfinite=allow_nonfinite)
+        if backbone.output.shape[-1] != head_cfg["in_features"]:
+            raise ValueError(f"checkpoint: the backbone gives {backbone.output.shape[-1]} "
+                             f"channels, the ML-Decoder embedding expects "
+                             f"{head_cfg['in_features']}")
+        names = _class_names(meta, head_cfg["num_classes"])
+        model = build(
+            backbone, head="mldecoder", num_classes=head_cfg["num_classes"], input_shape=hw + (3,),
+            normalization="unit", name=name or "tresnet_mldecoder", class_names=names,
+            num_groups=head_cfg["num_groups"], embed_dim=head_cfg["embed_dim"],
+            ff_dim=head_cfg["ff_dim"], num_layers=head_cfg["num_layers"], num_heads=num_heads)
+        load_ml_decoder_weights(model.get_layer("ml_decoder"), state,
+                                allow_nonfinite=allow_nonfinite)
     return model, names

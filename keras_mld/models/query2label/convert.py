@@ -7,7 +7,9 @@ The official model (github.com/SlongLiu/query2labels, ``lib/models/query2label.p
 (``self_attn`` and ``norm1`` only where kept), ``transformer.decoder.norm.*``, ``fc.W``,
 ``fc.b``; ``backbone.*`` (the CNN and the sine-encoding buffer) is not part of the head.
 """
-from keras_mld.checkpoints.loader import WeightLoader, layer_count
+import numpy as np
+
+from keras_mld.checkpoints.loader import WeightLoader, layer_count, require_weights
 from keras_mld.checkpoints.reader import strip_prefix
 from keras_mld.models.query2label.query2label import Query2LabelHead
 
@@ -28,11 +30,19 @@ def query2label_options(state_dict, pre_norm=None):
     if "query_embed.weight" not in sd:
         raise ValueError(f"{_WHAT}: state_dict has no 'query_embed.weight': not an official "
                          f"Query2Label state dict")
+    require_weights(sd, _WHAT, {"query_embed.weight": (None, None)})
     num_classes, dim = sd["query_embed.weight"].shape
     enc, dec = layer_count(sd, _ENC), layer_count(sd, _DEC)
     if dec < 1:
         raise ValueError(f"{_WHAT}: state_dict has no {_DEC}.<i> entries")
+    for prefix, count, attention in ((_ENC, enc, "self_attn"), (_DEC, dec, "multihead_attn")):
+        for i in range(count):  # every layer's width from real weights, before building
+            require_weights(sd, _WHAT, {f"{prefix}.{i}.{attention}.in_proj_weight": (3 * dim, dim),
+                                        f"{prefix}.{i}.linear1.weight": (None, dim)})
     keep_input_proj = "input_proj.weight" in sd
+    if keep_input_proj:
+        require_weights(sd, _WHAT, {"input_proj.weight": (dim, None, None, None)
+                                    if np.ndim(sd["input_proj.weight"]) == 4 else (dim, None)})
     channels = sd["input_proj.weight"].shape[1] if keep_input_proj else dim
     has_enc_norm = "transformer.encoder.norm.weight" in sd
     if pre_norm is None:
@@ -54,10 +64,11 @@ def query2label_options(state_dict, pre_norm=None):
     return options, int(channels)
 
 
-def load_query2label_state_dict(head, state_dict):
+def load_query2label_state_dict(head, state_dict, allow_nonfinite=False):
     """Copy an official Query2Label state dict into the built ``head`` (checked: every
-    head entry is used, every shape matches). Returns ``head``."""
-    sd = WeightLoader(strip_prefix(state_dict), _WHAT)
+    head entry is used, every shape matches; NaN / inf weights are refused unless
+    ``allow_nonfinite=True``). Returns ``head``."""
+    sd = WeightLoader(strip_prefix(state_dict), _WHAT, allow_nonfinite)
     d, h = head.dim, head.num_heads
     if head.input_proj is not None:
         sd.dense(head.input_proj, "input_proj")
@@ -89,7 +100,8 @@ def load_query2label_state_dict(head, state_dict):
 
 
 def convert_query2label_state_dict(state_dict, num_heads=4, pre_norm=None, dropout=0.1,
-                                   temperature=10000.0, name="query2label"):
+                                   temperature=10000.0, name="query2label",
+                                   allow_nonfinite=False):
     """A built :class:`~keras_mld.layers.Query2LabelHead` holding the weights of an
     official Query2Label model (``{name: array}``, e.g. from
     :func:`keras_mld.convert.read_state_dict`; a ``module.`` prefix is stripped).
@@ -103,4 +115,4 @@ def convert_query2label_state_dict(state_dict, num_heads=4, pre_norm=None, dropo
     head = Query2LabelHead(num_heads=num_heads, dropout=dropout, temperature=temperature,
                                   name=name, **options)
     head.build((None, None, None, channels))
-    return load_query2label_state_dict(head, state_dict)
+    return load_query2label_state_dict(head, state_dict, allow_nonfinite)

@@ -51,3 +51,15 @@ def test_converter_errors():
         convert_ctran_state_dict({}, use_lmt=True)
     with pytest.raises(ValueError, match="not used"):
         convert_ctran_state_dict(dict(sd_c, stray=np.zeros(3)), use_lmt=True)
+
+
+def test_sizes_are_read_from_real_weights_only():
+    fake = {"label_lt.weight": np.ones((3, 4), np.float32),
+            "self_attn_layers.0.transformer_layer.self_attn.in_proj_weight":
+                np.zeros((12, 0), np.float32)}
+    with pytest.raises(ValueError, match=r"in_proj_weight' has shape \(12, 0\); expected a "
+                                         r"non-empty \[12, 4\]"):
+        convert_ctran_state_dict(fake, use_lmt=False)
+    fake["label_lt.weight"] = np.zeros((100_000, 0), np.float32)
+    with pytest.raises(ValueError, match=r"'label_lt.weight' has shape \(100000, 0\)"):
+        convert_ctran_state_dict(fake, use_lmt=False)

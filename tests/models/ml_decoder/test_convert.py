@@ -78,3 +78,18 @@ def test_bad_inputs_raise_clear_errors():
     bad["body.conv1.0.weight"] = bad["body.conv1.0.weight"][:, :, :1]
     with pytest.raises(ValueError, match="body.conv1.conv.weight"):
         convert_ml_decoder_checkpoint(bad, image_size=64)
+
+
+def test_head_sizes_are_read_from_real_weights_only():
+    # a decoder declared 100,000 wide by an empty embedding, or an extra decoder layer with
+    # no attention weights, is refused before anything is built
+    from keras_mld.models.ml_decoder.convert import infer_head_config
+
+    _, state = _fixture("mldecoder_group")
+    p = "head.decoder."
+    wide = {**state, p + "embed_standart.weight": np.zeros((100_000, 0), np.float32)}
+    with pytest.raises(ValueError, match="embed_standart.weight.*non-empty"):
+        infer_head_config(wide)
+    extra = {**state, p + "layers.1.norm1.weight": np.ones(4, np.float32)}
+    with pytest.raises(ValueError, match=r"layers.1.multihead_attn.in_proj_weight has shape \(0,\)"):
+        infer_head_config(extra)

@@ -74,3 +74,16 @@ def test_converter_errors():
     assert opts["keep_first_self_attn_dec"] and not opts["keep_other_self_attn_dec"]
     with pytest.raises(ValueError, match="in_proj_bias"):  # a half-present block
         convert_query2label_state_dict(extra)
+
+
+def test_sizes_are_read_from_real_weights_only():
+    # an empty query embedding declaring 100,000 classes, or a decoder layer index without
+    # its attention weights, is refused before the head is built
+    fake = {"query_embed.weight": np.zeros((100_000, 0), np.float32),
+            "transformer.decoder.layers.0.linear1.weight": np.ones((8, 4), np.float32)}
+    with pytest.raises(ValueError, match=r"'query_embed.weight' has shape \(100000, 0\)"):
+        query2label_options(fake, pre_norm=False)
+    fake["query_embed.weight"] = np.ones((3, 4), np.float32)
+    fake["transformer.decoder.layers.500.norm1.weight"] = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="no entry 'transformer.decoder.layers.0.multihead_attn"):
+        query2label_options(fake, pre_norm=False)

@@ -68,3 +68,42 @@ def test_bad_checkpoint_files(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without torch
     with pytest.raises(ValueError, match="not a zip archive"):  # the torch-free reader
         read_checkpoint(pth)
+
+
+def test_architecture_is_read_from_real_weights_only(tmp_path):
+    # the width and block counts come from non-empty weights of the right shapes: an empty
+    # (2048, 0, 3, 3) stem, a real but lone 2048-wide stem, or 2,000 empty block entries are
+    # refused before any model is built (each once built 12.8 GiB or 2,000 blocks)
+    _, state = _fixture("timm")
+    empty_stem = {**state, "body.conv1.conv.weight": np.zeros((2048, 0, 3, 3), np.float32)}
+    with pytest.raises(ValueError, match=r"body.conv1.conv.weight has shape \(2048, 0, 3, 3\)"):
+        infer_config(empty_stem)
+    wide_stem = {**state, "body.conv1.conv.weight": np.ones((2048, 48, 3, 3), np.float32)}
+    with pytest.raises(ValueError, match=r"layer1.0.conv1.conv.weight .* make it \[2048, 2048"):
+        infer_config(wide_stem)
+    blocks = {**state, **{f"body.layer1.{i}.x": np.zeros((0,), np.float32)
+                          for i in range(1, 2000)}}
+    with pytest.raises(ValueError, match="block layer1.1 has no body.layer1.1.conv1.conv.weight"):
+        infer_config(blocks)
+    path = os.path.join(tmp_path, "wide.npz")  # through a file: the error names it
+    np.savez(path, **empty_stem)
+    with pytest.raises(ValueError, match=r"cannot convert checkpoint '.*wide\.npz'.*2048, 0"):
+        convert_tresnet(path, input_shape=(64, 64, 3))
+
+
+def test_nonfinite_weights_and_negative_variances_are_refused_unless_allowed():
+    _, state = _fixture("timm")
+    nan = {**state, "body.layer2.0.conv2.conv.weight":
+           np.where(np.arange(state["body.layer2.0.conv2.conv.weight"].size).reshape(
+               state["body.layer2.0.conv2.conv.weight"].shape) == 5, np.nan,
+               state["body.layer2.0.conv2.conv.weight"]).astype(np.float32)}
+    with pytest.raises(ValueError, match="'body.layer2.0.conv2.conv.weight' holds 1 non-finite"):
+        convert_tresnet(nan, input_shape=(64, 64, 3))
+    var = state["body.conv1.bn.running_var"].copy()
+    var[0] = -1.0
+    negative = {**state, "body.conv1.bn.running_var": var}
+    with pytest.raises(ValueError, match="body.conv1.bn.running_var holds 1 negative"):
+        convert_tresnet(negative, input_shape=(64, 64, 3))
+    model = convert_tresnet(nan, input_shape=(64, 64, 3), allow_nonfinite=True)  # explicit
+    kernel = model.get_layer("body_layer2_0_conv2_conv").kernel.numpy()
+    assert np.isnan(kernel).sum() == 1
