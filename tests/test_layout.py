@@ -5,7 +5,10 @@ application is imported by no library module, every architecture folder register
 and no module uses another module's underscore names."""
 import ast
 import graphlib
+import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -133,22 +136,28 @@ def test_every_architecture_folder_is_registered_by_keras_mld_models():
 
 
 def test_each_head_and_backbone_is_registered_by_its_own_folder():
-    import keras_mld
-    from keras_mld import registry
-
-    keras_mld.list_models()
+    # In a fresh process: in this one, tests and the registry's doctest register their own.
+    script = (
+        "import json, keras_mld\n"
+        "from keras_mld import registry\n"
+        "keras_mld.list_models()\n"
+        "def owner(f):\n"
+        "    return getattr(f, 'func', f).__module__\n"
+        "print(json.dumps({'heads': {h: owner(registry.get_head(h))\n"
+        "                            for h in registry.list_heads()},\n"
+        "                  'backbones': {b: owner(registry.get_backbone(b).create)\n"
+        "                                for b in registry.list_backbones()}}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
     where = {"gap": "gap", "mldecoder": "ml_decoder", "query2label": "query2label",
              "ctran": "ctran", "gat": "graph", "gat+mldecoder": "graph", "mlgcn": "graph"}
-    ours = [h for h in registry.list_heads()  # (other tests may register heads of their own)
-            if registry.get_head(h).__module__.startswith("keras_mld.")]
-    assert sorted(where) == ours
+    assert sorted(found["heads"]) == sorted(where)
     for head, folder in where.items():
-        assert registry.get_head(head).__module__.startswith(f"keras_mld.models.{folder}."), head
-    for name in registry.list_backbones():
-        create = registry.get_backbone(name).create
-        if not getattr(create, "func", create).__module__.startswith("keras_mld."):
-            continue
-        owner = getattr(create, "func", create).__module__
+        assert found["heads"][head].startswith(f"keras_mld.models.{folder}."), head
+    assert found["backbones"]
+    for name, owner in found["backbones"].items():
         folder = "tresnet" if name.startswith("tresnet") else "keras_apps"
         assert owner.startswith(f"keras_mld.models.{folder}."), (name, owner)
 
