@@ -46,7 +46,8 @@ from keras_mld.training.schedules import OneCycle, OneCycleMomentum
 from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
 
-__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "resolve_jit_compile"]
+__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "onecycle_warmup_epochs",
+           "resolve_jit_compile"]
 
 #: ML-Decoder MS-COCO recipe (Ridnik et al., arXiv:2111.12933, appendix C), plus OneCycle
 #: and early stopping.
@@ -225,7 +226,7 @@ def _nbd_multipliers(optimizer, model, excluded):
     optimizer.set_lr_multipliers([(v, 2.0) for v in excluded if is_bias(v)])
 
 
-def _warmup_epochs(recipe, steps):
+def onecycle_warmup_epochs(recipe, steps):
     """The first epoch at whose end ``OneCycleLR``'s warm-up is over (deep-object-reid's
     ``OneCycleLR.warmup_finished``: ``last_epoch >= pct_start * total_steps - 1``, read
     after the epoch's last batch, before the scheduler steps)."""
@@ -360,7 +361,7 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     if r["early_stopping"] and has_monitor:
         stopping = dict(r["early_stopping"])
         if stopping.pop("after_warmup", False):
-            stopping["warmup_epochs"] = _warmup_epochs(r, steps)
+            stopping["warmup_epochs"] = onecycle_warmup_epochs(r, steps)
         cbs.append(EMAEarlyStopping(monitor=monitor, **stopping, ema=ema,
                                     state_path=os.path.join(state, "early_stopping.json")))
     if r["reduce_lr_on_plateau"] is not None:
