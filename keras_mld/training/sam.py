@@ -14,7 +14,9 @@ overrides ``train_step`` only. The wrapped model (``sam.inner_model``) stays a p
 functional model: save / export that one (``sam.inner_model.save("m.keras")``); the wrapper
 shares its variables, so training the wrapper trains it.
 
-Implementation notes (TensorFlow backend; the train step is TensorFlow specific):
+Implementation notes (TensorFlow backend; on JAX the same step is written statelessly
+with ``jax.value_and_grad`` over the trainer's ``compute_loss_and_updates``, without the
+``tf.distribute`` handling):
 
 - The second pass runs inside a ``keras.StatelessScope`` that maps every trainable
   variable to the tensor ``w + e``; gradients are taken w.r.t. those tensors. The weights
@@ -147,7 +149,40 @@ class SAMModel(keras.Model):
             self.inner_model.build(input_shape)
         self.built = True
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_train_step(*args)
+        return self._tf_train_step(*args)
+
+    def _jax_train_step(self, state, data):
+        """The same SAM step, stateless, for the JAX trainer (``compute_loss_and_updates``
+        twice: at ``w`` and at ``w + e``; the optimizer applies the second gradient at ``w``;
+        the second pass's non-trainable updates are kept only with ``second_pass_state``;
+        logged loss and metrics are the first pass's)."""
+        import jax
+        import jax.numpy as jnp
+
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        grad_fn = jax.value_and_grad(self.compute_loss_and_updates, has_aux=True)
+        (_, aux), grads = grad_fn(trainable, non_trainable, metrics_vars, x, y, sample_weight,
+                                  training=True, optimizer_variables=optimizer_vars)
+        unscaled_loss, y_pred, non_trainable, metrics_vars = aux
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads))
+        scale = self.rho / (norm + self.eps)
+        perturbed = [w + (g.astype("float32") * scale).astype(w.dtype)
+                     for w, g in zip(trainable, grads)]
+        (_, aux2), grads2 = grad_fn(perturbed, non_trainable, metrics_vars, x, y, sample_weight,
+                                    training=True, optimizer_variables=optimizer_vars)
+        if self.second_pass_state:
+            non_trainable = aux2[2]
+        trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads2,
+                                                                   trainable)
+        logs, metrics_vars = self._update_metrics_variables(metrics_vars, unscaled_loss, x, y,
+                                                            y_pred, sample_weight)
+        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+    def _tf_train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
         first = {}

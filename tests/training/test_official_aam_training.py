@@ -200,3 +200,17 @@ def test_aam_early_stopping_matches_official():
                     "run of tests/test_jax_backend.py")
 def test_aam_recipe_first_epoch(tmp_path):
     _check(tmp_path, 1, "first", "first_ema")
+
+
+def test_aam_options_refuse_bad_combinations(tmp_path):
+    config, data, _ = _fixture()
+    ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
+    base = {**load_recipe("aam_coco")["train"], "metrics": [], "tensorboard": False}
+    for change, match in (({"optimizer": "sgd", "ema_mode": "optimizer", "cycle_momentum": False},
+                           "nbd needs"),
+                          ({"bias_lr_factor": 3.0}, "nbd sets"),
+                          ({"sam_rho": None}, "sam_second_pass_state needs"),
+                          ({"schedule": "constant"}, "after_warmup needs")):
+        with pytest.raises(ValueError, match=match):
+            fit(_model(config), ds, ds, recipe={**base, **change},
+                run_dir=str(tmp_path / match.split()[0]), verbose=0)
