@@ -10,7 +10,9 @@ Run with a Python that has torch (CI does not need it: the test reads the fixtur
 
 ``--official`` is a checkout of https://github.com/openvinotoolkit/deep-object-reid, branch
 ``multilabel`` (fixture made at commit c92f63d802a03a873f2706462bdd2d5cf8a22de4, the last
-commit of the authors on that branch). Read from it at run time with ``ast`` (nothing is
+commit of the authors on that branch, read from the fork ``tosfaq/deep-object-reid``, which
+holds it; that fork's 19 later commits change only augmentation switches, image loading and
+worker counts). Read from it at run time with ``ast`` (nothing is
 copied into keras-mld):
 
 * ``configs/EfficientNetV2_small_mld.yml``: the released COCO config (lr 0.007, ``sam`` rho
