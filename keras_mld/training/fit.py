@@ -233,7 +233,7 @@ def onecycle_warmup_epochs(recipe, steps):
     if recipe["schedule"] != "onecycle":
         raise ValueError("fit: early_stopping after_warmup needs schedule 'onecycle', got "
                          f"{recipe['schedule']!r}")
-    end_step = float(recipe["pct_start"] * recipe["epochs"] * steps) - 1
+    end_step = float(recipe["pct_start"] * (recipe["epochs"] * steps)) - 1  # as torch
     epoch = 1
     while steps * epoch - 1 < end_step:
         epoch += 1
