@@ -226,7 +226,7 @@ class EarlyStoppingRule:
         counts = index + 1 >= self.warmup_epochs  # the warm-up is over
         if self.rule == "official":
             rounded = round(s, 4)
-            if self.mode == "max" and abs(rounded - 1.0) <= 1e-4:
+            if self.mode == "max" and abs(rounded - 1.0) <= 1e-4 + 1e-5:  # np.isclose
                 return True, improved
             if rounded > self.ema:
                 self.ema = self.smoothing * s + (1 - self.smoothing) * self.ema
