@@ -179,12 +179,20 @@ class EarlyStoppingRule:
 
     ``smoothing = 0.8`` is the factor of the authors' implementation (OpenVINO
     deep-object-reid, multilabel engine). That implementation differs from the text;
-    ``rule="official"`` reproduces it: ``ema`` starts at 0 and is updated with every score
-    that exceeds it; ``wait`` counts epochs since a score last exceeded ``ema`` and
-    training stops when ``wait >= patience`` (no separate "best" condition).
+    ``rule="official"`` reproduces it (``MultilabelEngine.exit_on_plateau_and_choose_best``):
+    ``ema`` starts at 0 and is updated with every score whose value rounded to 4 decimals
+    exceeds it; ``wait`` counts epochs since a score last exceeded ``ema`` and training
+    stops when ``wait >= patience`` (no separate "best" condition), or at once when the
+    rounded score is 1.
+
+    ``warmup_epochs``: the scores of the first ``warmup_epochs - 1`` epochs never count as
+    "not improved" (the official loop counts only once OneCycle's warm-up has finished,
+    i.e. from the epoch in which the learning rate peaks); an improving score still
+    updates ``ema`` and resets ``wait``. 0 (default): every epoch counts.
     """
 
-    def __init__(self, patience=5, smoothing=0.8, min_delta=0.0, mode="max", rule="paper"):
+    def __init__(self, patience=5, smoothing=0.8, min_delta=0.0, mode="max", rule="paper",
+                 warmup_epochs=0):
         if not isinstance(patience, int) or patience < 1:
             raise ValueError(f"EarlyStoppingRule: patience must be an int >= 1, got {patience!r}")
         if not 0.0 < float(smoothing) <= 1.0:
@@ -193,8 +201,12 @@ class EarlyStoppingRule:
             raise ValueError(f"EarlyStoppingRule: mode must be 'min' or 'max', got {mode!r}")
         if rule not in ("paper", "official"):
             raise ValueError(f"EarlyStoppingRule: rule must be 'paper' or 'official', got {rule!r}")
+        if not isinstance(warmup_epochs, int) or isinstance(warmup_epochs, bool) \
+                or warmup_epochs < 0:
+            raise ValueError("EarlyStoppingRule: warmup_epochs must be an int >= 0, got "
+                             f"{warmup_epochs!r}")
         self.patience, self.smoothing, self.min_delta = patience, float(smoothing), min_delta
-        self.mode, self.rule = mode, rule
+        self.mode, self.rule, self.warmup_epochs = mode, rule, warmup_epochs
         self.reset()
 
     def reset(self):
@@ -211,18 +223,22 @@ class EarlyStoppingRule:
         improved = self.best is None or s > self.best + self.min_delta
         if improved:
             self.best, self.best_index = s, index
+        counts = index + 1 >= self.warmup_epochs  # the warm-up is over
         if self.rule == "official":
-            if s > self.ema:
+            rounded = round(s, 4)
+            if self.mode == "max" and abs(rounded - 1.0) <= 1e-4 + 1e-5:  # np.isclose
+                return True, improved
+            if rounded > self.ema:
                 self.ema = self.smoothing * s + (1 - self.smoothing) * self.ema
                 self.wait = 0
-            else:
+            elif counts:
                 self.wait += 1
             return self.wait >= self.patience, improved
         if improved:
             self.wait = 0
             self.ema = s if self.ema is None else (self.smoothing * s
                                                    + (1 - self.smoothing) * self.ema)
-        else:
+        elif counts:
             self.wait += 1
         return self.wait >= self.patience and s < self.ema, improved
 
@@ -232,7 +248,7 @@ class EMAEarlyStopping(_ReplayedState):
 
     Args:
         monitor: log key (default ``val_mAP``; ``val_ema_mAP`` with :class:`EMAEvaluation`).
-        patience, smoothing, min_delta, rule: see :class:`EarlyStoppingRule`.
+        patience, smoothing, min_delta, rule, warmup_epochs: see :class:`EarlyStoppingRule`.
         mode: ``auto`` (``min`` if "loss" in ``monitor``), ``min`` or ``max``.
         restore_best_weights: at the end, load the weights of the best epoch (held in
             memory); the EMA weights when ``monitor`` starts with ``val_ema_``. This runs
@@ -243,10 +259,11 @@ class EMAEarlyStopping(_ReplayedState):
 
     def __init__(self, monitor="val_mAP", patience=5, smoothing=0.8, min_delta=0.0,
                  mode="auto", rule="paper", restore_best_weights=False, state_path=None,
-                 verbose=0, ema=None):
+                 verbose=0, ema=None, warmup_epochs=0):
         super().__init__(monitor, mode, state_path)
         self.ema = ema
-        self.rule = EarlyStoppingRule(patience, smoothing, min_delta, self.mode, rule)
+        self.rule = EarlyStoppingRule(patience, smoothing, min_delta, self.mode, rule,
+                                      warmup_epochs)
         self.restore_best_weights = restore_best_weights
         self.verbose = verbose
         self.best_weights = None

@@ -46,7 +46,8 @@ from keras_mld.training.schedules import OneCycle, OneCycleMomentum
 from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
 
-__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "resolve_jit_compile"]
+__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "onecycle_warmup_epochs",
+           "resolve_jit_compile"]
 
 #: ML-Decoder MS-COCO recipe (Ridnik et al., arXiv:2111.12933, appendix C), plus OneCycle
 #: and early stopping.
@@ -64,7 +65,7 @@ DEFAULT_RECIPE = {
     # PyTorch training semantics (defaults keep the Keras behaviour above)
     "epsilon": None, "beta_2": None, "cycle_momentum": False, "base_momentum": 0.85,
     "max_momentum": 0.95, "ema_mode": "optimizer", "bias_lr_factor": 1.0,
-    "reduce_lr_on_plateau": None,
+    "reduce_lr_on_plateau": None, "nbd": False, "sam_second_pass_state": False,
 }
 
 def resolve_jit_compile(value):
@@ -201,6 +202,44 @@ def _schedule(recipe, lr, total_steps):
     raise ValueError(f"fit: schedule must be 'onecycle', 'cosine' or 'constant', got {name!r}")
 
 
+def _is_torch_bias(model):
+    """Predicate on variables: PyTorch would name it ``.bias`` (a layer's ``bias`` and the
+    offset ``beta`` of a normalisation layer, which is PyTorch's BatchNorm / LayerNorm
+    ``bias``)."""
+    from keras_mld.training.weight_decay import is_norm_layer
+
+    betas = set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if is_norm_layer(layer) and isinstance(getattr(layer, "beta", None), keras.Variable):
+            betas.add(id(layer.beta))
+    return lambda v: v.name.split("/")[-1].split(":")[0] == "bias" or id(v) in betas
+
+
+def _nbd_multipliers(optimizer, model, excluded):
+    """deep-object-reid's ``nbd`` parameter groups (``torchreid/optim/optimizer.py``,
+    ``_build_optim``): ``.bias`` parameters 2x lr without decay, other 1-D parameters and
+    norm weights 1x lr without decay, the rest 1x lr with decay. The decay exclusions are
+    those of ``exclude_1d_from_decay``; this sets the bias factor."""
+    if not hasattr(optimizer, "set_lr_multipliers"):
+        raise ValueError("fit: nbd needs a torch_* optimizer")
+    is_bias = _is_torch_bias(model)
+    optimizer.set_lr_multipliers([(v, 2.0) for v in excluded if is_bias(v)])
+
+
+def onecycle_warmup_epochs(recipe, steps):
+    """The first epoch at whose end ``OneCycleLR``'s warm-up is over (deep-object-reid's
+    ``OneCycleLR.warmup_finished``: ``last_epoch >= pct_start * total_steps - 1``, read
+    after the epoch's last batch, before the scheduler steps)."""
+    if recipe["schedule"] != "onecycle":
+        raise ValueError("fit: early_stopping after_warmup needs schedule 'onecycle', got "
+                         f"{recipe['schedule']!r}")
+    end_step = float(recipe["pct_start"] * (recipe["epochs"] * steps)) - 1  # as torch
+    epoch = 1
+    while steps * epoch - 1 < end_step:
+        epoch += 1
+    return epoch
+
+
 def _use_tensorboard(flag):
     """``"auto"``: on when the ``tensorboard`` package (needed by ``tf.summary``) is installed."""
     installed = importlib.util.find_spec("tensorboard") is not None
@@ -261,6 +300,12 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     ``ModelEma``, weights and BatchNorm statistics; written to ``run_dir/final_ema.keras``
     and available as ``history.ema``). ``monitor: val_max_mAP`` selects the better of the
     regular and the EMA model each epoch, as the official loops do.
+    ``nbd``: deep-object-reid's parameter groups (PyTorch ``.bias`` parameters, i.e.
+    biases and normalisation offsets ``beta``, at 2x lr; no decay on them, on 1-D
+    parameters and norm weights). ``sam_second_pass_state``: SAM's second forward pass
+    updates the BatchNorm moving statistics too (:class:`SAMModel` ``second_pass_state``).
+    ``early_stopping: {..., after_warmup: true}``: epochs before the end of OneCycle's
+    warm-up do not count towards the patience (deep-object-reid).
     ``reduce_lr_on_plateau``: None, or the arguments of
     :class:`~keras_mld.training.plateau.TorchReduceLROnPlateau` (PyTorch's rules; needs
     ``schedule: constant``).
@@ -285,12 +330,22 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
         total = r["epochs"] * steps
         optimizer = make_optimizer(r, _schedule(r, float(r["lr"]), total), total)
         excluded = configure_weight_decay(optimizer, model, exclude_1d=r["exclude_1d_from_decay"])
-        if r["bias_lr_factor"] != 1.0:
+        if r["nbd"]:
+            if r["bias_lr_factor"] != 1.0 or not r["exclude_1d_from_decay"]:
+                raise ValueError("fit: nbd sets the bias lr factor (2) and the decay "
+                                 "exclusions itself; leave bias_lr_factor 1 and "
+                                 "exclude_1d_from_decay true")
+            _nbd_multipliers(optimizer, model, excluded)
+        elif r["bias_lr_factor"] != 1.0:
             if not hasattr(optimizer, "set_lr_multipliers"):
                 raise ValueError("fit: bias_lr_factor needs a torch_* optimizer")
             optimizer.set_lr_multipliers([(v, r["bias_lr_factor"]) for v in excluded
                                           if v.name.split("/")[-1].split(":")[0] == "bias"])
-        train_model = SAMModel(model, rho=r["sam_rho"]) if r["sam_rho"] else model
+        if r["sam_second_pass_state"] and not r["sam_rho"]:
+            raise ValueError("fit: sam_second_pass_state needs sam_rho")
+        train_model = SAMModel(model, rho=r["sam_rho"],
+                               second_pass_state=bool(r["sam_second_pass_state"])) \
+            if r["sam_rho"] else model
         train_model.compile(optimizer=optimizer, loss=loss, metrics=_make_metrics(r, model),
                             jit_compile=jit)
     monitor = r["monitor"]
@@ -304,7 +359,10 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     if r["ema_momentum"] and validation_data is not None:
         cbs.append(EMAEvaluation(validation_data, steps=validation_steps, ema=ema))
     if r["early_stopping"] and has_monitor:
-        cbs.append(EMAEarlyStopping(monitor=monitor, **r["early_stopping"], ema=ema,
+        stopping = dict(r["early_stopping"])
+        if stopping.pop("after_warmup", False):
+            stopping["warmup_epochs"] = onecycle_warmup_epochs(r, steps)
+        cbs.append(EMAEarlyStopping(monitor=monitor, **stopping, ema=ema,
                                     state_path=os.path.join(state, "early_stopping.json")))
     if r["reduce_lr_on_plateau"] is not None:
         if r["schedule"] not in ("constant", None):

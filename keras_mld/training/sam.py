@@ -14,7 +14,9 @@ overrides ``train_step`` only. The wrapped model (``sam.inner_model``) stays a p
 functional model: save / export that one (``sam.inner_model.save("m.keras")``); the wrapper
 shares its variables, so training the wrapper trains it.
 
-Implementation notes (TensorFlow backend; the train step is TensorFlow specific):
+Implementation notes (TensorFlow backend; on JAX the same step is written statelessly
+with ``jax.value_and_grad`` over the trainer's ``compute_loss_and_updates``, without the
+``tf.distribute`` handling):
 
 - The second pass runs inside a ``keras.StatelessScope`` that maps every trainable
   variable to the tensor ``w + e``; gradients are taken w.r.t. those tensors. The weights
@@ -23,6 +25,10 @@ Implementation notes (TensorFlow backend; the train step is TensorFlow specific)
   context. Variable writes made during the second pass (BatchNorm moving statistics,
   metric and seed-generator states) are recorded by the scope and discarded, so the
   moving statistics are updated once per step (by the first pass), as in a plain step.
+  ``second_pass_state=True`` keeps them instead: the state variables of the model
+  (BatchNorm moving statistics) are then updated by both passes, one after the other, as
+  in deep-object-reid's SAM loop (Prokofiev & Sovrasov's released code runs both forward
+  passes in training mode).
 - ``model.compile(..., jit_compile=True)`` works: everything is traced TensorFlow.
 - ``tf.distribute`` (e.g. ``MirroredStrategy``): Keras scales each replica's loss by
   ``1 / num_replicas``. The first-pass gradients are all-reduced (SUM) across replicas
@@ -62,13 +68,15 @@ def _all_reduce_sum(grads):
     return [None if g is None else next(reduced) for g in grads]
 
 
-def sam_gradients(loss_fn, variables, rho=0.05, eps=1e-12):
+def sam_gradients(loss_fn, variables, rho=0.05, eps=1e-12, state_variables=()):
     """The SAM gradient ``g' = grad L(w + e)`` of ``loss_fn()`` w.r.t. ``variables``.
 
     ``loss_fn`` is a zero-argument callable computing the (scaled) scalar loss from the
     current values of ``variables`` (e.g. ``lambda: loss(y, model(x, training=True))``).
     Returns ``(loss_at_w, sam_grads)``. The first-pass gradient is all-reduced across
     replicas when called in a ``tf.distribute`` replica context (see module docstring).
+    ``state_variables``: non-trainable variables whose second-pass writes are kept
+    (assigned after the pass); the writes to any other variable are discarded.
     """
     variables = list(variables)
     with tf.GradientTape() as tape:
@@ -85,9 +93,14 @@ def sam_gradients(loss_fn, variables, rho=0.05, eps=1e-12):
     with tf.GradientTape() as tape2:
         tape2.watch(perturbed)
         with keras.StatelessScope(state_mapping=list(zip(variables, perturbed)),
-                                  collect_losses=True):
+                                  collect_losses=True) as scope:
             loss2 = loss_fn()
-    return loss, tape2.gradient(loss2, perturbed)
+        kept = [(v, scope.get_current_value(v)) for v in state_variables]
+    grads2 = tape2.gradient(loss2, perturbed)
+    for v, value in kept:
+        if value is not None:
+            v.assign(value)
+    return loss, grads2
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -100,24 +113,31 @@ class SAMModel(keras.Model):
             as-is and is available as ``inner_model``.
         rho: SAM neighbourhood radius (paper: 0.05), must be > 0.
         eps: added to the gradient norm (0 gradient gives a 0 perturbation).
+        second_pass_state: False (default): the second pass updates no state (BatchNorm
+            moving statistics move once per step); True: the inner model's non-trainable
+            variables keep the second pass's writes too (deep-object-reid's loop).
 
     Use like the wrapped model: ``sam = SAMModel(model); sam.compile(optimizer, loss,
     metrics, jit_compile=True); sam.fit(...)``; then ``model.save(...)`` /
     ``export_saved_model(model, ...)`` on the *inner* model.
     """
 
-    def __init__(self, model, rho=0.05, eps=1e-12, **kwargs):
+    def __init__(self, model, rho=0.05, eps=1e-12, second_pass_state=False, **kwargs):
         if not isinstance(model, keras.Model):
             raise ValueError(f"SAMModel: model must be a keras.Model, got {type(model).__name__}")
         if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not rho > 0:
             raise ValueError(f"SAMModel: rho must be a float > 0, got {rho!r}")
         if not isinstance(eps, (int, float)) or not eps >= 0:
             raise ValueError(f"SAMModel: eps must be a float >= 0, got {eps!r}")
+        if not isinstance(second_pass_state, bool):
+            raise ValueError("SAMModel: second_pass_state must be True or False, got "
+                             f"{second_pass_state!r}")
         kwargs.setdefault("name", f"sam_{model.name}")
         super().__init__(**kwargs)
         self.inner_model = model
         self.rho = float(rho)
         self.eps = float(eps)
+        self.second_pass_state = second_pass_state
         if model.built:
             self.built = True
 
@@ -129,7 +149,40 @@ class SAMModel(keras.Model):
             self.inner_model.build(input_shape)
         self.built = True
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_train_step(*args)
+        return self._tf_train_step(*args)
+
+    def _jax_train_step(self, state, data):
+        """The same SAM step, stateless, for the JAX trainer (``compute_loss_and_updates``
+        twice: at ``w`` and at ``w + e``; the optimizer applies the second gradient at ``w``;
+        the second pass's non-trainable updates are kept only with ``second_pass_state``;
+        logged loss and metrics are the first pass's)."""
+        import jax
+        import jax.numpy as jnp
+
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        grad_fn = jax.value_and_grad(self.compute_loss_and_updates, has_aux=True)
+        (_, aux), grads = grad_fn(trainable, non_trainable, metrics_vars, x, y, sample_weight,
+                                  training=True, optimizer_variables=optimizer_vars)
+        unscaled_loss, y_pred, non_trainable, metrics_vars = aux
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads))
+        scale = self.rho / (norm + self.eps)
+        perturbed = [w + (g.astype("float32") * scale).astype(w.dtype)
+                     for w, g in zip(trainable, grads)]
+        (_, aux2), grads2 = grad_fn(perturbed, non_trainable, metrics_vars, x, y, sample_weight,
+                                    training=True, optimizer_variables=optimizer_vars)
+        if self.second_pass_state:
+            non_trainable = aux2[2]
+        trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads2,
+                                                                   trainable)
+        logs, metrics_vars = self._update_metrics_variables(metrics_vars, unscaled_loss, x, y,
+                                                            y_pred, sample_weight)
+        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+    def _tf_train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
         first = {}
@@ -143,7 +196,9 @@ class SAMModel(keras.Model):
             return self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
 
         tvars = self.trainable_variables
-        _, grads = sam_gradients(loss_fn, tvars, rho=self.rho, eps=self.eps)
+        state = self.inner_model.non_trainable_variables if self.second_pass_state else ()
+        _, grads = sam_gradients(loss_fn, tvars, rho=self.rho, eps=self.eps,
+                                 state_variables=state)
         self._loss_tracker.update_state(
             _keras_loss_module.unscale_loss_for_distribution(first["loss"]), sample_weight=batch)
         self.optimizer.apply(grads, tvars)
@@ -152,7 +207,8 @@ class SAMModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update({"model": keras.saving.serialize_keras_object(self.inner_model),
-                       "rho": self.rho, "eps": self.eps})
+                       "rho": self.rho, "eps": self.eps,
+                       "second_pass_state": self.second_pass_state})
         return config
 
     @classmethod

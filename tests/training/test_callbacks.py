@@ -125,6 +125,23 @@ def test_rule_on_synthetic_sequence():
     assert _paper_stops(SCORES + [0.55] * 3, rule="official") == 13
 
 
+def test_rule_counts_after_the_warmup_and_rounds_as_official():
+    # deep-object-reid: epochs before the end of OneCycle's warm-up never count as "not
+    # improved" (an improvement still updates the EMA); scores are rounded to 4 decimals.
+    falling = [0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1]
+    assert _paper_stops(falling, rule="official") == 5
+    assert _paper_stops(falling, rule="official", warmup_epochs=3) == 6  # counts from index 2
+    assert _paper_stops(falling, rule="official", warmup_epochs=7) is None
+    assert _paper_stops(falling) == 5 and _paper_stops(falling, warmup_epochs=3) == 6
+    # 0.4 + 1e-5 rounds to 0.4: not above an EMA of 0.4 (smoothing 1)
+    rule = EarlyStoppingRule(patience=1, smoothing=1.0, rule="official")
+    rule.update(0.4)
+    assert rule.update(0.4 + 1e-5)[0] and rule.ema == pytest.approx(0.4)
+    assert EarlyStoppingRule(rule="official").update(0.99996)[0]  # rounds to 1: stop
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        EarlyStoppingRule(warmup_epochs=-1)
+
+
 def test_callback_stops_restores_best_and_resumes(tmp_path):
     model = _model()
     state = str(tmp_path / "es.json")

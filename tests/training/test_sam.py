@@ -119,6 +119,10 @@ def test_inner_model_stays_functional_and_savable(tmp_path):
                                atol=1e-6)
     clone = SAMModel.from_config(sam.get_config())
     assert isinstance(clone.inner_model, keras.Model) and clone.rho == 0.05
+    twice = SAMModel.from_config(SAMModel(_mlp_bn(), second_pass_state=True).get_config())
+    assert twice.second_pass_state is True and clone.second_pass_state is False
+    with pytest.raises(ValueError, match="second_pass_state"):
+        SAMModel(_mlp_bn(), second_pass_state="yes")
 
 
 @pytest.mark.parametrize("rho", [0, -1.0, "0.05", None])
