@@ -21,8 +21,8 @@ and ``train`` themselves (read with ``ast`` and executed, with the README's flag
 ``FrozenBatchNorm2d`` of ``lib/models/backbone.py`` (``ast``), ``PositionEmbeddingSine``;
 ``lib/models/aslloss.py`` ``AsymmetricLossOptimized``. Stand-ins: the ResNet-101 is a tiny
 ResNet-shaped network (``conv1``/``bn1`` stem 3 -> 8, ``layer1`` 8 -> 8, ``layer2``
-8 -> 16, conv3x3 + FrozenBatchNorm2d + ReLU each, input 32x32, map 8x8) with random
-"pretrained" BatchNorm buffers; torchvision's ``IntermediateLayerGetter`` is a loop over
+8 -> 16, conv3x3 + FrozenBatchNorm2d + ReLU each, input 32x32, map 8x8) whose
+"pretrained" BatchNorm buffers are the statistics of the first batch (random affine); torchvision's ``IntermediateLayerGetter`` is a loop over
 the children up to ``layer2``; ``DistributedDataParallel`` is a wrapper holding
 ``.module``; the data loaders are ``STEPS`` fixed batches; ``validate`` records the
 regular and EMA states and returns scripted mAPs; ``dist`` is a one-process stub;
@@ -151,7 +151,7 @@ class DDP(nn.Module):
         return self.module(*a, **kw)
 
 
-def _q2l_model(root, q2l, args):
+def _q2l_model(root, q2l, args, calibration):
     bb = _load_defs(os.path.join(root, "lib/models/backbone.py"),
                     ["FrozenBatchNorm2d", "BackboneBase", "Joiner"],
                     {"torch": torch, "nn": nn, "Tensor": torch.Tensor, "Dict": dict,
@@ -176,11 +176,16 @@ def _q2l_model(root, q2l, args):
     def build_backbone(a):
         net = TinyResNet()
         gen = torch.Generator().manual_seed(1)
-        for name, buf in net.named_buffers():  # "pretrained" frozen statistics
-            r = torch.randn(buf.shape, generator=gen)
-            value = {"weight": 1 + 0.2 * r, "bias": 0.2 * r, "running_mean": 0.2 * r,
-                     "running_var": 1 + 0.3 * r.abs()}[name.rsplit(".", 1)[-1]]
-            buf.copy_(value)
+        with torch.no_grad():  # "pretrained" frozen BatchNorm: the statistics of the data
+            h = calibration
+            for conv, bn in ((net.conv1, net.bn1), (net.layer1[0], net.layer1[1]),
+                             (net.layer2[0], net.layer2[1])):
+                h = conv(h)
+                bn.running_mean.copy_(h.mean((0, 2, 3)))
+                bn.running_var.copy_(h.var((0, 2, 3)))
+                bn.weight.copy_(1 + 0.2 * torch.randn(bn.weight.shape, generator=gen))
+                bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=gen))
+                h = torch.relu(bn(h))
         base = bb["BackboneBase"](net, True, 16, {"layer2": "0"})  # official freezing
         joiner = bb["Joiner"](base, pe.PositionEmbeddingSine(a.hidden_dim // 2, normalize=True,
                                                              maxH=8, maxW=8), a)
@@ -283,12 +288,11 @@ def make_q2l(root, out):
     q2l = forward_fixtures.load_q2l(root)
     sys.modules["models.aslloss"] = __import__("importlib").import_module("models.aslloss")
     args = q2l_args()
-    model = _q2l_model(root, q2l, args)
+    x, y = _batches(0)
+    loader = [(_images(xb), torch.from_numpy(yb)) for xb, yb in zip(x, y)]
+    model = _q2l_model(root, q2l, args, loader[0][0])
     init = _state(model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    x, y = _batches(0)
-    loader = [(_images(xb), torch.from_numpy(yb))
-              for xb, yb in zip(x, y)]
     record = {"loss": [], "lr": [], "beta1": [], "states": {}}
     rising = [(0.1 + 0.01 * e, 0.1 + 0.01 * e + 0.005) for e in range(args.epochs)]
     epochs = run_q2l(root, lambda a: model, args, loader, rising, record)
@@ -305,7 +309,7 @@ def make_q2l(root, out):
         if k == 5:  # the EMA stays at its best: the official rule never stops
             ema = np.minimum(np.maximum.accumulate(reg) + 0.01, 0.3 + 0.12)
         sequences.append(np.stack([reg, ema], 1))
-        small = _q2l_model(root, q2l, args)
+        small = _q2l_model(root, q2l, args, loader[0][0])
         stops.append(run_q2l(root, lambda a, m=small: m, q2l_args(epochs=n), loader[:1],
                              sequences[-1], {"loss": [], "lr": [], "beta1": [],
                                              "states": {}}))
