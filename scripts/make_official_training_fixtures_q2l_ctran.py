@@ -22,7 +22,8 @@ and ``train`` themselves (read with ``ast`` and executed, with the README's flag
 ``lib/models/aslloss.py`` ``AsymmetricLossOptimized``. Stand-ins: the ResNet-101 is a tiny
 ResNet-shaped network (``conv1``/``bn1`` stem 3 -> 8, ``layer1`` 8 -> 8, ``layer2``
 8 -> 16, conv3x3 + FrozenBatchNorm2d + ReLU each, input 32x32, map 8x8) whose
-"pretrained" BatchNorm buffers are the statistics of the first batch (random affine); torchvision's ``IntermediateLayerGetter`` is a loop over
+"pretrained" BatchNorm buffers are the statistics of the first batch (random affine);
+torchvision's ``IntermediateLayerGetter`` is a loop over
 the children up to ``layer2``; ``DistributedDataParallel`` is a wrapper holding
 ``.module``; the data loaders are ``STEPS`` fixed batches; ``validate`` records the
 regular and EMA states and returns scripted mAPs; ``dist`` is a one-process stub;

@@ -5,7 +5,7 @@ Fixtures: ``scripts/make_official_training_fixtures_q2l_ctran.py`` runs the offi
 Query2Label ``main_worker`` (SlongLiu/query2labels ``main_mlc.py``: AdamW over all trainable
 parameters, OneCycleLR with beta1 cycling, ``AsymmetricLossOptimized`` with the focal
 gradient off, ``ModelEma`` of the whole state, frozen BatchNorm / stem / ``layer1``) for
-24 steps (12 epochs of 2 fixed batches, OneCycle peak at step 4) and C-Tran's ``main.py``
+24 steps (12 epochs of 2 fixed batches, OneCycle peak at step 5 of 24) and C-Tran's ``main.py``
 (QData/C-Tran: Adam, BCE summed over the unknown labels with fixed label masks,
 ReduceLROnPlateau on the validation loss, reduced once after epoch 7) for 20 steps, each on
 a tiny conv-BN-ReLU network + the official head. Here ``keras_mld.training.fit`` runs each
