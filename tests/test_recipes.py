@@ -9,7 +9,8 @@ def test_every_recipe_loads_with_known_sections():
     from keras_mld.training import DEFAULT_RECIPE
 
     names = list_recipes()
-    for expected in ("demo", "mldecoder_coco", "aam_coco", "aam_voc", "aam_nus_wide", "aam_vg500"):
+    for expected in ("demo", "mldecoder_coco", "query2label_coco", "ctran_coco", "aam_coco",
+                     "aam_voc", "aam_nus_wide", "aam_vg500"):
         assert expected in names
     for name in names:
         recipe = load_recipe(name)
@@ -49,6 +50,38 @@ def test_mldecoder_coco_recipe_is_the_official_one():
             t["monitor"]) == ("model_state", True, 1e-8, None, "val_max_mAP")
     # step by step against the official loop: tests/training/test_official_training.py
     assert r["data"]["batch_size"] == 56 and r["model"]["input_size"] == 448
+
+
+def test_query2label_coco_recipe_is_the_official_one():
+    r = load_recipe("query2label_coco")
+    t = r["train"]
+    assert (t["optimizer"], t["lr"], t["weight_decay"], t["decay_all_parameters"],
+            t["epochs"], t["epsilon"]) == ("torch_adamw", 1e-4, 1e-2, True, 80, 1e-8)
+    assert t["loss"] == {"name": "asl", "gamma_neg": 2.0, "gamma_pos": 0.0, "clip": 0.0,
+                         "eps": 1e-5, "stop_focal_gradient": True, "scale": 1000 / 80}
+    assert (t["schedule"], t["pct_start"], t["cycle_momentum"], t["ema_momentum"],
+            t["ema_mode"], t["monitor"]) == ("onecycle", 0.2, True, 0.9997, "model_state",
+                                             "val_max_mAP")
+    assert t["early_stopping"] == {"rule": "query2label", "patience": 8}
+    assert (t["freeze_layers"], t["freeze_batchnorm"]) == (["conv1_", "conv2_"], True)
+    assert (r["model"]["backbone"], r["model"]["head"], r["model"]["input_size"],
+            r["data"]["batch_size"]) == ("resnet101", "query2label", 448, 64)
+    # step by step against the official loop: tests/training/test_official_training_q2l_ctran.py
+
+
+def test_ctran_coco_recipe_is_the_official_one():
+    r = load_recipe("ctran_coco")
+    t = r["train"]
+    assert (t["optimizer"], t["lr"], t["weight_decay"], t["epsilon"], t["epochs"],
+            t["schedule"], t["ema_momentum"], t["early_stopping"]) == \
+        ("torch_adam", 1e-5, 0.0, 1e-8, 100, "constant", None, None)
+    assert t["reduce_lr_on_plateau"] == {"monitor": "val_loss", "mode": "min", "factor": 0.1,
+                                         "patience": 5}
+    assert t["loss"] == {"name": "asl", "gamma_neg": 0.0, "gamma_pos": 0.0, "clip": 0.0,
+                         "eps": 0.0, "reduction": "sum"}  # BCE summed over the unknown labels
+    assert r["data"]["label_mask"] == {"max_known_fraction": 0.75}
+    assert (r["model"]["head"], r["model"]["input_size"], r["data"]["batch_size"]) == \
+        ("ctran", 576, 16)
 
 
 def test_unknown_recipe_and_bad_sections(tmp_path):

@@ -44,6 +44,10 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     ``tf.distribute.Strategy``; ``batch_size`` is global (all replicas); ``lr_scaling``
     (``none``/``linear``/``sqrt``) scales the recipe's lr from its reference batch
     (``data.reference_batch_size``, else ``data.batch_size``). See the README section "Distributed and extreme-scale training".
+    ``data.label_mask`` (C-Tran's label-mask training, the ``ctran`` head only): ``{}`` or
+    ``{max_known_fraction: f}``; the model gets its ``known_labels`` input and the
+    training data :func:`keras_mld.data.ctran_label_mask_dataset` (the validation data:
+    every label unknown).
     """
     from keras_mld.data.pipeline import make_dataset
     from keras_mld.training import distribute
@@ -66,6 +70,9 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     train_ds = make_dataset(source, size, bs, training=True,
                                      augment=recipe["data"].get("augment"), seed=seed)
     val_ds = (make_dataset(val_source, size, bs) if val_source is not None else None)
+    label_mask = recipe["data"].get("label_mask")
+    if label_mask is not None:
+        train_ds, val_ds = _label_mask_data(label_mask, kwargs, train_ds, val_ds, seed)
     train_recipe = dict(recipe["train"])
     if epochs is not None:
         train_recipe["epochs"] = int(epochs)
@@ -79,6 +86,29 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     return distribute.distributed_fit(lambda: build(**kwargs), train_ds, val_ds,
                                       recipe=train_recipe, run_dir=out, strategy=strategy,
                                       verbose=verbose)[1]
+
+
+def _label_mask_data(options, kwargs, train_ds, val_ds, seed):
+    """C-Tran label-mask training: ``known_labels`` input, masked training data."""
+    from keras_mld.data.label_mask import ctran_label_mask_dataset
+    from keras_mld.metadata import IMAGES_INPUT, KNOWN_LABELS_INPUT
+
+    if not isinstance(options, dict) or set(options) - {"max_known_fraction"}:
+        raise ValueError(f"recipe: data.label_mask must be a mapping with at most "
+                         f"'max_known_fraction', got {options!r}")
+    if kwargs["head"] != "ctran":
+        raise ValueError(f"recipe: data.label_mask needs the 'ctran' head, got "
+                         f"{kwargs['head']!r}")
+    kwargs["known_labels_input"] = True
+
+    def named(inputs, targets):
+        return {IMAGES_INPUT: inputs[0], KNOWN_LABELS_INPUT: inputs[1]}, targets
+
+    train_ds = ctran_label_mask_dataset(train_ds, seed=seed, **options).map(named)
+    if val_ds is not None:  # the official validation: every label unknown
+        val_ds = ctran_label_mask_dataset(val_ds, seed=seed, num_known=0,
+                                          rerandomize_each_iteration=False).map(named)
+    return train_ds, val_ds
 
 
 def load_classifier(path):
@@ -97,12 +127,26 @@ def load_classifier(path):
     return model
 
 
+def _unknown_labels_feed(model, images):
+    """The model's inputs for ``images``: with C-Tran's ``known_labels`` input, every label
+    unknown (-1), as at inference."""
+    from keras_mld.metadata import IMAGES_INPUT, KNOWN_LABELS_INPUT
+
+    if not isinstance(model.input, dict):
+        return images
+    extra = {t.name for t in model.inputs} - {IMAGES_INPUT, KNOWN_LABELS_INPUT}
+    if extra:
+        raise ValueError(f"model: it also needs the inputs {sorted(extra)}")
+    unknown = -np.ones((int(images.shape[0]), model.num_classes), "float32")
+    return {IMAGES_INPUT: np.asarray(images), KNOWN_LABELS_INPUT: unknown}
+
+
 def scores_of(model, dataset):
     """``(y_true, probabilities, seconds)`` of ``model`` over a batched ``(images, labels)`` dataset."""
     ys, ps = [], []
     start = time.perf_counter()
     for images, labels in dataset:
-        ps.append(model.scores(model(images, training=False)))
+        ps.append(model.scores(model(_unknown_labels_feed(model, images), training=False)))
         ys.append(np.asarray(labels))
     return np.concatenate(ys), np.concatenate(ps), time.perf_counter() - start
 

@@ -38,8 +38,10 @@ class AsymmetricLoss(Float32Loss):
     ``official_loss == our_loss * batch_size``; learning rates tuned for it need rescaling.
 
     Presets: official training defaults ``gamma_neg=4, gamma_pos=0, clip=0.05`` (our
-    defaults). Query2Label's simplified ASL is ``AsymmetricLoss(gamma_neg=1, gamma_pos=0,
-    clip=0)``.
+    defaults). Query2Label's (``AsymmetricLossOptimized`` as its ``main_mlc.py`` runs it
+    with the README's flags) is ``AsymmetricLoss(gamma_neg=2, gamma_pos=0, clip=0,
+    eps=1e-5, stop_focal_gradient=True, scale=1000 / N)``: the official loss is the sum
+    over the batch and the N classes divided by the batch size, times ``1000 / N``.
 
     Args:
         gamma_neg: focusing exponent of negatives, >= 0.
@@ -49,6 +51,7 @@ class AsymmetricLoss(Float32Loss):
         stop_focal_gradient: compute the focusing weights ``(1-p)^g+`` and ``p_m^g-`` under
             ``stop_gradient`` (official ``disable_torch_grad_focal_loss``); the loss value
             is unchanged.
+        scale: a factor > 0 on every element's loss (default 1; Query2Label: ``1000 / N``).
         reduction, name: as for ``keras.losses.Loss``.
 
     Labels ``y_true`` have the shape of ``y_pred``, values in {0, 1} and -1 for entries to
@@ -72,8 +75,11 @@ class AsymmetricLoss(Float32Loss):
     """
 
     def __init__(self, gamma_neg=4.0, gamma_pos=0.0, clip=0.05, eps=1e-8,
-                 stop_focal_gradient=False, reduction="sum_over_batch_size", name=None):
+                 stop_focal_gradient=False, scale=1.0, reduction="sum_over_batch_size",
+                 name=None):
         owner = type(self).__name__
+        self.scale = check_number(owner, "scale", scale, low=0.0, low_open=True,
+                                  accepted="a number > 0")
         self.gamma_neg = check_gamma(owner, "gamma_neg", gamma_neg)
         self.gamma_pos = check_gamma(owner, "gamma_pos", gamma_pos)
         if clip is not None:
@@ -102,6 +108,8 @@ class AsymmetricLoss(Float32Loss):
         stop = self.stop_focal_gradient
         loss = -(y * weighted(log_p, w_pos, stop)
                  + (1.0 - y) * weighted(log_not_p, w_neg, stop))
+        if self.scale != 1.0:
+            loss = loss * self.scale
         return loss * valid
 
     def call(self, y_true, y_pred):
@@ -110,7 +118,8 @@ class AsymmetricLoss(Float32Loss):
     def get_config(self):
         config = super().get_config()
         config.update(gamma_neg=self.gamma_neg, gamma_pos=self.gamma_pos, clip=self.clip,
-                      eps=self.eps, stop_focal_gradient=self.stop_focal_gradient)
+                      eps=self.eps, stop_focal_gradient=self.stop_focal_gradient,
+                      scale=self.scale)
         return config
 
 

@@ -5,13 +5,15 @@ SAM (:class:`SAMModel`), OneCycle (:class:`OneCycle`, :class:`OneCycleMomentum`)
 SGD with PyTorch's update rules (:class:`TorchAdam`, :class:`TorchSGD`: coupled L2 or
 decoupled decay, per-variable learning-rate factors), an EMA of the whole model state
 (:class:`ModelStateEMA`), weight decay without biases and
-normalisation variables (:func:`configure_weight_decay`), EMA evaluation and the papers'
-early stopping (:mod:`keras_mld.training.callbacks`), learning-rate range test
+normalisation variables (:func:`configure_weight_decay`), frozen layers and BatchNorm
+(:func:`freeze_layers`), EMA evaluation and the papers' early stopping
+(:mod:`keras_mld.training.callbacks`), learning-rate range test
 (:func:`lr_range_test`) and the :func:`fit` recipe helper.
 """
 from keras_mld.training.callbacks import (  # noqa: F401
     BestModelCheckpoint, EarlyStoppingRule, EMAEarlyStopping, EMAEvaluation, ema_variables,
-    swapped_ema_weights)
+    Query2LabelEarlyStopping, Query2LabelStopRule, swapped_ema_weights)
+from keras_mld.training.freeze import freeze_layers  # noqa: F401
 from keras_mld.training.fit import DEFAULT_RECIPE, fit, make_loss, make_optimizer  # noqa: F401
 from keras_mld.training.lr_finder import lr_range_test  # noqa: F401
 from keras_mld.training.plateau import TorchReduceLROnPlateau  # noqa: F401
@@ -25,6 +27,7 @@ from keras_mld.training.weight_decay import (  # noqa: F401
 __all__ = ["SAMModel", "sam_gradients", "OneCycle", "OneCycleMomentum", "TorchAdam",
            "TorchSGD", "ModelStateEMA", "TorchReduceLROnPlateau", "configure_weight_decay",
            "weight_decay_exclusions", "is_norm_layer", "EMAEvaluation", "EMAEarlyStopping",
-           "EarlyStoppingRule", "BestModelCheckpoint", "swapped_ema_weights", "ema_variables",
+           "EarlyStoppingRule", "Query2LabelEarlyStopping", "Query2LabelStopRule",
+           "freeze_layers", "BestModelCheckpoint", "swapped_ema_weights", "ema_variables",
            "lr_range_test", "fit", "make_loss",
            "make_optimizer", "DEFAULT_RECIPE"]

@@ -37,8 +37,10 @@ import keras
 import tensorflow as tf
 
 from keras_mld.atomic import save_model, write_json
-from keras_mld.training.callbacks import BestModelCheckpoint, EMAEarlyStopping, EMAEvaluation
+from keras_mld.training.callbacks import (BestModelCheckpoint, EMAEarlyStopping, EMAEvaluation,
+                                          Query2LabelEarlyStopping)
 from keras_mld.training.ema import ModelStateEMA
+from keras_mld.training.freeze import freeze_layers
 from keras_mld.training.lr_finder import lr_range_test
 from keras_mld.training.plateau import TorchReduceLROnPlateau
 from keras_mld.training.sam import SAMModel
@@ -66,6 +68,8 @@ DEFAULT_RECIPE = {
     "epsilon": None, "beta_2": None, "cycle_momentum": False, "base_momentum": 0.85,
     "max_momentum": 0.95, "ema_mode": "optimizer", "bias_lr_factor": 1.0,
     "reduce_lr_on_plateau": None, "nbd": False, "sam_second_pass_state": False,
+    # Query2Label's backbone (frozen BatchNorm, stem and first stage) and AdamW on everything
+    "freeze_layers": None, "freeze_batchnorm": False, "decay_all_parameters": False,
 }
 
 def resolve_jit_compile(value):
@@ -308,7 +312,13 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     warm-up do not count towards the patience (deep-object-reid).
     ``reduce_lr_on_plateau``: None, or the arguments of
     :class:`~keras_mld.training.plateau.TorchReduceLROnPlateau` (PyTorch's rules; needs
-    ``schedule: constant``).
+    ``schedule: constant``). ``early_stopping: {rule: query2label, patience: 8}``:
+    Query2Label's rule (:class:`~keras_mld.training.callbacks.Query2LabelEarlyStopping`,
+    on ``val_mAP`` and ``val_ema_mAP``). ``freeze_layers`` (layer-name prefixes) and
+    ``freeze_batchnorm``: :func:`~keras_mld.training.freeze.freeze_layers` before
+    compiling (Query2Label's frozen BatchNorm, stem and first stage);
+    ``decay_all_parameters``: decay every trainable variable, biases and normalisation
+    included (``torch.optim.AdamW`` over all parameters, as Query2Label).
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError("fit: model must be a built keras.Model")
@@ -326,15 +336,22 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     if jit and strategy is not None and strategy.num_replicas_in_sync > 1:
         warnings.warn("fit: jit_compile disabled under a multi-replica tf.distribute strategy")
         jit = False
+    if r["freeze_layers"] or r["freeze_batchnorm"]:
+        freeze_layers(model, r["freeze_layers"] or (), batchnorm=r["freeze_batchnorm"])
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         total = r["epochs"] * steps
         optimizer = make_optimizer(r, _schedule(r, float(r["lr"]), total), total)
-        excluded = configure_weight_decay(optimizer, model, exclude_1d=r["exclude_1d_from_decay"])
+        if not isinstance(r["decay_all_parameters"], bool):
+            raise ValueError("fit: decay_all_parameters must be True or False, got "
+                             f"{r['decay_all_parameters']!r}")
+        excluded = [] if r["decay_all_parameters"] else configure_weight_decay(
+            optimizer, model, exclude_1d=r["exclude_1d_from_decay"])
         if r["nbd"]:
-            if r["bias_lr_factor"] != 1.0 or not r["exclude_1d_from_decay"]:
+            if (r["bias_lr_factor"] != 1.0 or not r["exclude_1d_from_decay"]
+                    or r["decay_all_parameters"]):
                 raise ValueError("fit: nbd sets the bias lr factor (2) and the decay "
-                                 "exclusions itself; leave bias_lr_factor 1 and "
-                                 "exclude_1d_from_decay true")
+                                 "exclusions itself; leave bias_lr_factor 1, "
+                                 "exclude_1d_from_decay true and decay_all_parameters false")
             _nbd_multipliers(optimizer, model, excluded)
         elif r["bias_lr_factor"] != 1.0:
             if not hasattr(optimizer, "set_lr_multipliers"):
@@ -358,8 +375,14 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     cbs = [ema] if ema is not None else []
     if r["ema_momentum"] and validation_data is not None:
         cbs.append(EMAEvaluation(validation_data, steps=validation_steps, ema=ema))
-    if r["early_stopping"] and has_monitor:
-        stopping = dict(r["early_stopping"])
+    stopping = dict(r["early_stopping"] or {})
+    if stopping.get("rule") == "query2label" and validation_data is not None:
+        stopping.pop("rule")
+        if not r["ema_momentum"]:
+            raise ValueError("fit: early_stopping rule 'query2label' needs ema_momentum")
+        cbs.append(Query2LabelEarlyStopping(**stopping, state_path=os.path.join(
+            state, "early_stopping.json")))
+    elif stopping and stopping.get("rule") != "query2label" and has_monitor:
         if stopping.pop("after_warmup", False):
             stopping["warmup_epochs"] = onecycle_warmup_epochs(r, steps)
         cbs.append(EMAEarlyStopping(monitor=monitor, **stopping, ema=ema,

@@ -251,10 +251,32 @@ def test_asl_single_label_mixed_precision(dtype):
     np.testing.assert_allclose(to_np(out), expected, rtol=2e-2)
 
 
+def test_asl_scale_is_query2labels_asymmetric_loss_optimized():
+    """Query2Label's ``AsymmetricLossOptimized(gamma_neg=2, gamma_pos=0, clip=0, eps=1e-5)``
+    (lib/models/aslloss.py): ``-sum(y log(max(p, eps)) + (1 - y) p^2 log(max(1 - p, eps)))
+    / B / N * 1000``, here from numpy; ``scale=1000 / N`` and the mean over the batch."""
+    rs = np.random.RandomState(3)
+    b, n = 4, 7
+    x = (rs.randn(b, n) * 4).astype("float32")
+    x[0, 0] = 30.0  # 1 - p below eps: the clamp
+    y = (rs.rand(b, n) < 0.4).astype("float32")
+    p = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    elem = y * np.log(np.maximum(p, 1e-5)) + (1 - y) * p ** 2 * np.log(np.maximum(1 - p, 1e-5))
+    official = -elem.sum() / b / n * 1000
+    loss = AsymmetricLoss(gamma_neg=2.0, gamma_pos=0.0, clip=0.0, eps=1e-5,
+                          stop_focal_gradient=True, scale=1000.0 / n)
+    np.testing.assert_allclose(to_np(loss(y, x)), official, rtol=1e-5)
+    plain = AsymmetricLoss(gamma_neg=2.0, gamma_pos=0.0, clip=0.0, eps=1e-5)
+    np.testing.assert_allclose(to_np(loss(y, x)), to_np(plain(y, x)) * 1000.0 / n, rtol=1e-6)
+    for bad in (0.0, -1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="scale"):
+            AsymmetricLoss(scale=bad)
+
+
 # ----------------------------------------------------------------- config / saving / bad args
 LOSSES = [
     AsymmetricLoss(gamma_neg=2.0, gamma_pos=1.0, clip=None, eps=1e-6, stop_focal_gradient=True,
-                   name="asl_x"),
+                   scale=12.5, name="asl_x"),
     AsymmetricLossSingleLabel(gamma_pos=1.0, gamma_neg=3.0, label_smoothing=0.2,
                               stop_focal_gradient=True, reduction="sum"),
 ]
