@@ -9,6 +9,7 @@ import io
 import struct
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,3 +123,28 @@ def test_the_walk_is_linear():
             assert len(data) // GIF_CHUNK <= steps <= len(data) // GIF_CHUNK + 2
     data = head + frame * (2 ** 18 // len(frame)) + b";"  # 18724 frames of 1 pixel
     assert gif_shape(data) == reference_shape(data) == (137, 137)  # ceil(sqrt(18724))
+
+
+def test_predict_labels_walks_a_gif_in_python(tmp_path):
+    """``predict_labels`` reads a GIF's size with ``gif_shape`` (the in-graph check is then
+    skipped): a GIF whose second frame declares 7000 x 9000 is refused naming the file and
+    the limit (a square of the frames' total pixels, over the canvas of 7000 x 9000); a
+    small animated GIF is classified as the decoder reads it."""
+    import keras_mld
+
+    frames = [Image.fromarray(np.full((6, 8, 3), 60 * i, np.uint8)) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    ok = buf.getvalue()
+    second = ok.find(b"\x2c\x00\x00\x00\x00", ok.find(b"\x2c\x00\x00\x00\x00") + 1)
+    big = bytearray(ok)
+    big[second + 5:second + 9] = struct.pack("<HH", 9000, 7000)
+    (tmp_path / "big.gif").write_bytes(bytes(big))
+    height, width = reference_shape(bytes(big))
+    assert gif_shape(bytes(big)) == (height, width) and height * width > 7000 * 9000
+    model = keras_mld.build("small_convnet", head="gap", class_names=["a", "b"],
+                            input_shape=(16, 16, 3))
+    assert len(model.predict_labels([ok])) == 1
+    with pytest.raises(ValueError,
+                       match=rf"big\.gif.*{height} x {width} pixels.*max_image_pixels"):
+        model.predict_labels([str(tmp_path / "big.gif")])
