@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.data.augment import AUGMENTS, make_augmenter
+from keras_mld.data.multi_hot import MultiHotLabels
 from keras_mld.data.image import (DEFAULT_MAX_IMAGE_PIXELS, check_limit, decode_and_resize,
                                    image_shape_from_header)
 from keras_mld.atomic import write_json
@@ -66,8 +67,10 @@ class LabelledImages:
 
     Attributes:
         paths: image file paths (tuple of str, absolute for the built-in loaders).
-        labels: float32 multi-hot ``[M, N]`` (``task="multilabel"``) or int32 class ids
-            ``[M]`` (``task="singlelabel"``).
+        labels: float32 multi-hot ``[M, N]`` (``task="multilabel"``: a dense array, or a
+            :class:`keras_mld.data.multi_hot.MultiHotLabels` as the loaders return, which
+            stores each row's class indices and reads like the dense array) or int32 class
+            ids ``[M]`` (``task="singlelabel"``).
         class_names: the ``N`` class names, in label-column / class-id order.
         task: ``"multilabel"`` or ``"singlelabel"``.
     """
@@ -83,7 +86,12 @@ class LabelledImages:
         if self.task not in TASKS:
             raise ValueError(f"LabelledImages: task must be one of {TASKS}, got {self.task!r}")
         n, m = len(self.class_names), len(self.paths)
-        if self.task == "multilabel":
+        if self.task == "multilabel" and isinstance(self.labels, MultiHotLabels):
+            labels = self.labels
+            if labels.shape != (m, n):
+                raise ValueError(f"LabelledImages: labels must have shape [{m}, {n}] "
+                                 f"(images, classes), got {labels.shape}")
+        elif self.task == "multilabel":
             labels = np.asarray(self.labels, dtype=np.float32).reshape(-1, n)
             if labels.shape != (m, n):
                 raise ValueError(f"LabelledImages: labels must have shape [{m}, {n}] "
@@ -350,12 +358,19 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
         raise ValueError(f"make_dataset: only {n} usable images, fewer than batch_size="
                          f"{batch_size} with drop_remainder=True (no batch at all)")
     det = True if seed is not None else None
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(source.paths, tf.string),
-                                             source.labels))
+    labels = source.labels
+    if isinstance(labels, MultiHotLabels):  # each row made dense when its image is read
+        labels = tf.RaggedTensor.from_row_splits(labels.indices, labels.indptr)
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(source.paths, tf.string), labels))
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=not cache)
 
+    num_classes = source.num_classes
+
     def load(path, label):
+        if isinstance(source.labels, MultiHotLabels):
+            label = tf.scatter_nd(tf.cast(label, tf.int64)[:, None],
+                                  tf.ones(tf.shape(label), tf.float32), [num_classes])
         return decode_and_resize(tf.io.read_file(path), size, max_image_pixels), label
 
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=det)
