@@ -129,4 +129,3 @@ def load_csv(csv_file, class_names=None, image_dir=None, header=None, task="mult
         return LabelledImages(paths, columns, names, "singlelabel")
     multi_hot = MultiHotLabels.from_pairs(row_of, columns, len(paths), len(names))
     return LabelledImages(paths, multi_hot, names, "multilabel")
-

@@ -38,7 +38,6 @@ TensorFlow op seed, the sequence also depends on TensorFlow's global seed when o
 """
 import dataclasses
 import hashlib
-import json
 import os
 import warnings
 
@@ -51,6 +50,7 @@ from keras_mld.data.image import (DEFAULT_MAX_IMAGE_PIXELS, check_limit, decode_
                                    image_shape_from_header)
 from keras_mld.atomic import write_json
 from keras_mld.metadata import TASKS
+from keras_mld.untrusted import read_json
 from keras_mld.validation import check_choice, check_int
 
 CHECKS = ("decode", "header", "none")
@@ -134,11 +134,10 @@ def _default_cache_file(paths):
 
 
 def _read_cache(cache_file):
-    try:
-        with open(cache_file, encoding="utf-8") as f:
-            entries = json.load(f)["entries"]
+    try:  # a damaged cache only costs time: it is made again
+        entries = read_json(cache_file, "check_images cache")["entries"]
         return {p: tuple(v) for p, v in entries.items()}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
