@@ -6,6 +6,7 @@ names the file (and the row), never the parser's own exception types (``Recursio
 A leaf module: it imports nothing from keras_mld.
 """
 import json
+import math
 import os
 
 import yaml
@@ -14,6 +15,8 @@ MAX_DEPTH = 64  # nesting levels: every file keras-mld reads needs fewer than 10
 # encoded image bytes of one served request, or of one image in predict_labels: bounds the
 # time of the header checks that run before decoding
 MAX_REQUEST_BYTES = 32 * 2 ** 20
+# a state or metadata file keras-mld writes itself (resume state, recipe, caches): far less
+MAX_STATE_BYTES = 64 * 2 ** 20
 
 
 def check_depth(value, where, max_depth=MAX_DEPTH):
@@ -48,16 +51,28 @@ def parse_json(text, where, max_depth=MAX_DEPTH, finite=True):
     return check_depth(value, where, max_depth)
 
 
-def read_json(path, what, max_depth=MAX_DEPTH, finite=True):
+def read_json(path, what, max_depth=MAX_DEPTH, finite=True, max_bytes=None):
     """The JSON file ``path`` parsed by :func:`parse_json`; ``what`` (the caller) and the
-    file are named in every error."""
+    file are named in every error. A file over ``max_bytes`` (None: no limit) is refused
+    before it is parsed."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            text = f.read()
+            text = f.read(-1 if max_bytes is None else max_bytes + 1)
     except OSError as e:
         raise ValueError(f"{what}: cannot read {path!r} ({e.strerror or e})") from None
+    if max_bytes is not None and len(text) > max_bytes:
+        raise ValueError(f"{what}: {path!r} is over {max_bytes} bytes")
     return parse_json(text, f"{what}: {path!r}", max_depth, finite)
+
+
+def finite_number(value, where):
+    """``value`` as a float when it is a finite JSON number (not a bool), else a
+    ``ValueError`` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}"[:300])
+    return float(value)
 
 
 def parse_yaml(text, where, max_depth=MAX_DEPTH):

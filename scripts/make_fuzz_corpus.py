@@ -82,6 +82,10 @@ def _safetensors(folder):
     raw("bad_dtype.safetensors", {"w": {"dtype": "C64", "shape": [1],
                                         "data_offsets": [0, 8]}}, b"\0" * 8)
     (folder / "bad_header_length.safetensors").write_bytes(struct.pack("<Q", 2 ** 60) + b"{}")
+    # a 70 KB header for one tensor: over 64 KiB + 4 KiB per tensor entry
+    raw("bad_padded_header.safetensors",
+        {"__metadata__": {"x": "y" * 70_000},
+         "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
 
 
 def _coco(folder):
@@ -106,6 +110,9 @@ def _csv(folder):
     (folder / "bad_absolute.csv").write_text("/etc/shadow,cat\n")
     (folder / "bad_latin1.csv").write_bytes(b"a.jpg,caf\xe9\n")
     (folder / "bad_nul_path.csv").write_bytes(b"a\0.jpg,cat\n")
+    # one new label per row (a dense matrix would be rows x classes)
+    (folder / "seed_many_classes.csv").write_text(
+        "".join(f"{i}.jpg,l{i}|l{(i * 7) % 300}\n" for i in range(300)))
 
 
 def _recipe(folder):
@@ -146,11 +153,46 @@ def _image(folder):
     (folder / "bad_text.txt").write_bytes(b"not an image")
 
 
+def _gif(folder):
+    """GIFs for the two size walks: Pillow's (with a comment), a comment of 1-byte
+    sub-blocks before a 9000 x 7000 frame, and frames totalling more than max_image_pixels."""
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((6 + i, 9, 3), 50 * i, np.uint8)) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], comment=b"c" * 300)
+    gif = buf.getvalue()
+    (folder / "seed_comment.gif").write_bytes(gif)
+    head = b"GIF89a" + struct.pack("<HHBBB", 4, 4, 0, 0, 0)
+    frame = struct.pack("<BHHHHB", 0x2C, 0, 0, 3, 2, 0) + b"\x02\x01\x00\x00"
+    (folder / "seed_tiny_frames.gif").write_bytes(head + frame * 500 + b";")
+    (folder / "bad_one_byte_sub_blocks.gif").write_bytes(
+        head + b"\x21\xfe" + b"\x01x" * 20_000 + b"\0"
+        + struct.pack("<BHHHHB", 0x2C, 0, 0, 9000, 7000, 0) + b"\x02\x01\x00\x00;")
+    big = bytearray(gif)
+    at = 0
+    while True:  # every frame 5000 x 5000: 75 MP in all, a 25 MP canvas
+        at = bytes(big).find(b"\x2c\x00\x00\x00\x00", at + 1)
+        if at < 0:
+            break
+        big[at + 5:at + 9] = struct.pack("<HH", 5000, 5000)
+    (folder / "bad_frames_total.gif").write_bytes(bytes(big))
+
+
+def _state_json(folder):
+    (folder / "seed_state.json").write_text('{"monitor": "val_loss", "values": [0.5, 0.25]}')
+    (folder / "bad_nan.json").write_text('{"monitor": "val_loss", "values": [NaN]}')
+    (folder / "bad_deep.json").write_text("[" * 5000 + "]" * 5000)
+    (folder / "bad_values_text.json").write_text('{"values": "0.5"}')
+    (folder / "bad_truncated.json").write_text('{"monitor": "val_loss", "values": [0.5,')
+
+
 def main():
     shutil.rmtree(CORPUS, ignore_errors=True)
     for name, make in (("pth", _pth), ("npz", _npz), ("safetensors", _safetensors),
                        ("coco", _coco), ("csv", _csv), ("recipe", _recipe),
-                       ("preset_json", _preset_json), ("image", _image)):
+                       ("preset_json", _preset_json), ("image", _image), ("gif", _gif),
+                       ("state_json", _state_json)):
         folder = CORPUS / name
         folder.mkdir(parents=True)
         make(folder)

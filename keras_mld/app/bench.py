@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from keras_mld.app.bench_report import add_ratios, paired_ratio  # noqa: F401 (paired_ratio re-exported)
+from keras_mld.untrusted import parse_json
 
 DEFAULT_CLASSES = (100, 1000, 5000, 9600)
 DEFAULT_HEADS = ("gap", "mldecoder", "query2label")
@@ -108,7 +109,7 @@ def parse_args(argv=None):
                 setattr(args, key, value)
     args.classes = tuple(int(n) for n in str(args.classes).strip("()").split(",") if n.strip())
     args.heads = ["gap"] + [h for h in args.heads.split(",") if h and h != "gap"]
-    kwargs = json.loads(args.head_kwargs)
+    kwargs = parse_json(args.head_kwargs, "bench: --head-kwargs")
     if args.tiny or args.quick:
         kwargs = {**(TINY_HEAD_KWARGS if args.tiny else QUICK_HEAD_KWARGS), **kwargs}
     kwargs.setdefault("mldecoder", {}).setdefault("num_groups", args.num_groups)

@@ -120,7 +120,9 @@ def _run_export(args):
     from keras_mld.app import workflows
     from keras_mld.export import export_onnx, export_openvino, export_saved_model
     model = workflows.load_classifier(args.model)
-    thresholds = json.loads(args.thresholds) if args.thresholds else None
+    from keras_mld.untrusted import parse_json
+    thresholds = parse_json(args.thresholds, "export: --thresholds") if args.thresholds \
+        else None
     labels = None
     if args.labels:
         with open(args.labels, encoding="utf-8") as f:
@@ -211,9 +213,12 @@ def _keras_backend():
         return os.environ["KERAS_BACKEND"]
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     try:
-        with open(os.path.join(home, "keras.json"), encoding="utf-8") as f:
-            return json.load(f).get("backend", "tensorflow")
-    except (OSError, ValueError, AttributeError):
+        from keras_mld.untrusted import MAX_STATE_BYTES, read_json
+
+        config = read_json(os.path.join(home, "keras.json"), "keras.json",
+                           max_bytes=MAX_STATE_BYTES)
+        return config.get("backend", "tensorflow")
+    except (ValueError, AttributeError):
         return "tensorflow"
 
 

@@ -4,13 +4,14 @@ declared size checked against the bytes the file holds before anything is alloca
 Errors are ``ValueError("cannot read checkpoint '<file>': <what is wrong>")``
 (:func:`checkpoint_error`), whatever the damage.
 """
-import json
 import os
 import struct
 import zipfile
 
 import ml_dtypes
 import numpy as np
+
+from keras_mld.untrusted import parse_json
 
 # safetensors dtype codes -> numpy dtypes; bfloat16 and float8 come back as float32
 SAFETENSORS_DTYPES = {
@@ -20,7 +21,12 @@ SAFETENSORS_DTYPES = {
     "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
 }
 _AS_FLOAT32 = ("BF16", "F8_E4M3", "F8_E5M2")
-MAX_HEADER_BYTES = 100 * 2 ** 20  # the safetensors format's own header limit
+# safetensors JSON header: the format allows 100 MB; keras-mld accepts at most
+# HEADER_FLOOR_BYTES + HEADER_BYTES_PER_TENSOR per tensor entry in it (4 MB per 1,000
+# tensors; a real entry is ~100-200 bytes), and never more than MAX_HEADER_BYTES
+MAX_HEADER_BYTES = 16 * 2 ** 20
+HEADER_FLOOR_BYTES = 64 * 2 ** 10
+HEADER_BYTES_PER_TENSOR = 4 * 2 ** 10
 # a zip archive may not inflate to more than this multiple of its size on disk (floor below):
 # weights compress ~1.1x, a zip bomb ~1000x
 MAX_COMPRESSION_RATIO = 100
@@ -102,22 +108,39 @@ def read_safetensors(path, max_bytes):
 
     Hand-parsed (the format is an 8-byte length, a JSON header and one buffer) because the
     ``safetensors`` package's numpy API cannot return bfloat16 / float8 arrays."""
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    check_size(path, len(data), max_bytes)
-    if len(data) < 8:
-        raise checkpoint_error(path, f"{len(data)} bytes, too short for a safetensors header")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > min(len(data) - 8, MAX_HEADER_BYTES):
-        raise checkpoint_error(path, f"header length {n} runs past the file "
-                                     f"({len(data)} bytes) or over {MAX_HEADER_BYTES}")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError
-        raise checkpoint_error(path, f"header is not JSON: {type(e).__name__}: {e}") from None
+    with open(path, "rb") as f:  # the header is checked before the rest is read
+        size = os.fstat(f.fileno()).st_size
+        check_size(path, size, max_bytes)
+        head = f.read(8)
+        if len(head) < 8:
+            raise checkpoint_error(path, f"{len(head)} bytes, too short for a safetensors "
+                                         "header")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise checkpoint_error(path, f"header length {n} runs past the file ({size} "
+                                         "bytes)")
+        if n > MAX_HEADER_BYTES:
+            raise checkpoint_error(path, f"header length {n} is over {MAX_HEADER_BYTES} "
+                                         "bytes")
+        raw = f.read(n)
+        # an entry per tensor has a "data_offsets" key: counted before the JSON is parsed
+        entries = raw.count(b'"data_offsets"')
+        if n > HEADER_FLOOR_BYTES + HEADER_BYTES_PER_TENSOR * entries:
+            raise checkpoint_error(
+                path, f"header of {n} bytes for {entries} tensor entries: more than "
+                      f"{HEADER_FLOOR_BYTES} + {HEADER_BYTES_PER_TENSOR} bytes per tensor")
+        buffer = f.read(max_bytes + 1 - 8 - n)
+    check_size(path, 8 + n + len(buffer), max_bytes)
+    try:  # bounded nesting, every parser error a ValueError
+        header = parse_json(raw, "header")
+    except ValueError as e:
+        raise checkpoint_error(path, f"header is not JSON: {e}") from None
     if not isinstance(header, dict):
         raise checkpoint_error(path, "header is not a JSON object")
-    buffer = memoryview(data)[8 + n:]
+    meta = header.get("__metadata__", {})
+    if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise checkpoint_error(path, "__metadata__ must map strings to strings")
+    buffer = memoryview(buffer)
     out = {}
     for name, entry in header.items():
         if name == "__metadata__":

@@ -2,7 +2,9 @@
 
 Only ``images`` (``id``, ``file_name``), ``annotations`` (``image_id``, ``category_id``)
 and ``categories`` (``id``, ``name``) are read. Each image's label row is the multi-hot
-union of its annotations' categories, crowd annotations included (as in the official
+union of its annotations' categories (stored by row, a
+:class:`keras_mld.data.multi_hot.MultiHotLabels`: memory bounded by the annotations in the
+file, not images x categories), crowd annotations included (as in the official
 ML-Decoder/ASL COCO loader); columns follow increasing category id (COCO's 80 ids
 1..90 with gaps become columns 0..79) and keep the category names.
 
@@ -12,12 +14,11 @@ classes with no positive, not images. Pass ``drop_empty=True`` to remove them.
 """
 import os
 
-import numpy as np
-
+from keras_mld.data.multi_hot import MultiHotLabels
 from keras_mld.data.pipeline import LabelledImages
 from keras_mld.untrusted import inside_root, read_json
 
-DEFAULT_MAX_CLASSES = 10_000  # OpenImages (9,605 classes) fits; a dense row costs 4 B each
+DEFAULT_MAX_CLASSES = 10_000  # OpenImages (9,605 classes) fits
 
 
 def _id(value, what):
@@ -47,8 +48,7 @@ def load_coco(annotation_file, image_dir=None, drop_empty=False, max_classes=DEF
         annotation_file: path of the ``instances_*.json`` file.
         image_dir: folder that ``file_name`` is relative to; defaults to the json's folder.
         drop_empty: drop images that have no annotation (default: keep, all-zero labels).
-        max_classes: refuse more categories than this (the label matrix is dense: images x
-            categories float32).
+        max_classes: refuse more categories than this (a model's head grows with them).
         allow_outside_paths: accept ``file_name`` values that are absolute or leave
             ``image_dir`` through ``..`` (refused by default, naming the image).
 
@@ -92,7 +92,7 @@ def load_coco(annotation_file, image_dir=None, drop_empty=False, max_classes=DEF
     if len(row) != len(images):
         raise ValueError(f"load_coco: {annotation_file!r} has duplicate image ids")
 
-    labels = np.zeros((len(images), len(categories)), np.float32)
+    rows = [[] for _ in images]
     for ann_id, image_id, category_id in annotations:
         if category_id not in column:
             raise ValueError(f"load_coco: {annotation_file!r}: annotation {ann_id} refers to "
@@ -100,7 +100,8 @@ def load_coco(annotation_file, image_dir=None, drop_empty=False, max_classes=DEF
         if image_id not in row:
             raise ValueError(f"load_coco: {annotation_file!r}: annotation {ann_id} refers to "
                              f"unknown image_id {image_id}")
-        labels[row[image_id], column[category_id]] = 1.0
+        rows[row[image_id]].append(column[category_id])
+    labels = MultiHotLabels.from_rows(rows, len(categories))  # memory: the labels present
 
     paths = [inside_root(image_dir, name, f"load_coco: {annotation_file!r}: image {iid}",
                          allow_outside_paths) for iid, name in images]

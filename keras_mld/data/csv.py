@@ -13,10 +13,12 @@ Format (standard ``csv`` quoting, so a path containing a comma can be quoted):
 """
 import csv as _csv
 import os
+from array import array
 
 import numpy as np
 
 from keras_mld.data.coco import DEFAULT_MAX_CLASSES
+from keras_mld.data.multi_hot import MultiHotLabels
 from keras_mld.data.pipeline import LabelledImages
 from keras_mld.metadata import TASKS
 from keras_mld.untrusted import inside_root
@@ -34,11 +36,12 @@ def load_csv(csv_file, class_names=None, image_dir=None, header=None, task="mult
         class_names: the class list (label-column order); default: sorted union of labels.
         image_dir: folder relative paths are resolved against; default: the CSV's folder.
         header: None (auto-detect, see module doc), True or False.
-        task: ``"multilabel"`` (float32 multi-hot) or ``"singlelabel"`` (int class ids;
-            every row must then have exactly one label).
+        task: ``"multilabel"`` (float32 multi-hot, stored by row as a
+            :class:`keras_mld.data.multi_hot.MultiHotLabels`: memory bounded by the labels
+            in the file) or ``"singlelabel"`` (int class ids; every row must then have
+            exactly one label).
         delimiter: field separator; label_separator: separator between labels.
-        max_classes: refuse more classes than this (the multi-hot matrix is dense: rows x
-            classes float32; a small CSV of many distinct labels would take gigabytes).
+        max_classes: refuse more classes than this (a model's head grows with the classes).
         allow_outside_paths: accept absolute paths and paths that leave the image folder
             through ``..`` (refused by default, naming the line).
 
@@ -60,7 +63,9 @@ def load_csv(csv_file, class_names=None, image_dir=None, header=None, task="mult
         if len(set(class_names)) != len(class_names):
             raise ValueError("load_csv: class_names has duplicates")
 
-    rows = []  # (line, path, [labels])
+    # flat storage (no Python object per row besides its path): a file's rows cost about
+    # their bytes; labels are numbered in order of first appearance, renumbered at the end
+    paths, lines, ends, ids, first_seen = [], array("q"), array("q"), array("i"), {}
     line = 0
     try:
         with open(csv_file, newline="", encoding="utf-8-sig") as f:
@@ -83,15 +88,19 @@ def load_csv(csv_file, class_names=None, image_dir=None, header=None, task="mult
                 if not path:
                     raise ValueError(f"load_csv: {csv_file}:{line}: empty path")
                 field = fields[1] if len(fields) > 1 else ""
-                labels = [x.strip() for x in field.split(label_separator) if x.strip()]
-                rows.append((line, inside_root(base, path, f"load_csv: {csv_file}:{line}",
-                                               allow_outside_paths), labels))
+                for x in field.split(label_separator):
+                    if x.strip():
+                        ids.append(first_seen.setdefault(x.strip(), len(first_seen)))
+                paths.append(inside_root(base, path, f"load_csv: {csv_file}:{line}",
+                                         allow_outside_paths))
+                lines.append(line)
+                ends.append(len(ids))
     except (_csv.Error, UnicodeDecodeError) as e:  # a field over csv.field_size_limit, NUL
         raise ValueError(f"load_csv: {csv_file}:{line + 1}: not a valid CSV row "
                          f"({type(e).__name__}: {str(e)[:200]})") from None
 
-    names = class_names if class_names is not None else \
-        sorted({label for _, _, labels in rows for label in labels})
+    seen = list(first_seen)  # label text by id
+    names = class_names if class_names is not None else sorted(seen)
     if not names:
         raise ValueError(f"load_csv: {csv_file}: no labels in the file and no class_names "
                          "(a label matrix needs at least one class)")
@@ -99,22 +108,24 @@ def load_csv(csv_file, class_names=None, image_dir=None, header=None, task="mult
         raise ValueError(f"load_csv: {csv_file}: {len(names)} classes, more than "
                          f"max_classes={max_classes} (pass a larger max_classes if meant)")
     column = {name: j for j, name in enumerate(names)}
-    for line, _, labels in rows:
-        for label in labels:
-            if label not in column:
-                raise ValueError(f"load_csv: {csv_file}:{line}: unknown label {label!r} "
-                                 f"(not in class_names)")
-    paths = [path for _, path, _ in rows]
-    if task == "singlelabel":
-        for line, _, labels in rows:
-            if len(labels) != 1:
-                raise ValueError(f"load_csv: {csv_file}:{line}: a singlelabel row needs "
-                                 f"exactly one label, got {labels}")
-        ids = np.array([column[labels[0]] for _, _, labels in rows], np.int32)
-        return LabelledImages(paths, ids, names, "singlelabel")
-    multi_hot = np.zeros((len(rows), len(names)), np.float32)
-    for i, (_, _, labels) in enumerate(rows):
-        for label in labels:
-            multi_hot[i, column[label]] = 1.0
-    return LabelledImages(paths, multi_hot, names, "multilabel")
+    indptr = np.concatenate([[0], np.frombuffer(ends, np.int64)]).astype(np.int64)
+    ids = np.frombuffer(ids, np.int32)
+    row_of = np.repeat(np.arange(len(paths)), np.diff(indptr))
 
+    def row_labels(i):
+        return [seen[k] for k in ids[indptr[i]:indptr[i + 1]]]
+
+    unknown = [k for k, label in enumerate(seen) if label not in column]
+    if unknown:  # the first row naming one
+        at = int(np.flatnonzero(np.isin(ids, unknown))[0])
+        raise ValueError(f"load_csv: {csv_file}:{lines[row_of[at]]}: unknown label "
+                         f"{seen[ids[at]]!r} (not in class_names)")
+    columns = np.array([column[label] for label in seen], np.int32)[ids]
+    if task == "singlelabel":
+        wrong = np.flatnonzero(np.diff(indptr) != 1)
+        if len(wrong):
+            raise ValueError(f"load_csv: {csv_file}:{lines[wrong[0]]}: a singlelabel row "
+                             f"needs exactly one label, got {row_labels(wrong[0])}")
+        return LabelledImages(paths, columns, names, "singlelabel")
+    multi_hot = MultiHotLabels.from_pairs(row_of, columns, len(paths), len(names))
+    return LabelledImages(paths, multi_hot, names, "multilabel")

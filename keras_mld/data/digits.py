@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from keras_mld.atomic import atomic_path
+from keras_mld.untrusted import MAX_STATE_BYTES, read_json
 from keras_mld.validation import check_int
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -169,11 +170,10 @@ def _save_png(pixels, path):
 
 
 def _read_info(root):
-    try:
-        with open(os.path.join(root, _INFO), encoding="utf-8") as f:
-            info = json.load(f)
+    try:  # a damaged or foreign file: the data set is made again
+        info = read_json(os.path.join(root, _INFO), "digits", max_bytes=MAX_STATE_BYTES)
         return info if isinstance(info, dict) else None
-    except (OSError, ValueError):
+    except ValueError:
         return None
 
 

@@ -13,8 +13,12 @@ and camera photos, 120 MB as decoded RGB; raise it for 45-61 MP camera files) wi
 ``tf.errors.InvalidArgumentError`` naming the limit. Everything is in-graph
 core TensorFlow, so exported SavedModels carry the guard.
 """
+import math
 import numbers
+import re
+import struct
 
+import numpy as np
 import tensorflow as tf
 
 from keras_mld.untrusted import MAX_REQUEST_BYTES
@@ -54,69 +58,133 @@ def _match(h, start, magic):
                                   tf.constant(list(magic), tf.int32)))
 
 
-def _chain_ends(step, rounds):
-    """``step`` int32 ``[L]``: a forward pointer per position (a fixpoint ends a chain).
-    Returns ``(ends, step)`` after ``rounds`` pointer doublings: ``ends[p]`` is the fixpoint
-    that ``p``'s chain reaches when it is shorter than ``2 ** rounds`` steps."""
-    def double(i, jump):
-        return i + 1, tf.gather(jump, jump)
-    return tf.while_loop(lambda i, jump: i < rounds, double, [0, step])[1]
+# The GIF block walk (GIF89a: after the header, logical screen and global colour table, a
+# sequence of blocks: 0x2C image descriptor (10 bytes, local colour table, LZW code size) or
+# 0x21 extension (label), each followed by data sub-blocks (a length byte then its bytes,
+# ended by a zero length); any other byte ends the stream). Seen from the sub-block length
+# bytes, it is one chain of "states": a nonzero length L at p leads to p + L + 1; a zero length
+# at p ends the block, and the block at p + 1 leads to its own sub-blocks (p + 3 for an
+# extension, p + 12 + table for an image) or ends the walk. Every step moves forward by 2 to
+# 780 bytes.
+GIF_CHUNK = 1024  # positions per chunk of the in-graph walk (more than the longest step)
+GIF_ROUNDS = 10  # pointer doublings inside a chunk: 2 ** 10 >= GIF_CHUNK / 2 steps
+_GIF_PAD = 1024  # zero bytes after the data: every block that starts in the data completes
+
+
+def _colour_table(flags):
+    """Bytes of the colour table that a packed-fields byte declares (bit 7 set: 3 * 2^(k+1))."""
+    return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags % 8), 0)
+
+
+def gif_walk(image_bytes, chunk=GIF_CHUNK, rounds=GIF_ROUNDS):
+    """``(width, height, frame_pixels, canvas_w, canvas_h, iterations)`` of a GIF's walk:
+    the largest frame width and height, the sum of the frames' pixels, the logical screen,
+    and how many steps the sequential part took.
+
+    Linear in the bytes: the chain of states (see above) is split into chunks of ``chunk``
+    positions. For every position at once, ``rounds`` pointer doublings confined to its
+    chunk (``rounds * n`` work: a step never stays in a chunk more than ``chunk / 2`` times)
+    give where its walk leaves the chunk and what it met there (largest frame width and
+    height, sum of frame pixels). A ``tf.while_loop`` then follows the real walk one chunk
+    per step (at most ``n / chunk + 1`` steps of a few scalar ops), adding up what it met.
+    Pointer doubling over the whole file instead costs ``log2(n)`` passes: ``n log n``."""
+    data = tf.cast(tf.io.decode_raw(image_bytes, tf.uint8), tf.int32)
+    n = tf.size(data)
+    data = tf.concat([data, tf.zeros([16], tf.int32)], 0)
+    start = tf.minimum(13 + _colour_table(data[10]), n)
+    # x[0]: a virtual zero length (the walk starts with a block); states 0..size-1 are the
+    # positions before the end of the file; index `size` is the end of the walk
+    x = tf.concat([tf.zeros([1], tf.int32), data[start:n], tf.zeros([_GIF_PAD], tf.int32)], 0)
+    size = n - start + 1
+    pos = tf.range(size)
+    length, block = x[:size], x[1:size + 1]
+    image = tf.logical_and(length == 0, block == 0x2C)
+    after_image = pos + 12 + _colour_table(tf.gather(x, pos + 10))
+    step = tf.where(length > 0, pos + length + 1, tf.where(
+        image, after_image, tf.where(tf.logical_and(length == 0, block == 0x21), pos + 3,
+                                     size)))
+    step = tf.minimum(step, size)
+    # within a chunk: step, or the sink `size` where the step leaves the chunk
+    inside = tf.logical_and(step < size, step // chunk == pos // chunk)
+    jump = tf.concat([tf.where(inside, step, size), [size]], 0)
+    width = tf.where(image, tf.gather(x, pos + 6) + 256 * tf.gather(x, pos + 7), 0)
+    height = tf.where(image, tf.gather(x, pos + 8) + 256 * tf.gather(x, pos + 9), 0)
+    exits = tf.where(inside, -1, step)  # where the walk leaves the chunk (size: it ends)
+    most = tf.concat([tf.stack([width, height, exits], 1), [[0, 0, -1]]], 0)
+    pixels = tf.concat([tf.cast(width, tf.int64) * tf.cast(height, tf.int64), [0]], 0)
+    for _ in range(rounds):  # most/pixels[p]: over p's next 2**i states in its chunk
+        most = tf.maximum(most, tf.gather(most, jump))
+        pixels = pixels + tf.gather(pixels, jump)
+        jump = tf.gather(jump, jump)
+
+    def follow(i, p, w, h, total):
+        row = most[p]
+        return i + 1, row[2], tf.maximum(w, row[0]), tf.maximum(h, row[1]), total + pixels[p]
+
+    zero = tf.constant(0, tf.int32)
+    i, _, w, h, total = tf.while_loop(
+        lambda i, p, w, h, total: p < size, follow,
+        (zero, zero, zero, zero, tf.constant(0, tf.int64)),
+        maximum_iterations=size // chunk + 2)
+    return (tf.cast(w, tf.int64), tf.cast(h, tf.int64), total,
+            tf.cast(data[6] + 256 * data[7], tf.int64),
+            tf.cast(data[8] + 256 * data[9], tf.int64), i)
 
 
 def _gif_shape(image_bytes):
     """The canvas TensorFlow's GIF decoder allocates: the largest of the logical screen and
-    of every frame (its ``DGifSlurp`` reads all frames), found by walking the GIF blocks.
+    of every frame (its ``DGifSlurp`` reads all frames), found by :func:`gif_walk` in
+    linear time; when the frames together hold more pixels, a square of their total."""
+    w, h, frames, screen_w, screen_h, _ = gif_walk(image_bytes)
+    return _bound_shape(tf.maximum(w, screen_w), tf.maximum(h, screen_h), frames)
 
-    The walk is vectorised with pointer doubling (no loop step per block or sub-block, which
-    cost about 2 s per MB of tiny frames or 1-byte comment sub-blocks): each position's next
-    sub-block, then each block's successor, are followed ``log2(n)`` times over the whole
-    array, and the blocks reached from the first one are marked the same way:
-    ``O(n log n)`` work in about ``2 log2(n)`` array passes."""
-    data = tf.cast(tf.io.decode_raw(image_bytes, tf.uint8), tf.int32)
-    n = tf.size(data)
-    data = tf.concat([data, tf.zeros([16], tf.int32)], 0)
-    size = n + 1  # positions 0..n; n (the end of the file) is a fixpoint
-    pos = tf.range(size)
-    byte = data[:size]
-    rounds = tf.cast(tf.math.ceil(tf.math.log(tf.cast(size, tf.float32) + 1.0)
-                                  / tf.math.log(2.0)), tf.int32) + 1
-    # data sub-blocks: a length byte then that many bytes, ended by a zero length
-    sub_next = tf.minimum(tf.where(byte > 0, pos + byte + 1, pos), n)
-    sub_next = tf.where(pos >= n, n, sub_next)
-    after_sub = tf.minimum(_chain_ends(sub_next, rounds) + 1, n)  # past the zero length
 
-    flags = tf.gather(data, pos + 9)
-    table = tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags % 8), 0)
-    image_next = tf.gather(after_sub, tf.minimum(pos + 11 + table, n))
-    extension_next = tf.gather(after_sub, tf.minimum(pos + 2, n))
-    is_image = tf.logical_and(byte == 0x2C, pos < n)
-    block_next = tf.where(is_image, image_next,
-                          tf.where(tf.logical_and(byte == 0x21, pos < n), extension_next, pos))
-
-    screen_flags = data[10]
-    screen_table = tf.where(screen_flags >= 128, 3 * tf.bitwise.left_shift(2, screen_flags % 8), 0)
-    start = tf.minimum(13 + screen_table, n)
-
-    def mark(i, visited, jump):
-        # visited: the first 2**i blocks from start; jump: block_next applied 2**i times
-        reached = tf.math.unsorted_segment_max(tf.cast(visited, tf.int32), jump, size) > 0
-        return i + 1, tf.logical_or(visited, reached), tf.gather(jump, jump)
-
-    _, visited, _ = tf.while_loop(lambda i, v, j: i < rounds, mark,
-                                  [0, tf.equal(pos, start), block_next])
-    frame = tf.logical_and(visited, is_image)
-    w = tf.cast(tf.gather(data, pos + 5) + 256 * tf.gather(data, pos + 6), tf.int64)
-    h = tf.cast(tf.gather(data, pos + 7) + 256 * tf.gather(data, pos + 8), tf.int64)
-    zero = tf.zeros_like(w)
-    max_w = tf.maximum(tf.cast(data[6] + 256 * data[7], tf.int64),
-                       tf.reduce_max(tf.where(frame, w, zero)))
-    max_h = tf.maximum(tf.cast(data[8] + 256 * data[9], tf.int64),
-                       tf.reduce_max(tf.where(frame, h, zero)))
-    frames = tf.reduce_sum(tf.where(frame, w * h, zero))
+def _bound_shape(max_w, max_h, frames):
     # frames are slurped one buffer each besides the canvas: bound both
     side = tf.cast(tf.math.ceil(tf.sqrt(tf.cast(tf.maximum(max_w * max_h, frames),
                                                 tf.float64))), tf.int64)
     return tf.where(frames > max_w * max_h, tf.stack([side, side]), tf.stack([max_h, max_w]))
+
+
+def _gif_token_pattern():
+    """One token per image frame of the walk above, as a bytes regular expression: the
+    sub-blocks and extensions before it (a possessive repeat), then the image descriptor
+    (its 8 size bytes captured), its colour table and LZW byte; or, where the walk ends,
+    the rest of the data. Every alternative starts with its own byte, so nothing is
+    retried: the match is linear in the bytes."""
+    def byte(b):
+        return re.escape(bytes([b]))
+
+    sub_blocks = b"|".join(byte(k) + b".{%d}" % k for k in range(1, 256))
+    tables = [b"[\x00-\x7f]"] + [
+        b"[" + b"".join(byte(f) for f in range(128 + k, 256, 8)) + b"].{%d}" % (3 << (k + 1))
+        for k in range(8)]
+    return re.compile(b"(?s)(?:\x00\x21.|(?!\x00)(?:" + sub_blocks + b"))*+"
+                      b"(?:\x00\x2c(........)(?:" + b"|".join(tables) + b").|\x00.*)")
+
+
+_GIF_TOKEN = _gif_token_pattern()
+
+
+def gif_shape(data):
+    """``(height, width)`` of the GIF ``data`` (bytes) as :func:`image_shape_from_header`
+    reads it in-graph, computed in Python by one regular-expression pass (about 0.02-0.04 s
+    per MiB of hostile GIF, see BENCHMARKS.md): used by ``predict_labels``."""
+    data = bytes(data)
+    padded = data + bytes(16)
+    screen_w, screen_h = struct.unpack("<HH", padded[6:10])
+    flags = padded[10]
+    start = min(13 + (3 * (2 << (flags % 8)) if flags >= 128 else 0), len(data))
+    sizes = b"".join(size for size in _GIF_TOKEN.findall(
+        b"\0" + data[start:] + bytes(_GIF_PAD)) if size)
+    frames = np.frombuffer(sizes, "<u2").reshape(-1, 4)[:, 2:].astype(np.int64)
+    max_w = max(screen_w, int(frames[:, 0].max(initial=0)))
+    max_h = max(screen_h, int(frames[:, 1].max(initial=0)))
+    pixels = int((frames[:, 0] * frames[:, 1]).sum())
+    if pixels > max_w * max_h:
+        side = int(math.ceil(math.sqrt(pixels)))
+        return side, side
+    return max_h, max_w
 
 
 def image_shape_from_header(image_bytes):

@@ -38,7 +38,6 @@ TensorFlow op seed, the sequence also depends on TensorFlow's global seed when o
 """
 import dataclasses
 import hashlib
-import json
 import os
 import warnings
 
@@ -46,10 +45,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.data.augment import AUGMENTS, make_augmenter
+from keras_mld.data.multi_hot import MultiHotLabels
 from keras_mld.data.image import (DEFAULT_MAX_IMAGE_PIXELS, check_limit, decode_and_resize,
                                    image_shape_from_header)
 from keras_mld.atomic import write_json
 from keras_mld.metadata import TASKS
+from keras_mld.untrusted import read_json
 from keras_mld.validation import check_choice, check_int
 
 CHECKS = ("decode", "header", "none")
@@ -66,8 +67,10 @@ class LabelledImages:
 
     Attributes:
         paths: image file paths (tuple of str, absolute for the built-in loaders).
-        labels: float32 multi-hot ``[M, N]`` (``task="multilabel"``) or int32 class ids
-            ``[M]`` (``task="singlelabel"``).
+        labels: float32 multi-hot ``[M, N]`` (``task="multilabel"``: a dense array, or a
+            :class:`keras_mld.data.multi_hot.MultiHotLabels` as the loaders return, which
+            stores each row's class indices and reads like the dense array) or int32 class
+            ids ``[M]`` (``task="singlelabel"``).
         class_names: the ``N`` class names, in label-column / class-id order.
         task: ``"multilabel"`` or ``"singlelabel"``.
     """
@@ -83,7 +86,12 @@ class LabelledImages:
         if self.task not in TASKS:
             raise ValueError(f"LabelledImages: task must be one of {TASKS}, got {self.task!r}")
         n, m = len(self.class_names), len(self.paths)
-        if self.task == "multilabel":
+        if self.task == "multilabel" and isinstance(self.labels, MultiHotLabels):
+            labels = self.labels
+            if labels.shape != (m, n):
+                raise ValueError(f"LabelledImages: labels must have shape [{m}, {n}] "
+                                 f"(images, classes), got {labels.shape}")
+        elif self.task == "multilabel":
             labels = np.asarray(self.labels, dtype=np.float32).reshape(-1, n)
             if labels.shape != (m, n):
                 raise ValueError(f"LabelledImages: labels must have shape [{m}, {n}] "
@@ -126,11 +134,10 @@ def _default_cache_file(paths):
 
 
 def _read_cache(cache_file):
-    try:
-        with open(cache_file, encoding="utf-8") as f:
-            entries = json.load(f)["entries"]
+    try:  # a damaged cache only costs time: it is made again
+        entries = read_json(cache_file, "check_images cache")["entries"]
         return {p: tuple(v) for p, v in entries.items()}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -350,12 +357,19 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
         raise ValueError(f"make_dataset: only {n} usable images, fewer than batch_size="
                          f"{batch_size} with drop_remainder=True (no batch at all)")
     det = True if seed is not None else None
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(source.paths, tf.string),
-                                             source.labels))
+    labels = source.labels
+    if isinstance(labels, MultiHotLabels):  # each row made dense when its image is read
+        labels = tf.RaggedTensor.from_row_splits(labels.indices, labels.indptr)
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(source.paths, tf.string), labels))
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=not cache)
 
+    num_classes = source.num_classes
+
     def load(path, label):
+        if isinstance(source.labels, MultiHotLabels):
+            label = tf.scatter_nd(tf.cast(label, tf.int64)[:, None],
+                                  tf.ones(tf.shape(label), tf.float32), [num_classes])
         return decode_and_resize(tf.io.read_file(path), size, max_image_pixels), label
 
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=det)

@@ -21,6 +21,7 @@ sample batch to 1e-4 before the file is renamed into place.
 import os
 
 import keras_mld.export.deploy as deploy
+from keras_mld.untrusted import parse_json
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
@@ -148,8 +149,6 @@ def export_onnx(model, path, labels=None, thresholds=None, image_size=None, task
 
 def read_metadata(path_or_proto):
     """``{key: value}`` of a keras_mld ONNX file's metadata (JSON values decoded)."""
-    import json
-
     import onnx
 
     proto = path_or_proto if hasattr(path_or_proto, "metadata_props") else onnx.load(
@@ -159,5 +158,6 @@ def read_metadata(path_or_proto):
         if entry.key.startswith("keras_mld."):
             key = entry.key[len("keras_mld."):]
             out[key] = entry.value if key in ("format", "task", "input", "output") \
-                else json.loads(entry.value)
+                else parse_json(entry.value, f"read_metadata: ONNX metadata {entry.key!r}",
+                                finite=False)
     return out

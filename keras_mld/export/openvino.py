@@ -28,6 +28,7 @@ import os
 import re
 
 import keras_mld.export.deploy as deploy
+from keras_mld.untrusted import parse_json
 
 XML, BIN = "model.xml", "model.bin"
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -131,5 +132,6 @@ def read_metadata(path_or_model):
     out = {}
     for key in info:
         value = str(info[key].astype(str)) if hasattr(info[key], "astype") else str(info[key])
-        out[key] = value if key in ("format", "task", "input", "output") else json.loads(value)
+        out[key] = value if key in ("format", "task", "input", "output") else parse_json(
+            value, f"read_metadata: OpenVINO rt_info keras_mld.{key}", finite=False)
     return out

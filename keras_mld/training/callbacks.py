@@ -11,13 +11,13 @@ restored weights even if the process died between the two writes. Place
 weights in memory only (after a resume they are those of the best epoch seen since).
 """
 import contextlib
-import json
 import os
 
 import keras
 import numpy as np
 
 from keras_mld.atomic import save_model, write_json
+from keras_mld.untrusted import MAX_STATE_BYTES, finite_number, read_json
 
 __all__ = ["swapped_ema_weights", "ema_variables", "EMAEvaluation", "EarlyStoppingRule",
            "EMAEarlyStopping", "Query2LabelStopRule", "Query2LabelEarlyStopping",
@@ -141,9 +141,14 @@ class _ReplayedState(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._synced = False
         self.values = []
-        if self.state_path and os.path.exists(self.state_path):
-            with open(self.state_path) as f:
-                self.values = [float(v) for v in json.load(f)["values"]]
+        if self.state_path and os.path.exists(self.state_path):  # untrusted: -> ValueError
+            where = f"{type(self).__name__}: resume state {self.state_path!r}"
+            state = read_json(self.state_path, where, max_bytes=MAX_STATE_BYTES)
+            values = state.get("values") if isinstance(state, dict) else None
+            if not isinstance(values, list):
+                raise ValueError(f"{where}: expected an object with a 'values' list (delete "
+                                 "it to restart this callback's history)")
+            self.values = [finite_number(v, f"{where}: values") for v in values]
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self._synced:

@@ -36,7 +36,6 @@ multi-worker rules. Typical use (``keras-mld train --strategy ...`` does exactly
   shared by the workers), and deleted when training ends.
 """
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -45,6 +44,8 @@ import warnings
 
 import keras
 import tensorflow as tf
+
+from keras_mld.untrusted import parse_json
 
 __all__ = ["STRATEGIES", "LR_SCALING", "SHARD_POLICIES", "make_strategy", "is_chief",
            "worker_run_dir", "with_shard_policy", "reads_files", "per_replica_batch_size",
@@ -62,10 +63,7 @@ def _tf_config():
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"make_strategy: TF_CONFIG is not valid JSON ({err})") from None
+    config = parse_json(raw, "make_strategy: TF_CONFIG")  # bounded; errors: ValueError
     if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
         raise ValueError("make_strategy: TF_CONFIG must be a JSON object with 'cluster' "
                          "({'worker': ['host:port', ...], ...}) and 'task' "

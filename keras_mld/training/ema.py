@@ -26,6 +26,7 @@ averages into the model (e.g. to evaluate it) and restores the raw values bit-ex
 import contextlib
 import os
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -98,9 +99,10 @@ class ModelStateEMA(keras.callbacks.Callback):
             try:
                 with np.load(self.state_path, allow_pickle=False) as z:
                     self._saved = (int(z["epoch"]), [z[f"v{i}"] for i in range(len(z) - 1)])
-            except (OSError, ValueError, KeyError) as e:
+            except (OSError, ValueError, KeyError, TypeError, EOFError,
+                    zipfile.BadZipFile) as e:  # a damaged file: never another exception
                 raise ValueError(f"ModelStateEMA: {self.state_path} is not a readable EMA "
-                                 f"state ({e})") from e
+                                 f"state ({type(e).__name__}: {e})") from None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._saved is None:

@@ -44,6 +44,7 @@ from keras_mld.training.freeze import freeze_layers
 from keras_mld.training.lr_finder import lr_range_test
 from keras_mld.training.plateau import TorchReduceLROnPlateau
 from keras_mld.training.sam import SAMModel
+from keras_mld.untrusted import MAX_STATE_BYTES, finite_number, read_json
 from keras_mld.training.schedules import OneCycle, OneCycleMomentum
 from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
@@ -266,10 +267,12 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     saved_path = os.path.join(run_dir, "recipe.json")
     resuming = os.path.isdir(os.path.join(run_dir, "backup"))
     if r["lr"] == "auto":
-        if resuming and os.path.exists(saved_path):
-            import json
-            with open(saved_path) as f:
-                r["lr"] = json.load(f)["lr"]
+        if resuming and os.path.exists(saved_path):  # untrusted: damaged -> ValueError
+            saved = read_json(saved_path, "fit: resume", max_bytes=MAX_STATE_BYTES)
+            if not isinstance(saved, dict) or "lr" not in saved:
+                raise ValueError(f"fit: resume: {saved_path!r} has no 'lr' (delete the run "
+                                 "folder's backup/ to start afresh)")
+            r["lr"] = finite_number(saved["lr"], f"fit: resume: {saved_path!r}: lr")
         else:
             _, _, r["lr"] = lr_range_test(model, train_data, loss=loss, **r["lr_range"])
     if not isinstance(r["lr"], (int, float)) or not r["lr"] > 0:

@@ -87,7 +87,9 @@ def _safetensors(path, header, buffer=b""):
 
 @pytest.mark.parametrize("header, buffer, why", [
     (b"{not json", b"", "not JSON"),
-    (b"[" * 100_000 + b"]" * 100_000, b"", "not JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, b"", "200000 bytes for 0 tensor entries"),
+    (b"[" * 30_000 + b"]" * 30_000, b"", "not JSON"),
+    (b"[" * 65 + b"]" * 65, b"", "not JSON.*nested more than 64"),
     ([1, 2], b"", "not a JSON object"),
     ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\x00" * 8, "offsets"),
     ({"w": {"dtype": "F32", "shape": [2 ** 40], "data_offsets": [0, 8]}}, b"\x00" * 8,
@@ -173,3 +175,29 @@ def test_views_copied_out_of_torch_are_bounded_too(tmp_path, monkeypatch):
         read_state_dict(path, use_torch=True)
     fake.load = lambda *a, **k: {"w": Tensor(np.arange(6, dtype=np.float32))}
     np.testing.assert_array_equal(read_state_dict(path, use_torch=True)["w"], np.arange(6))
+
+
+def test_safetensors_header_bounded_by_its_tensors(tmp_path):
+    """A header may hold 64 KiB + 4 KiB per tensor entry (never over 16 MiB): a 1 MB
+    header padded with metadata around one tensor is refused before it is parsed; a real
+    file of 300 tensors written by the safetensors package loads."""
+    from safetensors.numpy import save_file
+
+    w = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    padded = tmp_path / "padded.safetensors"
+    _safetensors(padded, {"__metadata__": {"x": "y" * 2 ** 20}, "w": w}, b"\0" * 4)
+    _refused(str(padded), r"header of \d+ bytes for 1 tensor entries")
+    small = tmp_path / "small.safetensors"  # the same with a 60 KB comment: accepted
+    _safetensors(small, {"__metadata__": {"x": "y" * 60_000}, "w": w}, b"\0" * 4)
+    assert set(read_state_dict(str(small))) == {"w"}
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes(struct.pack("<Q", 17 * 2 ** 20) + b" " * (17 * 2 ** 20))
+    _refused(str(huge), "header length 17825792 is over 16777216")
+    meta = tmp_path / "meta.safetensors"
+    _safetensors(meta, {"__metadata__": {"x": [1]}, "w": w}, b"\0" * 4)
+    _refused(str(meta), "__metadata__ must map strings to strings")
+    many = {f"block.{i}.weight": np.full((2, 3), i, np.float32) for i in range(300)}
+    save_file(many, str(tmp_path / "many.safetensors"))
+    loaded = read_state_dict(str(tmp_path / "many.safetensors"))
+    assert len(loaded) == 300
+    np.testing.assert_array_equal(loaded["block.7.weight"], many["block.7.weight"])

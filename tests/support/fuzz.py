@@ -38,6 +38,32 @@ def _image(path):
     return _MODELS[0].predict_labels([path])
 
 
+def _gif(path):
+    """The two GIF size walks (in-graph, as served models run it, and Python, as
+    ``predict_labels`` runs it) agree; a GIF over ``max_image_pixels`` is refused."""
+    import tensorflow as tf
+
+    from keras_mld.data.image import DEFAULT_MAX_IMAGE_PIXELS, gif_shape, image_shape_from_header
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"GIF8":
+        raise ValueError(f"{path}: not a GIF")
+    graph = tuple(int(v) for v in image_shape_from_header(tf.constant(data)).numpy())
+    python = gif_shape(data)
+    if graph != python:
+        raise AssertionError(f"{path}: the GIF walks differ: in-graph {graph}, Python {python}")
+    if python[0] * python[1] > DEFAULT_MAX_IMAGE_PIXELS:
+        raise ValueError(f"{path}: {python[0]} x {python[1]} pixels, over max_image_pixels")
+
+
+def _state_json(path):
+    """A callback's resume state, as ``fit`` reads it back."""
+    from keras_mld.training.callbacks import EMAEarlyStopping
+
+    EMAEarlyStopping(patience=2, state_path=path).on_train_begin()
+
+
 def _coco(path):
     return load_coco(path, max_classes=1000)
 
@@ -55,6 +81,8 @@ SURFACES = {
     "recipe": (".yaml", lambda path: load_recipe(path)),
     "preset_json": (".json", lambda path: read_json(path, "preset", finite=False)),
     "image": (".img", _image),
+    "gif": (".gif", _gif),
+    "state_json": (".json", _state_json),
 }
 
 
