@@ -44,10 +44,10 @@ from keras_mld.training.freeze import freeze_layers
 from keras_mld.training.lr_finder import lr_range_test
 from keras_mld.training.plateau import TorchReduceLROnPlateau
 from keras_mld.training.sam import SAMModel
-from keras_mld.untrusted import MAX_STATE_BYTES, finite_number, read_json
 from keras_mld.training.schedules import OneCycle, OneCycleMomentum
 from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
+from keras_mld.untrusted import MAX_STATE_BYTES, finite_number, read_json
 
 __all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "onecycle_warmup_epochs",
            "resolve_jit_compile"]
