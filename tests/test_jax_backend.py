@@ -34,15 +34,16 @@ def test_layers_losses_metrics_pass_on_jax():
 
 @pytest.mark.slow
 def test_official_training_first_epoch_on_jax():
-    """``mldecoder_coco`` = the official ML-Decoder loop, first epoch, on JAX (the full
-    80-step comparison runs on TensorFlow: tests/training/test_official_training.py)."""
+    """``mldecoder_coco`` and ``mldecoder_nus_zsl`` = the official ML-Decoder loops, first
+    epoch, on JAX (the full 80-step comparisons run on TensorFlow:
+    tests/training/test_official_training.py)."""
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
            "tests/training/test_official_training.py", "-k", "first_epoch"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     tail = proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert proc.returncode == 0 and "1 passed" in proc.stdout, tail
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, tail
 
 
 def test_layers_and_losses_do_not_import_tensorflow():
