@@ -83,6 +83,12 @@ def model_arguments(recipe, **overrides):
     ``head`` (an override) picks one head of a multi-head recipe (``model.heads``); the
     recipe's head options apply only to its own head.
 
+    Word queries (``query_type: word``, zero-shot ML-Decoder: ``mldecoder_nus_zsl``): the
+    model section's ``word_vectors`` (or the override ``word_vectors=``: a GloVe / word2vec
+    text file, ``"glove-6b-50d"`` or a :class:`keras_mld.zsl.WordVectors`) gives the
+    label vectors of ``class_names`` (:func:`keras_mld.zsl.label_vectors`: a label is the
+    mean of its words' vectors) as ``label_vectors``, and ``word_dim`` follows them.
+
     Examples:
         >>> from keras_mld.recipes import load_recipe, model_arguments
         >>> args = model_arguments(load_recipe("demo"), head="mldecoder", class_names=["a"])
@@ -110,5 +116,15 @@ def model_arguments(recipe, **overrides):
     if model.get("weights") is not None:
         args["weights"] = model["weights"]
     args.update(head_kwargs)
+    word_vectors = overrides.pop("word_vectors", None) or model.get("word_vectors")
     args.update(overrides)
+    if word_vectors is not None and args.get("query_type") == "word" \
+            and args.get("label_vectors") is None:
+        from keras_mld.zsl.word_vectors import label_vectors
+
+        if not args.get("class_names"):
+            raise ValueError(f"class_names: recipe {recipe.get('name')!r} builds word queries "
+                             "from word_vectors; pass the class names")
+        args["label_vectors"] = label_vectors(args["class_names"], word_vectors)
+        args["word_dim"] = int(args["label_vectors"].shape[1])
     return args

@@ -34,10 +34,10 @@ def test_layers_losses_metrics_pass_on_jax():
 
 @pytest.mark.slow
 def test_official_training_first_epoch_on_jax():
-    """``mldecoder_coco``, ``query2label_coco``, ``ctran_coco`` = the official loops and
-    ``aam_*`` = deep-object-reid's SAM step, first epoch, on JAX (the full comparisons run on
-    TensorFlow: tests/training/test_official_training.py, test_official_aam_training.py,
-    test_official_training_q2l_ctran.py)."""
+    """``mldecoder_coco``, ``mldecoder_nus_zsl``, ``query2label_coco``, ``ctran_coco`` = the
+    official loops and ``aam_*`` = deep-object-reid's SAM step, first epoch, on JAX (the full
+    comparisons run on TensorFlow: tests/training/test_official_training.py,
+    test_official_aam_training.py, test_official_training_q2l_ctran.py)."""
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
@@ -46,7 +46,7 @@ def test_official_training_first_epoch_on_jax():
            "tests/training/test_official_training_q2l_ctran.py", "-k", "first_epoch"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     tail = proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert proc.returncode == 0 and "4 passed" in proc.stdout, tail
+    assert proc.returncode == 0 and "5 passed" in proc.stdout, tail
 
 
 def test_layers_and_losses_do_not_import_tensorflow():

@@ -9,8 +9,9 @@ def test_every_recipe_loads_with_known_sections():
     from keras_mld.training import DEFAULT_RECIPE
 
     names = list_recipes()
-    for expected in ("demo", "mldecoder_coco", "query2label_coco", "ctran_coco", "aam_coco",
-                     "aam_voc", "aam_nus_wide", "aam_vg500"):
+    for expected in ("demo", "mldecoder_coco", "mldecoder_nus_zsl", "mldecoder_openimages",
+                     "query2label_coco", "ctran_coco", "aam_coco", "aam_voc", "aam_nus_wide",
+                     "aam_vg500"):
         assert expected in names
     for name in names:
         recipe = load_recipe(name)
@@ -138,3 +139,59 @@ def test_oversized_recipe_files_are_refused_before_parsing(tmp_path):
     path.write_text("model: {}\n# " + "x" * 70_000 + "\n")
     with pytest.raises(ValueError, match=r"recipe: .*big.yaml' has 70\d+ bytes, more than"):
         load_recipe(str(path))
+
+
+def test_mldecoder_nus_zsl_recipe_is_the_official_zero_shot_loop(tmp_path, monkeypatch):
+    """train_zsl_nus.py: the MS-COCO loop with coupled L2 1e-2 and word queries; the recipe
+    builds the zero-shot model from word vectors of the class names (a label is the mean of
+    its words' vectors) and `keras-mld train` refuses to train word queries without them."""
+    import keras
+    import numpy as np
+
+    from keras_mld.app import workflows
+    from keras_mld.layers import ZSLMLDecoder
+    from keras_mld.models.builder import build_from_recipe
+    from tests.support.tiny import tiny_backbone
+
+    r = load_recipe("mldecoder_nus_zsl")
+    t, coco = r["train"], load_recipe("mldecoder_coco")["train"]
+    assert (t["optimizer"], t["lr"], t["weight_decay"], t["epochs"]) == \
+        ("torch_adam", 1e-4, 1e-2, 40)  # add_weight_decay(model, 1e-2): coupled L2
+    assert {k: v for k, v in t.items() if k != "weight_decay"} == \
+        {k: v for k, v in coco.items() if k != "weight_decay"}
+    assert r["model"]["head_kwargs"]["query_type"] == "word" and r["model"]["input_size"] == 224
+
+    rs = np.random.default_rng(0)
+    words = {w: rs.normal(size=6).round(3) for w in ("sky", "water", "street", "sign")}
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(w + " " + " ".join(map(str, v)) + "\n" for w, v in words.items()))
+    names = ["sky", "water", "street_sign"]
+    model = build_from_recipe(r, class_names=names, word_vectors=str(glove),
+                              backbone=tiny_backbone(), weights=None, input_shape=(32, 32, 3),
+                              embed_dim=16, num_heads=2, ff_dim=32)
+    head = model.get_layer("ml_decoder")
+    assert isinstance(head, ZSLMLDecoder) and head.group_size == 1 and head.word_dim == 6
+    expected = np.stack([words["sky"], words["water"], (words["street"] + words["sign"]) / 2])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(head.label_set)[:3], expected,
+                               rtol=1e-6)
+    assert model.output_shape == (None, 3)
+
+    class Source:
+        class_names, task = names, "multilabel"
+    monkeypatch.setattr(workflows, "load_source", lambda path, class_names=None: Source())
+    with pytest.raises(ValueError, match="word_vectors: .*--word-vectors"):
+        workflows.train("mldecoder_nus_zsl", "data.json", str(tmp_path / "run"))
+
+
+def test_mldecoder_openimages_recipe_follows_the_released_model_and_the_coco_loop():
+    """No Open Images trainer is released: the released model's settings (TResNet-M, 224,
+    200 groups) and train.py's loop with the epochs and loss asymmetry of the paper."""
+    r = load_recipe("mldecoder_openimages")
+    m, t, coco = r["model"], r["train"], load_recipe("mldecoder_coco")["train"]
+    assert (m["backbone"], m["input_size"], m["head_kwargs"]["num_groups"]) == \
+        ("tresnet_m", 224, 200)
+    same = ("optimizer", "lr", "weight_decay", "epsilon", "schedule", "pct_start",
+            "cycle_momentum", "ema_momentum", "ema_mode", "monitor", "early_stopping")
+    assert {k: t[k] for k in same} == {k: coco[k] for k in same}
+    assert t["loss"]["gamma_neg"] > coco["loss"]["gamma_neg"]
+    assert "no Open Images" in r["source"] or "no Open Images trainer" in r["source"]

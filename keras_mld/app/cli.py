@@ -67,6 +67,8 @@ def _add_train(sub):
                         "see the README section on distributed training)")
     t.add_argument("--lr-scaling", default="none", choices=("none", "linear", "sqrt"),
                    help="scale the recipe lr from its reference batch to the global batch")
+    t.add_argument("--word-vectors", help="label word vectors of a zero-shot recipe "
+                   "(mldecoder_nus_zsl): a GloVe / word2vec text file or glove-6b-50d")
     t.set_defaults(handler=_run_train)
 
 
@@ -75,7 +77,8 @@ def _run_train(args):
     workflows.train(args.recipe, args.data, args.out, val_data=args.val_data,
                     backbone=args.backbone, head=args.head, epochs=args.epochs,
                     batch_size=args.batch_size, seed=args.seed,
-                    strategy=args.strategy, lr_scaling=args.lr_scaling)
+                    strategy=args.strategy, lr_scaling=args.lr_scaling,
+                    word_vectors=args.word_vectors)
     return 0
 
 

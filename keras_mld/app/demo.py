@@ -109,8 +109,17 @@ def _plots(out, curves, histories):
     return pr_path, curve_path
 
 
-def format_table(results):
-    """The demo's table as text (one row per head)."""
+def chance_map(y):
+    """mAP of constant scores (every image scored alike): each class's AP is then its
+    frequency among the validation images, so the chance level is the mean label frequency
+    per class (computed with the same metric as the rows)."""
+    y = np.asarray(y)
+    return float(mean_average_precision(y, np.zeros(y.shape, "float32")))
+
+
+def format_table(results, chance=None):
+    """The demo's table as text (one row per head; then the chance row: mAP of constant
+    scores, when ``chance`` is given)."""
     header = (f"{'head':<10} {'mAP':>6} {'CF1@.5':>7} {'OF1@.5':>7} {'CF1@thr':>8} "
               f"{'OF1@thr':>8} {'OF1@top3':>9} {'infer img/s':>12} {'train img/s':>12} "
               f"{'params':>9}")
@@ -122,6 +131,9 @@ def format_table(results):
                      f"{100 * a['OF1']:7.2f} {100 * t['CF1']:8.2f} {100 * t['OF1']:8.2f} "
                      f"{100 * k['OF1']:9.2f} {r['inference_images_per_s']:12.1f} "
                      f"{r['train_images_per_s']:12.1f} {r['params']:9d}")
+    if chance is not None:
+        lines.append(f"{'chance':<10} {100 * chance:6.2f}   (mAP of constant scores = mean "
+                     f"label frequency per class)")
     return "\n".join(lines)
 
 
@@ -166,14 +178,15 @@ def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, ve
         histories[head] = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         models[head] = model
 
-    table = format_table(results)
+    chance = chance_map(next(iter(curves.values()))[0]) if curves else None
+    table = format_table(results, chance)
     print("\n" + table, flush=True)
     pr_path, curve_path = _plots(out, curves, histories)
     report = {"recipe": recipe["path"], "tiny": tiny, "seed": seed, "class_names": class_names,
               "num_train": len(train_src.paths), "num_val": len(val_src.paths),
               "backbone": recipe["model"]["backbone"], "input_size": size,
               "epochs": train_cfg["epochs"], "results": results, "histories": histories,
-              "plots": [pr_path, curve_path], "table": table}
+              "plots": [pr_path, curve_path], "table": table, "chance_mAP": chance}
     if "mldecoder" in models:
         head_recipe = {**recipe, "model": {**recipe["model"], "head": "mldecoder",
                                            "head_kwargs": recipe["model"]["heads"]["mldecoder"]},

@@ -34,7 +34,8 @@ def load_source(path, class_names=None):
 
 
 def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=None,
-          batch_size=None, seed=0, verbose="auto", strategy="default", lr_scaling="none"):
+          batch_size=None, seed=0, verbose="auto", strategy="default", lr_scaling="none",
+          word_vectors=None):
     """Trains the recipe's model on ``data`` (validating on ``val_data``) into ``out``.
 
     Writes the fit recipe's files (``best.keras``, ``final.keras``, ``log.csv``,
@@ -48,10 +49,14 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     ``{max_known_fraction: f}``; the model gets its ``known_labels`` input and the
     training data :func:`keras_mld.data.ctran_label_mask_dataset` (the validation data:
     every label unknown).
+    ``word_vectors``: the label word vectors of a zero-shot recipe (``query_type: word``,
+    e.g. ``mldecoder_nus_zsl``): a GloVe / word2vec text file or ``glove-6b-50d``; default
+    the recipe's ``model.word_vectors``. The model is built under the recipe's
+    ``mixed_precision`` (:func:`keras_mld.training.mixed_precision_scope`).
     """
     from keras_mld.data.pipeline import make_dataset
     from keras_mld.training import distribute
-    from keras_mld.training.fit import DEFAULT_RECIPE
+    from keras_mld.training.fit import DEFAULT_RECIPE, mixed_precision_scope
 
     # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op
     if isinstance(strategy, str):
@@ -62,8 +67,14 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     if val_source is not None and list(val_source.class_names) != list(source.class_names):
         raise ValueError("val_data: its classes differ from the training data's classes")
     chosen = {k: v for k, v in {"backbone": backbone, "head": head}.items() if v is not None}
+    if word_vectors is not None:
+        chosen["word_vectors"] = word_vectors
     kwargs = model_arguments(recipe, class_names=list(source.class_names), task=source.task,
                              **chosen)
+    if kwargs.get("query_type") == "word" and kwargs.get("label_vectors") is None:
+        raise ValueError(f"word_vectors: recipe {recipe.get('name')!r} trains word queries "
+                         "(zero-shot ML-Decoder); pass word vectors for the class names "
+                         "(--word-vectors FILE: a GloVe / word2vec text file, or glove-6b-50d)")
     bs = int(batch_size or recipe["data"].get("batch_size", 32))
     distribute.per_replica_batch_size(bs, strategy)
     size = kwargs["input_shape"][:2]
@@ -83,7 +94,12 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     train_recipe["lr"] = distribute.scale_learning_rate(
         train_recipe.get("lr", DEFAULT_RECIPE["lr"]), bs,
         distribute.reference_batch_size(recipe) or bs, lr_scaling)
-    return distribute.distributed_fit(lambda: build(**kwargs), train_ds, val_ds,
+
+    def model_fn():
+        with mixed_precision_scope(train_recipe):
+            return build(**kwargs)
+
+    return distribute.distributed_fit(model_fn, train_ds, val_ds,
                                       recipe=train_recipe, run_dir=out, strategy=strategy,
                                       verbose=verbose)[1]
 

@@ -112,6 +112,14 @@ class GroupDense(keras.layers.Layer):
                                      regularizer=self.bias_regularizer)
                      if has_bias else None)
 
+    @property
+    def matrix_variables(self):
+        """Variables kept 1-D here that are matrices in the official layout: the shared
+        kernel ``w [D]`` is ML-Decoder's ``duplicate_pooling [D, 1]``, which the official
+        ``add_weight_decay`` decays (it spares 1-D parameters only);
+        :func:`keras_mld.training.weight_decay.weight_decay_exclusions` decays it too."""
+        return [self.kernel] if self.shared and self.built else []
+
     def call(self, inputs):
         dtype = self.compute_dtype
         if self.cosine:

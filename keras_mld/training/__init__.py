@@ -8,13 +8,16 @@ decoupled decay, per-variable learning-rate factors), an EMA of the whole model 
 normalisation variables (:func:`configure_weight_decay`), frozen layers and BatchNorm
 (:func:`freeze_layers`), EMA evaluation and the papers' early stopping
 (:mod:`keras_mld.training.callbacks`), learning-rate range test
-(:func:`lr_range_test`) and the :func:`fit` recipe helper.
+(:func:`lr_range_test`), mixed precision of a recipe (:func:`mixed_precision_scope`) and
+the :func:`fit` recipe helper.
 """
 from keras_mld.training.callbacks import (  # noqa: F401
     BestModelCheckpoint, EarlyStoppingRule, EMAEarlyStopping, EMAEvaluation, ema_variables,
     Query2LabelEarlyStopping, Query2LabelStopRule, swapped_ema_weights)
 from keras_mld.training.freeze import freeze_layers  # noqa: F401
-from keras_mld.training.fit import DEFAULT_RECIPE, fit, make_loss, make_optimizer  # noqa: F401
+from keras_mld.training.fit import (  # noqa: F401
+    DEFAULT_RECIPE, fit, make_loss, make_optimizer, mixed_precision_scope,
+    resolve_mixed_precision)
 from keras_mld.training.lr_finder import lr_range_test  # noqa: F401
 from keras_mld.training.plateau import TorchReduceLROnPlateau  # noqa: F401
 from keras_mld.training.sam import SAMModel, sam_gradients  # noqa: F401
@@ -30,4 +33,5 @@ __all__ = ["SAMModel", "sam_gradients", "OneCycle", "OneCycleMomentum", "TorchAd
            "EarlyStoppingRule", "Query2LabelEarlyStopping", "Query2LabelStopRule",
            "freeze_layers", "BestModelCheckpoint", "swapped_ema_weights", "ema_variables",
            "lr_range_test", "fit", "make_loss",
-           "make_optimizer", "DEFAULT_RECIPE"]
+           "make_optimizer", "mixed_precision_scope", "resolve_mixed_precision",
+           "DEFAULT_RECIPE"]

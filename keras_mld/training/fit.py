@@ -49,8 +49,8 @@ from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
 from keras_mld.untrusted import MAX_STATE_BYTES, finite_number, read_json
 
-__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "onecycle_warmup_epochs",
-           "resolve_jit_compile"]
+__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "mixed_precision_scope",
+           "onecycle_warmup_epochs", "resolve_jit_compile", "resolve_mixed_precision"]
 
 #: ML-Decoder MS-COCO recipe (Ridnik et al., arXiv:2111.12933, appendix C), plus OneCycle
 #: and early stopping.
@@ -71,7 +71,64 @@ DEFAULT_RECIPE = {
     "reduce_lr_on_plateau": None, "nbd": False, "sam_second_pass_state": False,
     # Query2Label's backbone (frozen BatchNorm, stem and first stage) and AdamW on everything
     "freeze_layers": None, "freeze_batchnorm": False, "decay_all_parameters": False,
+    # None: the model's own dtype policy decides (Keras wraps a mixed_float16 model's
+    # optimizer in a LossScaleOptimizer); "auto": mixed_float16 where a GPU is present
+    "mixed_precision": None,
 }
+
+MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def resolve_mixed_precision(value):
+    """``mixed_precision`` of a recipe -> a Keras dtype policy name, or None.
+
+    ``None``: nothing imposed (the model's policy as built). ``"auto"``: ``mixed_float16``
+    where TensorFlow sees a GPU (float16 compute, float32 weights, dynamic loss scaling:
+    the official loops' ``autocast`` + ``GradScaler``), ``float32`` on a CPU (float16 is
+    slower there). ``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"``: that policy.
+    """
+    if value is None:
+        return None
+    if value not in MIXED_PRECISION:
+        raise ValueError(f"fit: mixed_precision must be None or one of {MIXED_PRECISION}, "
+                         f"got {value!r}")
+    if value == "auto":
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    return value
+
+
+@contextlib.contextmanager
+def mixed_precision_scope(recipe):
+    """Builds inside this context get the dtype policy of ``recipe``'s ``mixed_precision``
+    (a train section or its value; the global policy is restored on exit). A layer's
+    policy is fixed when it is created, so the model that :func:`fit` trains with a
+    ``mixed_precision`` recipe must be built inside it (``keras-mld train`` does)."""
+    value = recipe.get("mixed_precision") if isinstance(recipe, dict) else recipe
+    policy = resolve_mixed_precision(value)
+    previous = keras.config.dtype_policy()
+    if policy is not None:
+        keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _check_policy(model, policy):
+    """The model's layers must compute in the recipe's dtype (fixed when they were built):
+    under a mixed policy some layers compute in it (others, e.g. the logits, may stay
+    float32), under float32 all of them."""
+    if policy is None:
+        return
+    want = keras.dtype_policies.get(policy).compute_dtype
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") \
+        else []
+    computing = sorted({layer.compute_dtype for layer in layers if layer.weights})
+    if computing and (want not in computing if want != "float32" else computing != [want]):
+        raise ValueError(f"fit: the recipe's mixed_precision resolves to {policy!r}, but the "
+                         f"model's layers compute in {computing}; build the model inside "
+                         f"keras_mld.training.mixed_precision_scope(recipe) (a layer's dtype "
+                         f"policy is fixed when it is created)")
 
 def resolve_jit_compile(value):
     """``jit_compile`` of a recipe: True, False, or ``"auto"`` = True where TensorFlow sees a
@@ -322,6 +379,10 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     compiling (Query2Label's frozen BatchNorm, stem and first stage);
     ``decay_all_parameters``: decay every trainable variable, biases and normalisation
     included (``torch.optim.AdamW`` over all parameters, as Query2Label).
+    ``mixed_precision`` (:func:`resolve_mixed_precision`): None, ``"auto"`` (``mixed_float16``
+    with Keras' ``LossScaleOptimizer`` — dynamic loss scaling — where a GPU is present,
+    float32 on a CPU), ``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"``; the model
+    must have been built with that policy (:func:`mixed_precision_scope`).
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError("fit: model must be a built keras.Model")
@@ -333,6 +394,8 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
                          f"got {r['ema_mode']!r}")
     if r["monitor"].startswith(("val_ema_", "val_max_")) and not r["ema_momentum"]:
         raise ValueError(f"fit: monitor {r['monitor']!r} needs ema_momentum")
+    policy = resolve_mixed_precision(r["mixed_precision"])
+    _check_policy(model, policy)
     steps = _steps_per_epoch(train_data, steps_per_epoch)
     strategy = getattr(model, "distribute_strategy", None)  # None: JAX backend
     jit = resolve_jit_compile(r["jit_compile"])
@@ -361,6 +424,8 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
                 raise ValueError("fit: bias_lr_factor needs a torch_* optimizer")
             optimizer.set_lr_multipliers([(v, r["bias_lr_factor"]) for v in excluded
                                           if v.name.split("/")[-1].split(":")[0] == "bias"])
+        if policy == "mixed_float16":  # dynamic loss scaling (the official GradScaler)
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         if r["sam_second_pass_state"] and not r["sam_rho"]:
             raise ValueError("fit: sam_second_pass_state needs sam_rho")
         train_model = SAMModel(model, rho=r["sam_rho"],

@@ -17,7 +17,10 @@ Variables are identified by the layer that owns them, not only by their name:
 - biases: the variable a layer holds as its ``bias`` attribute, or whose name is ``bias``;
 - with ``exclude_1d=True`` (default) every variable of rank <= 1, as the official
   ML-Decoder/ASL ``add_weight_decay`` does (``len(shape) == 1 or name.endswith(".bias")``),
-  which also covers e.g. layer-scale vectors;
+  which also covers e.g. layer-scale vectors; except the variables a layer lists in its
+  ``matrix_variables`` attribute (kept 1-D here, matrices in the official layout: the
+  zero-shot head's shared projection ``[D]`` is ``duplicate_pooling [D, 1]`` there, and
+  decayed);
 - with ``exclude_embeddings=True`` the tables of ``keras.layers.Embedding`` layers.
 
 Note: Keras multiplies the decay by the learning rate (as ``torch.optim.AdamW``), so a
@@ -61,7 +64,9 @@ def weight_decay_exclusions(model, exclude_1d=True, exclude_embeddings=False):
     """
     excluded = set()
     owned = set()
+    matrices = set()
     for layer in _all_layers(model):
+        matrices.update(id(v) for v in getattr(layer, "matrix_variables", ()))
         own = _own_variables(layer)
         owned.update(id(v) for v in own)
         if is_norm_layer(layer):
@@ -75,7 +80,8 @@ def weight_decay_exclusions(model, exclude_1d=True, exclude_embeddings=False):
     out = []
     for v in model.trainable_variables:
         name = v.name.split("/")[-1].split(":")[0]
-        if (id(v) in excluded or name == "bias" or (exclude_1d and len(v.shape) <= 1)):
+        if (id(v) in excluded or name == "bias"
+                or (exclude_1d and len(v.shape) <= 1 and id(v) not in matrices)):
             out.append(v)
     return out
 

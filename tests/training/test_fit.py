@@ -142,3 +142,39 @@ def test_torch_semantics_model_state_ema_and_max_selection(tmp_path):
     with pytest.raises(ValueError, match="keeps no EMA"):
         fit(model, ds, recipe={**recipe, "ema_mode": "optimizer"},
             run_dir=str(tmp_path / "y"))
+
+
+def test_mixed_precision_recipe_key(tmp_path, monkeypatch):
+    """``mixed_precision``: ``auto`` = mixed_float16 where a GPU is present, float32 on a CPU;
+    forced here on the CPU: the model built in the scope computes in float16, keeps float32
+    weights, the optimizer is Keras' LossScaleOptimizer (dynamic loss scaling), the loss is
+    finite; a model built in another policy is refused."""
+    from keras_mld.training import mixed_precision_scope, resolve_mixed_precision
+
+    assert resolve_mixed_precision(None) is None
+    assert resolve_mixed_precision("auto") == "float32"  # no GPU here
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert resolve_mixed_precision("auto") == "mixed_float16"
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="mixed_precision"):
+        resolve_mixed_precision("float16")
+
+    recipe = {"optimizer": "torch_adam", "lr": 1e-3, "epochs": 3, "ema_momentum": None,
+              "schedule": "onecycle", "cycle_momentum": True, "metrics": [], "monitor": "loss",
+              "early_stopping": None, "tensorboard": False, "jit_compile": False,
+              "mixed_precision": "mixed_float16"}
+    before = keras.config.dtype_policy().name
+    with mixed_precision_scope(recipe) as policy:
+        assert policy == "mixed_float16"
+        model, ds = _setup()
+    assert keras.config.dtype_policy().name == before  # restored
+    assert model.layers[1].compute_dtype == "float16"
+    history = fit(model, ds, recipe=recipe, run_dir=str(tmp_path / "mp"), verbose=0)
+    assert isinstance(history.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(history.history["loss"][0])
+    assert all(v.dtype == "float32" for v in model.weights)
+    # the float32 model of _setup() under a mixed recipe: refused, naming the fix
+    model32, ds = _setup()
+    with pytest.raises(ValueError, match="mixed_precision_scope"):
+        fit(model32, ds, recipe=recipe, run_dir=str(tmp_path / "bad"), verbose=0)

@@ -1,9 +1,13 @@
-"""The ``mldecoder_coco`` recipe trains as the official ML-Decoder loop trains, step for step.
+"""The ``mldecoder_coco`` and ``mldecoder_nus_zsl`` recipes train as the official ML-Decoder
+loops train, step for step.
 
 Fixture: ``scripts/make_official_training_fixtures.py`` runs the official
 ``train_multi_label_coco`` (Alibaba-MIIL/ML_Decoder ``train.py``) for 80 steps (40 epochs
 of 2 fixed batches, OneCycle peak at step 15) on a tiny conv-BN-ReLU x2 + official
-ML-Decoder model. Here ``keras_mld.training.fit`` runs the recipe's ``train`` section on
+ML-Decoder model; and ``train_multi_label_zsl`` (``train_zsl_nus.py``) likewise on the same
+body (16x16 input) with the official zero-shot head (word-vector queries, shared projection;
+feed-forward 64 wide), whose ``add_weight_decay`` decays the shared ``duplicate_pooling
+[D, 1]`` (kept ``[D]`` here: ``GroupDense.matrix_variables``). Here ``keras_mld.training.fit`` runs the recipe's ``train`` section on
 the same model (weights copied), the same batches, with the same three overrides (epochs,
 lr, EMA decay) and no validation data (on JAX: the first epoch, run by
 ``tests/test_jax_backend.py``). Checked:
@@ -32,15 +36,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mld.layers import MLDecoder
-from keras_mld.models.ml_decoder.convert import load_ml_decoder_weights
+from keras_mld.layers import MLDecoder, ZSLMLDecoder
+from keras_mld.models.ml_decoder.convert import load_ml_decoder_weights, load_zsl_ml_decoder_weights
 from keras_mld.recipes import load_recipe
 from keras_mld.training.fit import fit
 from tests.support.official import FIXTURES
 
 
-def _fixture():
-    with np.load(FIXTURES / "train_mldecoder_coco.npz") as z:
+def _fixture(setting="coco"):
+    with np.load(FIXTURES / f"train_mldecoder_{setting}.npz") as z:
         data = {k: z[k] for k in z.files}
     config = json.loads(str(data.pop("config")))
     states = {kind: {k[len(kind) + 1:]: v for k, v in data.items() if k.startswith(kind + "/")}
@@ -56,6 +60,13 @@ def _model(config):
         h = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False)(h)
         h = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(h)  # torch defaults
         h = keras.layers.ReLU()(h)
+    if config.get("setting") == "nus_zsl":  # the seen labels' word vectors as the label set
+        head = ZSLMLDecoder(300, embed_dim=config["embed_dim"], num_heads=config["num_heads"],
+                            ff_dim=config["ff_dim"], dropout=0.0,
+                            label_capacity=config["classes"], num_labels=config["classes"])
+        model = keras.Model(inp, head(h))
+        head.set_label_vectors(config["wordvecs_train"].T)
+        return model
     head = MLDecoder(config["classes"], num_groups=config["groups"],
                      embed_dim=config["embed_dim"], num_heads=config["num_heads"],
                      ff_dim=config["ff_dim"], dropout=0.0)
@@ -71,7 +82,10 @@ def _load(model, state):
         for var, key in ((bn.gamma, "weight"), (bn.beta, "bias"),
                          (bn.moving_mean, "running_mean"), (bn.moving_variance, "running_var")):
             var.assign(state[b + key])
-    load_ml_decoder_weights(model.layers[-1], state, prefix="head.decoder.")
+    if isinstance(model.layers[-1], ZSLMLDecoder):
+        load_zsl_ml_decoder_weights(model.layers[-1], state, prefix="head.")
+    else:
+        load_ml_decoder_weights(model.layers[-1], state, prefix="head.decoder.")
 
 
 def _zero_gradient(path):
@@ -94,15 +108,16 @@ class _StopAfter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _check(tmp_path, epochs_run, final_key, ema_key):
-    config, data, states = _fixture()
+def _check(tmp_path, epochs_run, final_key, ema_key, setting="coco"):
+    config, data, states = _fixture(setting)
+    config["wordvecs_train"] = data.get("wordvecs_train")
     model = _model(config)
     _load(model, states["init"])
     init = _values(model)
 
-    recipe = dict(load_recipe("mldecoder_coco")["train"])
+    recipe = dict(load_recipe(f"mldecoder_{setting}")["train"])
     recipe.update(epochs=config["epochs"], lr=config["lr"], ema_momentum=config["ema_decay"],
-                  metrics=[], tensorboard=False,
+                  metrics=[], tensorboard=False, mixed_precision="float32",
                   jit_compile=keras.backend.backend() == "jax")  # JAX: eager is slower
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
     running = []
@@ -129,7 +144,8 @@ def _check(tmp_path, epochs_run, final_key, ema_key):
         got["ema"] = _values(model)
     assert len(got["final"]) == len(ref["final"]) == len(init)
 
-    n = {8: 8 * 16 * 16, 16: 8 * 8 * 8}  # B * H * W per BatchNorm (channels -> n)
+    b, side = config["batch"], config["size"]
+    n = {8: b * (side // 2) ** 2, 16: b * (side // 4) ** 2}  # B * H * W per BatchNorm
     m, d = 0.1, config["ema_decay"]
     c_final = (1 - m) ** steps
     c_ema = d ** steps + sum((1 - d) * d ** (steps - k) * (1 - m) ** k
@@ -144,7 +160,8 @@ def _check(tmp_path, epochs_run, final_key, ema_key):
                 assert np.abs(keras_v - start).max() <= steps * max_lr, path
                 continue
             size = np.abs(torch_v - start).max()
-            if path.endswith("queries/queries"):  # frozen (requires_grad False); the EMA
+            if path.endswith(("queries/queries", "label_set")):  # frozen (requires_grad
+                # False) / the word vectors (no weight in torch, set by update_wordvecs); the EMA
                 np.testing.assert_allclose(keras_v, start, rtol=1e-6)  # rounds d*e+(1-d)*e
                 continue
             assert size > 0, f"{kind} {path}: the official run did not move it"
@@ -163,3 +180,15 @@ def test_mldecoder_coco_recipe_matches_official_loop(tmp_path):
 def test_mldecoder_coco_recipe_first_epoch(tmp_path):
     """The first epoch (2 steps): cheap, so that tests/test_jax_backend.py runs it on JAX."""
     _check(tmp_path, 1, "first", "first_ema")
+
+
+def test_mldecoder_nus_zsl_recipe_matches_official_loop(tmp_path):
+    """All 80 steps of ``train_multi_label_zsl`` (TensorFlow; coupled L2 1e-2)."""
+    _check(tmp_path, 40, "final", "ema", setting="nus_zsl")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="a subset of the full test, "
+                    "for the JAX run of tests/test_jax_backend.py")
+def test_mldecoder_nus_zsl_recipe_first_epoch(tmp_path):
+    """The zero-shot loop's first epoch, on JAX (tests/test_jax_backend.py)."""
+    _check(tmp_path, 1, "first", "first_ema", setting="nus_zsl")

@@ -93,6 +93,48 @@ def load_ml_decoder_weights(head, state, prefix=PREFIX, allow_nonfinite=False):
     loader.check_all_used(within=(p,))
 
 
+def load_zsl_ml_decoder_weights(head, state, prefix="head.", allow_nonfinite=False):
+    """Copies an official zero-shot ML-Decoder head (``MLDecoder(..., zsl=1)``, full
+    decoding: ``train_zsl_nus.py``) into a built :class:`keras_mld.layers.ZSLMLDecoder`
+    ``head`` with ``group_size=1`` of the same sizes. ``state[prefix + ...]``:
+
+    * ``wordvec_proj`` (Linear d_w -> D, ReLU after it) -> ``word_queries.projection``
+      (``nn.Identity`` when D = d_w = 300 has no weights: not supported here);
+    * ``decoder.embed_standart`` and ``decoder.layers.i.*`` as :func:`load_ml_decoder_weights`;
+    * ``decoder.duplicate_pooling [D, 1]`` and ``decoder.duplicate_pooling_bias [1]`` -> the
+      shared ``group_dense`` kernel ``[D]`` and scalar bias.
+
+    The word vectors are no weights in the official model (``update_wordvecs`` sets them):
+    set them with ``head.set_label_vectors`` (or pass ``label_vectors``). Every head entry
+    must be used; NaN / inf weights are refused unless ``allow_nonfinite=True``."""
+    if getattr(head, "group_size", None) != 1:
+        raise ValueError("head: expected a ZSLMLDecoder with group_size=1 (the official "
+                         "zero-shot head decodes one query per label)")
+    loader = WeightLoader(state, "checkpoint", allow_nonfinite)
+    p = prefix + "decoder."
+    loader.dense(head.word_queries.projection, prefix + "wordvec_proj")
+    loader.dense(head.embed, p + "embed_standart")
+    for i, layer in enumerate(head.decoder_layers):
+        q = f"{p}layers.{i}."
+        loader.mha(layer.attention, q + "multihead_attn", head.embed_dim, head.num_heads)
+        for name in ("linear1", "linear2"):
+            loader.dense(getattr(layer, name), q + name)
+        for name in ("norm1", "norm2", "norm3"):
+            loader.layer_norm(getattr(layer, name), q + name)
+    pool = loader.get(p + "duplicate_pooling")
+    if pool.ndim != 2 or pool.shape[1] != 1:
+        raise ValueError(f"checkpoint: {p}duplicate_pooling has shape {pool.shape}; the "
+                         f"zero-shot head's is [D, 1]")
+    loader.assign(head.group_dense.kernel, pool[:, 0], p + "duplicate_pooling")
+    bias = np.asarray(loader.get(p + "duplicate_pooling_bias"))
+    if bias.size != 1:
+        raise ValueError(f"checkpoint: {p}duplicate_pooling_bias has shape {bias.shape}; the "
+                         f"zero-shot head's is [1]")
+    loader.assign(head.group_dense.bias, bias.reshape(()),
+                  p + "duplicate_pooling_bias")
+    loader.check_all_used(within=(prefix + "wordvec_proj", p))
+
+
 def _class_names(meta, n):
     if "class_names" in meta:
         names = list(meta["class_names"])
