@@ -369,8 +369,14 @@ class Query2LabelEarlyStopping(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.values, self._synced, self.stopped_epoch = [], False, None
         if self.state_path and os.path.exists(self.state_path):
-            with open(self.state_path) as f:
-                self.values = [[float(a), float(b)] for a, b in json.load(f)["values"]]
+            where = f"Query2LabelEarlyStopping: state {self.state_path!r}"
+            state = read_json(self.state_path, where, max_bytes=MAX_STATE_BYTES)
+            values = state.get("values") if isinstance(state, dict) else None
+            if not isinstance(values, list) or not all(
+                    isinstance(v, list) and len(v) == 2 for v in values):
+                raise ValueError(f"{where}: expected {{'values': [[regular, ema], ...]}}")
+            self.values = [[finite_number(a, f"{where}: values"),
+                            finite_number(b, f"{where}: values")] for a, b in values]
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self._synced:

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mld.training import EMAEarlyStopping, ModelStateEMA, fit
+from keras_mld.training import EMAEarlyStopping, ModelStateEMA, Query2LabelEarlyStopping, fit
 from keras_mld.training.distribute import make_strategy
 from keras_mld.untrusted import read_json
 
@@ -28,6 +28,29 @@ def test_a_damaged_callback_state_names_the_file(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ValueError, match="EMAEarlyStopping: resume state .*early_stopping"):
         EMAEarlyStopping(patience=2, state_path=str(path)).on_train_begin()
+
+
+@pytest.mark.parametrize("content", DAMAGED + [b"{\"values\": [[0.5]]}",
+                                               b"{\"values\": [[0.5, NaN]]}"],
+                         ids=lambda c: repr(c[:16]))
+def test_a_damaged_query2label_stop_state_names_the_file(tmp_path, content):
+    path = tmp_path / "q2l_stop.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="Query2LabelEarlyStopping: state .*q2l_stop"):
+        Query2LabelEarlyStopping(patience=2, state_path=str(path)).on_train_begin()
+
+
+def test_query2label_stop_state_round_trips(tmp_path):
+    path = str(tmp_path / "q2l_stop.json")
+    first = Query2LabelEarlyStopping(patience=1, state_path=path)
+    first.set_model(_model())
+    first.on_train_begin()
+    for epoch, pair in enumerate([(0.5, 0.4), (0.6, 0.55)]):
+        first.on_epoch_begin(epoch)
+        first.on_epoch_end(epoch, {"val_mAP": pair[0], "val_ema_mAP": pair[1]})
+    resumed = Query2LabelEarlyStopping(patience=1, state_path=path)
+    resumed.on_train_begin()
+    assert resumed.values == [[0.5, 0.4], [0.6, 0.55]]
 
 
 def test_a_damaged_resumed_recipe_names_the_file(tmp_path):
