@@ -29,10 +29,17 @@ from keras_mld.export.precision import (DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_MA
                                         check_drop, measurement_set, run_batched)
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
-# what every file was verified (f32) and measured (int8) with; ORT's defaults, written
-# down so that a consumer can run the file exactly so (see docs/serving.md)
+# The session options every file was verified (f32) and measured (int8) with, written into
+# it (``keras_mld.session_options``) for a consumer to apply (README, "ONNX Runtime").
+# Measured (efficientnetv2_s + ML-Decoder 224, batch 8, 2 shared cores; BENCHMARKS.md):
+# ORT_ENABLE_ALL (its NCHWc convolutions; the graph from tf2onnx keeps only the input and
+# feature-map Transposes of the NHWC contract) runs 1.2x faster than ORT_ENABLE_EXTENDED, and
+# intra-op threads that sleep instead of spin-waiting between ops ran 15% faster on a
+# machine whose cores other processes share (spinning threads take their time).
 SESSION_OPTIONS = {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 0,
-                   "execution_mode": "ORT_SEQUENTIAL", "providers": ["CPUExecutionProvider"]}
+                   "execution_mode": "ORT_SEQUENTIAL",
+                   "session_configs": {"session.intra_op.allow_spinning": "0"},
+                   "providers": ["CPUExecutionProvider"]}
 # kept in float in an int8 export (ONNX Runtime nodes_to_exclude): none by default.
 # Measured on the demo's trained ML-Decoder (600 validation images): keeping the attention
 # score path (keras_mld.export.precision.ATTENTION_ISLANDS) in float did not reduce the mAP
@@ -49,6 +56,8 @@ def session_of(data):
                                                SESSION_OPTIONS["graph_optimization_level"])
     options.intra_op_num_threads = SESSION_OPTIONS["intra_op_num_threads"]
     options.execution_mode = getattr(ort.ExecutionMode, SESSION_OPTIONS["execution_mode"])
+    for key, value in SESSION_OPTIONS["session_configs"].items():
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(data, options, providers=SESSION_OPTIONS["providers"])
 
 
