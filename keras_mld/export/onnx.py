@@ -73,22 +73,12 @@ def _set_metadata(proto, entries):
         entry.key, entry.value = key, value
 
 
-def float_island_nodes(data_or_proto):
-    """Names of the float nodes of an int8 file that compute (MatMul, Softmax, Conv, Gemm)
-    on float inputs, i.e. the islands left unquantised."""
-    onnx = _onnx_module()
-    proto = onnx.load_from_string(data_or_proto) if isinstance(data_or_proto, bytes) \
-        else data_or_proto
-    dequantised = {o for n in proto.graph.node if n.op_type == "DequantizeLinear"
-                   for o in n.output}
-    return sorted(n.name for n in proto.graph.node
-                  if n.op_type in ("MatMul", "Gemm", "Conv", "Softmax")
-                  and not any(i in dequantised for i in n.input))
-
-
 def quantize_int8(data, calibration_images, float_islands=None):
     """ONNX Runtime static quantisation (QDQ) of an f32 model's bytes, calibrated on
-    ``calibration_images``; nodes whose names match ``float_islands`` stay float."""
+    ``calibration_images``; nodes whose names match ``float_islands`` are not quantised
+    (``nodes_to_exclude``: the node runs in float, though in the QDQ format an input its
+    producer quantised still reaches it through a Quantize/Dequantize pair). Returns
+    ``(bytes, excluded node names)``."""
     from onnxruntime import quantization as q
 
     onnx = _onnx_module()
@@ -115,7 +105,7 @@ def quantize_int8(data, calibration_images, float_islands=None):
                           per_channel=True, nodes_to_exclude=exclude,
                           calibrate_method=q.CalibrationMethod.MinMax)
         with open(out, "rb") as f:
-            return f.read()
+            return f.read(), sorted(exclude)
 
 
 def _modules(caller="export_onnx"):
@@ -261,14 +251,14 @@ def export_onnx(model, path, labels=None, thresholds=None, image_size=None, task
         calib, val_images, val_labels, which = measured
         with deploy.frozen(model):
             reference = run_batched(deploy.scores_function(model, meta), val_images)
-        data = quantize_int8(data, calib, float_islands)
+        data, excluded = quantize_int8(data, calib, float_islands)
         session = session_of(data)
         scores = run_batched(lambda b: session.run([deploy.OUTPUT_NAME],
                                                    {deploy.INPUT_NAME: b})[0], val_images)
         figures = accuracy_figures(
             "int8", "onnxruntime", val_labels, reference, scores, meta["thresholds"],
             max_map_drop, which, {"calibration_images": int(len(calib)),
-                                  "float_islands": float_island_nodes(data)})
+                                  "float_islands": excluded})
         check_drop(figures, "export_onnx")
         f32_metadata = {p.key: p.value for p in proto.metadata_props}
         proto = _onnx_module().load_from_string(data)

@@ -25,7 +25,7 @@ EVAL_BATCH = 32
 # float_islands for the attention score path of the transformer heads (ML-Decoder,
 # Query2Label, C-Tran): Q.K^T, the softmax and attention.V, whose activation x activation
 # products have no fixed range to calibrate; regular expressions over node names
-ATTENTION_ISLANDS = (r"/attention(_\d+)?/MatMul(_1)?$", r"/Softmax$")
+ATTENTION_ISLANDS = (r"/attention(_\d+)?/MatMul(_1)?($|/)", r"/Softmax$")
 
 
 def check_arguments(precision, calibration_data, calibration_size, validation_data,
