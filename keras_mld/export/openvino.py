@@ -176,9 +176,11 @@ def export_openvino(model, path, labels=None, thresholds=None, image_size=None, 
         request = compiled.create_infer_request()
         scores = run_batched(lambda b: request.infer({deploy.INPUT_NAME: b})[
             deploy.OUTPUT_NAME].copy(), val_images)
-        # what the CPU plugin actually ran: bf16 where the CPU has it, else f32
-        extra["compiled_inference_precision"] = str(
-            compiled.get_property("INFERENCE_PRECISION_HINT"))
+        # what the CPU plugin actually ran: it keeps f32, silently, where oneDNN has no
+        # bf16 path (x86 without AVX-512 / AVX2-VNNI-2), whatever the hint says
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT")
+        extra["compiled_inference_precision"] = ran.to_string() if hasattr(ran, "to_string") \
+            else str(ran)
         extra["compile_config"] = config
         figures = accuracy_figures(precision, "openvino", val_labels, reference, scores,
                                    meta["thresholds"], max_map_drop, which, extra)
