@@ -21,16 +21,20 @@ AVX512-BF16/AMX (measured: ML-Decoder scores off by 2e-3, logits by 1e-2), a hin
 ``keras_mld/compile_config`` for deployment tools to read). With ``verify=True`` (default)
 OpenVINO, compiled so, must reproduce TensorFlow's scores to 1e-4 on a sample batch before
 the directory is renamed into place.
-An op OpenVINO cannot convert is an error naming it.
+An op OpenVINO cannot convert is an error naming it. ``precision="bf16"`` / ``"int8"``
+export a reduced-precision model whose cost is measured and recorded
+(:mod:`keras_mld.export.precision`).
 """
 import json
 import os
 import re
 
+import numpy as np
+
 import keras_mld.export.deploy as deploy
 from keras_mld.export.precision import (DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_MAP_DROP,
-                                        accuracy_figures, check_arguments, check_drop,
-                                        measurement_set, run_batched)
+                                        EVAL_BATCH, accuracy_figures, check_arguments,
+                                        check_drop, measurement_set, run_batched)
 
 XML, BIN = "model.xml", "model.bin"
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -161,9 +165,10 @@ def export_openvino(model, path, labels=None, thresholds=None, image_size=None, 
     ov = _openvino()
     config = COMPILE_CONFIGS[precision]
     meta = {**meta, "precision": precision, "compile_config": config}
-    if verify:
+    if verify and precision != "f32":  # the conversion, before the precision changes
         compiled = ov.Core().compile_model(ov_model, "CPU", COMPILE_CONFIG)
         deploy.verify_scores("OpenVINO", compiled(images)[compiled.outputs[0]], expected)
+    scores = None
     if precision != "f32":
         calib, val_images, val_labels, which = measured
         with deploy.frozen(model):
@@ -195,6 +200,18 @@ def export_openvino(model, path, labels=None, thresholds=None, image_size=None, 
         ov.save_model(ov_model, os.path.join(tmp, XML), compress_to_fp16=False)
         with open(os.path.join(tmp, "keras_mld.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1, ensure_ascii=False)
+        if verify or scores is not None:  # the files as written, compiled as they say
+            compiled = ov.Core().compile_model(os.path.join(tmp, XML), "CPU", config)
+            if scores is None:
+                deploy.verify_scores("OpenVINO", compiled(images)[compiled.outputs[0]],
+                                     expected)
+            else:  # the measured model: the same scores on the first validation batch
+                first = scores[:EVAL_BATCH]
+                got = compiled(measured[1][:len(first)])[compiled.outputs[0]]
+                if not np.allclose(got, first, rtol=0.0, atol=1e-6):
+                    raise RuntimeError(f"export_openvino: the written {precision} IR does not "
+                                       "give the scores it was measured with; the export was "
+                                       "not written")
 
     return deploy.publish(path, overwrite, write, directory=True, caller="export_openvino")
 
