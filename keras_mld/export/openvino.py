@@ -34,7 +34,8 @@ import numpy as np
 import keras_mld.export.deploy as deploy
 from keras_mld.export.precision import (DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_MAP_DROP,
                                         EVAL_BATCH, accuracy_figures, check_arguments,
-                                        check_drop, measurement_set, run_batched)
+                                        check_drop, check_float_islands, measurement_set,
+                                        run_batched)
 
 XML, BIN = "model.xml", "model.bin"
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -154,6 +155,7 @@ def export_openvino(model, path, labels=None, thresholds=None, image_size=None, 
     """
     precision = check_arguments(precision, calibration_data, calibration_size,
                                 validation_data, max_map_drop, "export_openvino")
+    float_islands = check_float_islands(float_islands, "export_openvino")
     meta = deploy.deploy_metadata(model, labels, thresholds, task, image_size,
                                   "export_openvino")
     path = deploy.check_destination(path, overwrite, "export_openvino")

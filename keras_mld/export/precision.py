@@ -59,6 +59,32 @@ def check_arguments(precision, calibration_data, calibration_size, validation_da
     return precision
 
 
+def check_float_islands(float_islands, caller):
+    """None, or a sequence of regular expressions (strings that compile)."""
+    import re
+
+    if float_islands is None:
+        return None
+    if isinstance(float_islands, (str, bytes)) or not all(
+            isinstance(p, str) for p in _iterable(float_islands)):
+        raise arg_error("float_islands", "None or a sequence of regular expressions over node "
+                        "names", float_islands, caller)
+    for pattern in float_islands:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise arg_error("float_islands", f"valid regular expressions ({e})", pattern,
+                            caller) from None
+    return tuple(float_islands)
+
+
+def _iterable(value):
+    try:
+        return list(value)
+    except TypeError:
+        return [None]
+
+
 def _from_path(path, meta, limit, caller, argument):
     from keras_mld.data.coco import load_coco
     from keras_mld.data.csv import load_csv

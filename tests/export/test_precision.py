@@ -151,6 +151,12 @@ def test_precision_arguments_are_checked(trained, tmp_path):
          r"validation_data labels must be \[n, 5\]"),
         (export_openvino, {"precision": "bf16", "validation_data": "data.txt"},
          "validation_data must be a COCO .json, a .csv or an image folder"),
+        (export_onnx, {"precision": "int8", "calibration_data": calib,
+                       "float_islands": "attention"}, "float_islands must be None or a "
+                                                      "sequence of regular expressions"),
+        (export_openvino, {"precision": "int8", "calibration_data": calib,
+                           "float_islands": ["(unclosed"]}, "float_islands must be valid "
+                                                            "regular expressions"),
     ]
     for export, kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
