@@ -116,6 +116,22 @@ def _add_export(sub):
     x.add_argument("--max-request-bytes", type=int, default=32 * 2 ** 20,
                    help="savedmodel: predict_images refuses requests of more encoded bytes "
                         "(default 33554432 = 32 MiB)")
+    x.add_argument("--precision", default="f32", choices=("f32", "bf16", "int8"),
+                   help="onnx: f32 or int8; openvino: f32, bf16 or int8 (default f32). A "
+                        "reduced precision is measured (mAP, per-class F1, max score "
+                        "difference vs f32), recorded in the file and refused beyond "
+                        "--max-map-drop")
+    x.add_argument("--calibration-data",
+                   help="int8: calibration images, a dataset as --data takes (COCO .json, "
+                        ".csv or image folder)")
+    x.add_argument("--calibration-size", type=int, default=300,
+                   help="int8: at most this many calibration images (default 300)")
+    x.add_argument("--validation-data",
+                   help="bf16/int8: labelled images to measure on (default: the calibration "
+                        "data)")
+    x.add_argument("--max-map-drop", type=float, default=1.0,
+                   help="bf16/int8: refuse the export when mAP drops by more points (default "
+                        "1.0)")
     x.set_defaults(handler=_run_export)
 
 
@@ -131,6 +147,9 @@ def _run_export(args):
         with open(args.labels, encoding="utf-8") as f:
             labels = [line.strip() for line in f if line.strip()]
     if args.format == "savedmodel":
+        if args.precision != "f32" or args.calibration_data or args.validation_data:
+            raise ValueError("--precision, --calibration-data, --validation-data: only for "
+                             "--format onnx or openvino")
         path = export_saved_model(model, args.out, labels, thresholds=thresholds,
                                          version=args.version, overwrite=args.overwrite,
                                          max_image_pixels=args.max_image_pixels,
@@ -140,7 +159,14 @@ def _run_export(args):
         if args.version is not None:
             raise ValueError("--version: only for --format savedmodel")
         fn = export_onnx if args.format == "onnx" else export_openvino
-        path = fn(model, args.out, labels, thresholds=thresholds, overwrite=args.overwrite)
+        path = fn(model, args.out, labels, thresholds=thresholds, overwrite=args.overwrite,
+                  precision=args.precision, calibration_data=args.calibration_data,
+                  calibration_size=args.calibration_size,
+                  validation_data=args.validation_data, max_map_drop=args.max_map_drop)
+        if args.precision != "f32":
+            from keras_mld.export import onnx, openvino, precision
+            reader = onnx.read_metadata if args.format == "onnx" else openvino.read_metadata
+            print(precision.summary(reader(path)["accuracy"]))
     print(path)
     return 0
 

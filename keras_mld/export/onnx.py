@@ -18,12 +18,97 @@ outside the standard ONNX domains is an error naming it (and the Keras layer it 
 and with ``verify=True`` (default) ONNX Runtime must reproduce TensorFlow's scores on a
 sample batch to 1e-4 before the file is renamed into place.
 """
+import json
 import os
+import re
+import tempfile
 
 import keras_mld.export.deploy as deploy
+from keras_mld.export.precision import (DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_MAP_DROP,
+                                        accuracy_figures, batches, check_arguments,
+                                        check_drop, check_float_islands, measurement_set,
+                                        run_batched)
 from keras_mld.untrusted import parse_json
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+# The session options every file was verified (f32) and measured (int8) with, written into
+# it (``keras_mld.session_options``) for a consumer to apply (README, "ONNX Runtime").
+# Measured (efficientnetv2_s + ML-Decoder 224, batch 8, 2 shared cores; BENCHMARKS.md):
+# ORT_ENABLE_ALL (its NCHWc convolutions; the graph from tf2onnx keeps only the input and
+# feature-map Transposes of the NHWC contract) runs 1.2x faster than ORT_ENABLE_EXTENDED, and
+# intra-op threads that sleep instead of spin-waiting between ops ran 15% faster on a
+# machine whose cores other processes share (spinning threads take their time), and no
+# slower on a quiet one (tresnet_m: 0.58 vs 0.60 of TensorFlow's speed).
+SESSION_OPTIONS = {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 0,
+                   "execution_mode": "ORT_SEQUENTIAL",
+                   "session_configs": {"session.intra_op.allow_spinning": "0"},
+                   "providers": ["CPUExecutionProvider"]}
+# kept in float in an int8 export (ONNX Runtime nodes_to_exclude): none by default.
+# Measured on the demo's trained ML-Decoder (600 validation images): keeping the attention
+# score path (keras_mld.export.precision.ATTENTION_ISLANDS) in float did not reduce the mAP
+# drop (BENCHMARKS.md, "Reduced precision"), so nothing is excluded unless the caller asks
+DEFAULT_FLOAT_ISLANDS = ()
+
+
+def session_of(data):
+    """An ONNX Runtime CPU session of the model bytes under :data:`SESSION_OPTIONS`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                               SESSION_OPTIONS["graph_optimization_level"])
+    options.intra_op_num_threads = SESSION_OPTIONS["intra_op_num_threads"]
+    options.execution_mode = getattr(ort.ExecutionMode, SESSION_OPTIONS["execution_mode"])
+    for key, value in SESSION_OPTIONS["session_configs"].items():
+        options.add_session_config_entry(key, value)
+    return ort.InferenceSession(data, options, providers=SESSION_OPTIONS["providers"])
+
+
+def _onnx_module():
+    return _modules()[0]
+
+
+def _set_metadata(proto, entries):
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for key, value in keep + list(entries.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def quantize_int8(data, calibration_images, float_islands=None):
+    """ONNX Runtime static quantisation (QDQ) of an f32 model's bytes, calibrated on
+    ``calibration_images``; nodes whose names match ``float_islands`` are not quantised
+    (``nodes_to_exclude``: the node runs in float, though in the QDQ format an input its
+    producer quantised still reaches it through a Quantize/Dequantize pair). Returns
+    ``(bytes, excluded node names)``."""
+    from onnxruntime import quantization as q
+
+    onnx = _onnx_module()
+    patterns = DEFAULT_FLOAT_ISLANDS if float_islands is None else tuple(float_islands)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(batches(calibration_images, 8))
+
+        def get_next(self):
+            batch = next(self.items, None)
+            return None if batch is None else {deploy.INPUT_NAME: batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, prep, out = (os.path.join(tmp, f) for f in ("f32.onnx", "prep.onnx", "int8.onnx"))
+        with open(src, "wb") as f:
+            f.write(data)
+        # ORT's recommended pre-processing (shape inference, graph fusions) before QDQ
+        q.quant_pre_process(src, prep, skip_symbolic_shape=True)
+        exclude = [n.name for n in onnx.load(prep).graph.node
+                   if any(re.search(p, n.name) for p in patterns)]
+        q.quantize_static(prep, out, Reader(), quant_format=q.QuantFormat.QDQ,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                          per_channel=True, nodes_to_exclude=exclude,
+                          calibrate_method=q.CalibrationMethod.MinMax)
+        with open(out, "rb") as f:
+            return f.read(), sorted(exclude)
 
 
 def _modules(caller="export_onnx"):
@@ -109,7 +194,9 @@ def convert(model, meta, opset=None):
 
 
 def export_onnx(model, path, labels=None, thresholds=None, image_size=None, task=None,
-                opset=None, overwrite=False, verify=True):
+                opset=None, overwrite=False, verify=True, precision="f32", calibration_data=None,
+                calibration_size=DEFAULT_CALIBRATION_SIZE, validation_data=None,
+                max_map_drop=DEFAULT_MAX_MAP_DROP, float_islands=None):
     """Writes ``model`` (logits ``[B, N]``) as an ONNX file at ``path``; returns the path.
 
     Args:
@@ -118,25 +205,71 @@ def export_onnx(model, path, labels=None, thresholds=None, image_size=None, task
         path: the ``.onnx`` file; written beside it under a hidden name, then renamed.
         opset: ONNX opset (default: tf2onnx's default).
         overwrite: replace an existing file instead of refusing.
-        verify: run the file in ONNX Runtime and refuse it unless its scores equal
+        verify: run the f32 file in ONNX Runtime and refuse it unless its scores equal
             TensorFlow's to 1e-4 on a sample batch.
+        precision: ``"f32"`` (default) or ``"int8"``: post-training static quantisation by
+            ONNX Runtime (``quantize_static``, QDQ, per-channel int8 weights, uint8
+            activations, MinMax calibration), measured as below.
+        calibration_data: int8 only: a dataset path (COCO ``.json``, ``.csv`` or image
+            folder, decoded and resized as the served signature does), a
+            ``tf.data.Dataset`` of images or ``(images, labels)``, an array
+            ``[n, H, W, 3]`` in [0, 255] or a tuple ``(images, labels)``.
+        calibration_size: at most this many calibration images (default 300).
+        validation_data: labelled images (same forms) on which the int8 model's cost is
+            measured; default: the calibration images (they need labels then).
+        max_map_drop: refuse the export when its mAP is more than this many points (0-100)
+            below the f32 model's (default 1.0).
+        float_islands: regular expressions over node names kept in float (not quantised);
+            None: :data:`DEFAULT_FLOAT_ISLANDS`; ``()``: quantise everything.
+
+    An int8 file records its cost in ``metadata_props`` (``keras_mld.precision``,
+    ``keras_mld.accuracy``: :func:`keras_mld.export.precision.accuracy_figures`), and
+    every file the ONNX Runtime session options it was verified and measured with
+    (``keras_mld.session_options``).
 
     Raises:
-        ValueError: naming the op and layer ONNX cannot express.
+        ValueError: naming the op and layer ONNX cannot express, a bad argument, or an int8
+            model that loses more than ``max_map_drop`` points of mAP (with its figures;
+            nothing is written).
         RuntimeError: when the runtime's scores differ from TensorFlow's.
     """
+    precision = check_arguments(precision, calibration_data, calibration_size,
+                                validation_data, max_map_drop, "export_onnx")
+    float_islands = check_float_islands(float_islands, "export_onnx")
     meta = deploy.deploy_metadata(model, labels, thresholds, task, image_size, "export_onnx")
     path = deploy.check_destination(path, overwrite, "export_onnx")
     if not path.endswith(".onnx"):
         raise ValueError(f"export_onnx: path must end with '.onnx', got {path!r}")
+    measured = None
+    if precision != "f32":
+        measured = measurement_set(meta, calibration_data, calibration_size, validation_data,
+                                   "export_onnx")
     proto, images, expected = convert(model, meta, opset)
+    _set_metadata(proto, {"keras_mld.precision": "f32",
+                          "keras_mld.session_options": json.dumps(SESSION_OPTIONS)})
     data = proto.SerializeToString()
     if verify:
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-        got = session.run([deploy.OUTPUT_NAME], {deploy.INPUT_NAME: images})[0]
+        got = session_of(data).run([deploy.OUTPUT_NAME], {deploy.INPUT_NAME: images})[0]
         deploy.verify_scores("ONNX Runtime", got, expected)
+    if precision == "int8":
+        calib, val_images, val_labels, which = measured
+        with deploy.frozen(model):
+            reference = run_batched(deploy.scores_function(model, meta), val_images)
+        data, excluded = quantize_int8(data, calib, float_islands)
+        session = session_of(data)
+        scores = run_batched(lambda b: session.run([deploy.OUTPUT_NAME],
+                                                   {deploy.INPUT_NAME: b})[0], val_images)
+        figures = accuracy_figures(
+            "int8", "onnxruntime", val_labels, reference, scores, meta["thresholds"],
+            max_map_drop, which, {"calibration_images": int(len(calib)),
+                                  "float_islands": excluded})
+        check_drop(figures, "export_onnx")
+        f32_metadata = {p.key: p.value for p in proto.metadata_props}
+        proto = _onnx_module().load_from_string(data)
+        proto.producer_name = "keras_mld"
+        _set_metadata(proto, {**f32_metadata, "keras_mld.precision": "int8",
+                              "keras_mld.accuracy": json.dumps(figures)})
+        data = proto.SerializeToString()
 
     def write(tmp):
         with open(tmp, "wb") as f:
@@ -157,7 +290,8 @@ def read_metadata(path_or_proto):
     for entry in proto.metadata_props:
         if entry.key.startswith("keras_mld."):
             key = entry.key[len("keras_mld."):]
-            out[key] = entry.value if key in ("format", "task", "input", "output") \
+            out[key] = entry.value if key in ("format", "task", "input", "output",
+                                              "precision") \
                 else parse_json(entry.value, f"read_metadata: ONNX metadata {entry.key!r}",
                                 finite=False)
     return out

@@ -21,17 +21,52 @@ AVX512-BF16/AMX (measured: ML-Decoder scores off by 2e-3, logits by 1e-2), a hin
 ``keras_mld/compile_config`` for deployment tools to read). With ``verify=True`` (default)
 OpenVINO, compiled so, must reproduce TensorFlow's scores to 1e-4 on a sample batch before
 the directory is renamed into place.
-An op OpenVINO cannot convert is an error naming it.
+An op OpenVINO cannot convert is an error naming it. ``precision="bf16"`` / ``"int8"``
+export a reduced-precision model whose cost is measured and recorded
+(:mod:`keras_mld.export.precision`).
 """
 import json
 import os
 import re
 
+import numpy as np
+
 import keras_mld.export.deploy as deploy
+from keras_mld.export.precision import (DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_MAP_DROP,
+                                        EVAL_BATCH, accuracy_figures, check_arguments,
+                                        check_drop, check_float_islands, measurement_set,
+                                        run_batched)
 from keras_mld.untrusted import parse_json
 
 XML, BIN = "model.xml", "model.bin"
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+# the compile configuration each precision is exported (and measured) with: an int8 IR
+# runs its quantised ops in int8 and keeps every other op in f32
+COMPILE_CONFIGS = {"f32": COMPILE_CONFIG, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"},
+                   "int8": COMPILE_CONFIG}
+# kept in float in an int8 export (NNCF ignored_scope): none by default.
+# Measured on the demo's trained ML-Decoder (600 validation images): keeping the attention
+# score path (keras_mld.export.precision.ATTENTION_ISLANDS) in float did not reduce the mAP
+# drop (BENCHMARKS.md, "Reduced precision"), so nothing is excluded unless the caller asks
+DEFAULT_FLOAT_ISLANDS = ()
+
+
+def quantize_int8(ov_model, calibration_images, float_islands=None):
+    """NNCF post-training quantisation of an OpenVINO model, calibrated on
+    ``calibration_images`` (one image per sample); nodes whose names match
+    ``float_islands`` stay float. Returns ``(model, names of the float islands)``."""
+    try:
+        import nncf
+    except ImportError as e:
+        raise ImportError(f"export_openvino(precision='int8') needs nncf (pip install "
+                          f"'keras-mld[deploy]'): {e}") from None
+    patterns = list(DEFAULT_FLOAT_ISLANDS if float_islands is None else float_islands)
+    names = sorted(op.get_friendly_name() for op in ov_model.get_ordered_ops()
+                   if any(re.search(p, op.get_friendly_name()) for p in patterns))
+    dataset = nncf.Dataset([calibration_images[i:i + 1] for i in range(len(calibration_images))])
+    quantized = nncf.quantize(ov_model, dataset, subset_size=len(calibration_images),
+                              ignored_scope=nncf.IgnoredScope(names=names, validate=False))
+    return quantized, names
 
 
 def _openvino(caller="export_openvino"):
@@ -92,7 +127,9 @@ def convert(model, meta):
 
 
 def export_openvino(model, path, labels=None, thresholds=None, image_size=None, task=None,
-                    overwrite=False, verify=True):
+                    overwrite=False, verify=True, precision="f32", calibration_data=None,
+                    calibration_size=DEFAULT_CALIBRATION_SIZE, validation_data=None,
+                    max_map_drop=DEFAULT_MAX_MAP_DROP, float_islands=None):
     """Writes ``model`` (logits ``[B, N]``) as OpenVINO IR into the directory ``path``
     (``model.xml`` + ``model.bin``); returns ``path``.
 
@@ -101,23 +138,83 @@ def export_openvino(model, path, labels=None, thresholds=None, image_size=None, 
             :func:`keras_mld.export.export_saved_model`.
         path: the directory to create; written beside it under a hidden name, then renamed.
         overwrite: replace an existing directory (atomically) instead of refusing.
-        verify: compile the IR on OpenVINO's CPU device and refuse it unless its scores
-            equal TensorFlow's to 1e-4 on a sample batch.
+        verify: compile the f32 IR on OpenVINO's CPU device and refuse it unless its
+            scores equal TensorFlow's to 1e-4 on a sample batch.
+        precision: ``"f32"`` (default), ``"bf16"`` (f32 weights; the CPU plugin runs in
+            bfloat16: ``INFERENCE_PRECISION_HINT=bf16`` in ``rt_info``'s
+            ``compile_config``) or ``"int8"`` (NNCF post-training quantisation,
+            ``nncf.quantize``), measured as below.
+        calibration_data, calibration_size, validation_data, max_map_drop: as for
+            :func:`keras_mld.export.export_onnx` (bf16 needs no calibration: its cost is
+            measured on ``validation_data``, else ``calibration_data``).
+        float_islands: int8 only: regular expressions over node names kept in float
+            (NNCF ``ignored_scope``); None: :data:`DEFAULT_FLOAT_ISLANDS`; ``()``: none.
+
+    A bf16 or int8 IR records its cost in ``rt_info["keras_mld"]["accuracy"]`` and
+    ``keras_mld.json`` (``"accuracy"``; :func:`keras_mld.export.precision.accuracy_figures`),
+    measured compiled with the IR's ``compile_config``.
     """
+    precision = check_arguments(precision, calibration_data, calibration_size,
+                                validation_data, max_map_drop, "export_openvino")
+    float_islands = check_float_islands(float_islands, "export_openvino")
     meta = deploy.deploy_metadata(model, labels, thresholds, task, image_size,
                                   "export_openvino")
     path = deploy.check_destination(path, overwrite, "export_openvino")
+    measured = None
+    if precision != "f32":
+        measured = measurement_set(meta, calibration_data, calibration_size, validation_data,
+                                   "export_openvino")
     ov_model, images, expected = convert(model, meta)
     ov = _openvino()
+    config = COMPILE_CONFIGS[precision]
+    meta = {**meta, "precision": precision, "compile_config": config}
+    if verify and precision != "f32":  # the conversion, before the precision changes
+        compiled = ov.Core().compile_model(ov_model, "CPU", COMPILE_CONFIG)
+        deploy.verify_scores("OpenVINO", compiled(images)[compiled.outputs[0]], expected)
+    scores = None
+    if precision != "f32":
+        calib, val_images, val_labels, which = measured
+        with deploy.frozen(model):
+            reference = run_batched(deploy.scores_function(model, meta), val_images)
+        extra = {}
+        if precision == "int8":
+            ov_model, islands = quantize_int8(ov_model, calib, float_islands)
+            extra = {"calibration_images": int(len(calib)), "float_islands": islands}
+        compiled = ov.Core().compile_model(ov_model, "CPU", config)
+        request = compiled.create_infer_request()
+        scores = run_batched(lambda b: request.infer({deploy.INPUT_NAME: b})[
+            deploy.OUTPUT_NAME].copy(), val_images)
+        # what the CPU plugin actually ran: it keeps f32, silently, where oneDNN has no
+        # bf16 path (x86 without AVX-512 / AVX2-VNNI-2), whatever the hint says
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT")
+        extra["compiled_inference_precision"] = ran.to_string() if hasattr(ran, "to_string") \
+            else str(ran)
+        extra["compile_config"] = config
+        figures = accuracy_figures(precision, "openvino", val_labels, reference, scores,
+                                   meta["thresholds"], max_map_drop, which, extra)
+        check_drop(figures, "export_openvino")
+        meta["accuracy"] = figures
+    ov_model.set_rt_info(precision, ["keras_mld", "precision"])
+    ov_model.set_rt_info(json.dumps(config), ["keras_mld", "compile_config"])
+    if "accuracy" in meta:
+        ov_model.set_rt_info(json.dumps(meta["accuracy"]), ["keras_mld", "accuracy"])
 
     def write(tmp):
         ov.save_model(ov_model, os.path.join(tmp, XML), compress_to_fp16=False)
         with open(os.path.join(tmp, "keras_mld.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1, ensure_ascii=False)
-        if verify:
-            compiled = ov.Core().compile_model(os.path.join(tmp, XML), "CPU", COMPILE_CONFIG)
-            got = compiled(images)[compiled.outputs[0]]
-            deploy.verify_scores("OpenVINO", got, expected)
+        if verify or scores is not None:  # the files as written, compiled as they say
+            compiled = ov.Core().compile_model(os.path.join(tmp, XML), "CPU", config)
+            if scores is None:
+                deploy.verify_scores("OpenVINO", compiled(images)[compiled.outputs[0]],
+                                     expected)
+            else:  # the measured model: the same scores on the first validation batch
+                first = scores[:EVAL_BATCH]
+                got = compiled(measured[1][:len(first)])[compiled.outputs[0]]
+                if not np.allclose(got, first, rtol=0.0, atol=1e-6):
+                    raise RuntimeError(f"export_openvino: the written {precision} IR does not "
+                                       "give the scores it was measured with; the export was "
+                                       "not written")
 
     return deploy.publish(path, overwrite, write, directory=True, caller="export_openvino")
 
@@ -132,6 +229,7 @@ def read_metadata(path_or_model):
     out = {}
     for key in info:
         value = str(info[key].astype(str)) if hasattr(info[key], "astype") else str(info[key])
-        out[key] = value if key in ("format", "task", "input", "output") else parse_json(
+        plain = ("format", "task", "input", "output", "precision")
+        out[key] = value if key in plain else parse_json(
             value, f"read_metadata: OpenVINO rt_info keras_mld.{key}", finite=False)
     return out
