@@ -46,7 +46,8 @@ from keras_mld.training.schedules import OneCycle, OneCycleMomentum
 from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
 
-__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "resolve_jit_compile"]
+__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "resolve_jit_compile",
+           "symbolic_build_from_spec"]
 
 #: ML-Decoder MS-COCO recipe (Ridnik et al., arXiv:2111.12933, appendix C), plus OneCycle
 #: and early stopping.
@@ -237,6 +238,43 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     return r
 
 
+@contextlib.contextmanager
+def symbolic_build_from_spec(model):
+    """Context manager: ``model`` builds itself from its data's element spec, not a batch.
+
+    Keras 3's TensorFlow trainer, under a ``tf.distribute`` strategy (a model built in
+    ``strategy.scope()``), starts every ``fit`` / ``evaluate`` by building the model
+    symbolically from the first batch of a *fresh iterator* of the data
+    (``_maybe_symbolic_build`` in ``keras/src/backend/tensorflow/trainer.py``), which it then
+    throws away; on one device without a strategy it does not. A seeded pipeline that
+    reshuffles every iteration (``make_dataset(training=True, seed=...)``) draws its next
+    shuffle seeds for that extra iterator, so every epoch of a replicated run saw the order
+    of the *next* epoch of the single-device run (measured: issue 22). Inside this
+    context the build uses the data's ``element_spec`` only (no iterator, no decoding).
+    """
+    original = getattr(model, "_maybe_symbolic_build", None)
+    if original is None or getattr(model, "_distribute_strategy", None) is None:
+        yield model
+        return
+
+    def from_spec(iterator=None, data_batch=None):
+        if data_batch is None and iterator is not None:
+            adapter = getattr(iterator, "data_adapter", None)
+            dataset = adapter.get_tf_dataset() if adapter is not None else None
+            if isinstance(dataset, tf.data.Dataset):
+                data_batch = tf.nest.map_structure(
+                    lambda spec: tf.TensorSpec([None] + list(spec.shape[1:]), spec.dtype),
+                    dataset.element_spec)
+                return original(data_batch=data_batch)
+        return original(iterator=iterator, data_batch=data_batch)
+
+    model._maybe_symbolic_build = from_spec  # pylint: disable=protected-access
+    try:
+        yield model
+    finally:
+        del model._maybe_symbolic_build
+
+
 def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/default",
         callbacks=(), steps_per_epoch=None, validation_steps=None, verbose="auto"):
     """Train ``model`` (built, uncompiled) with ``recipe``; returns the ``History``.
@@ -323,10 +361,12 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     cbs.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
                                                 double_checkpoint=True))
     cbs.extend(callbacks)
-    history = train_model.fit(train_data, validation_data=validation_data, epochs=r["epochs"],
-                              steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                              callbacks=cbs, verbose=verbose,
-                              shuffle=not isinstance(train_data, tf.data.Dataset))
+    with symbolic_build_from_spec(train_model):
+        history = train_model.fit(train_data, validation_data=validation_data,
+                                  epochs=r["epochs"], steps_per_epoch=steps_per_epoch,
+                                  validation_steps=validation_steps, callbacks=cbs,
+                                  verbose=verbose,
+                                  shuffle=not isinstance(train_data, tf.data.Dataset))
     save_model(model, os.path.join(run_dir, "final.keras"))
     if ema is not None:
         with ema.swapped():
