@@ -40,7 +40,10 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     Writes the fit recipe's files (``best.keras``, ``final.keras``, ``log.csv``,
     ``backup/``...); the saved models carry the data's class names and task. Returns the
     History.
-    ``strategy``: a name of :data:`keras_mld.training.distribute.STRATEGIES` or a
+    ``seed`` seeds the initial weights (``keras.utils.set_random_seed``), the shuffling
+    and the augmentation: the same seed and global batch give the same model on one device
+    and on several workers (dropout draws its masks per replica, so only a model without
+    dropout is reproduced to float rounding). ``strategy``: a name of :data:`keras_mld.training.distribute.STRATEGIES` or a
     ``tf.distribute.Strategy``; ``batch_size`` is global (all replicas); ``lr_scaling``
     (``none``/``linear``/``sqrt``) scales the recipe's lr from its reference batch
     (``data.reference_batch_size``, else ``data.batch_size``). See the README section "Distributed and extreme-scale training".
@@ -52,6 +55,9 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op
     if isinstance(strategy, str):
         strategy = distribute.make_strategy(strategy)
+    # --seed fixes the model's initial weights (and, through TensorFlow's global seed, the
+    # pipeline's op seeds): one process and every worker of a cluster start alike
+    keras.utils.set_random_seed(int(seed))
     recipe = load_recipe(recipe) if not isinstance(recipe, dict) else recipe
     source = load_source(data)
     val_source = load_source(val_data, class_names=source.class_names) if val_data else None

@@ -238,6 +238,24 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     return r
 
 
+class _ReplayDataOrder(keras.callbacks.Callback):
+    """After ``BackupAndRestore`` resumed at epoch ``k``: creates (and drops) ``k``
+    iterators of the training ``tf.data.Dataset``, so that the resumed epochs read the
+    data in the order an uninterrupted run reads them. A seeded pipeline that reshuffles
+    every iteration (``make_dataset(training=True, seed=...)``) draws its shuffle and
+    augmentation seeds per iterator; a fresh process would start again at the first
+    epoch's order. No element is read (no decoding); the distributed copy of the
+    dataset that Keras iterates shares those seed generators."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_train_begin(self, logs=None):
+        for _ in range(int(getattr(self.model, "_initial_epoch", None) or 0)):
+            iter(self.dataset)
+
+
 @contextlib.contextmanager
 def symbolic_build_from_spec(model):
     """Context manager: ``model`` builds itself from its data's element spec, not a batch.
@@ -360,6 +378,8 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     cbs.append(keras.callbacks.TerminateOnNaN())
     cbs.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
                                                 double_checkpoint=True))
+    if isinstance(train_data, tf.data.Dataset):
+        cbs.append(_ReplayDataOrder(train_data))  # after BackupAndRestore: knows the epoch
     cbs.extend(callbacks)
     with symbolic_build_from_spec(train_model):
         history = train_model.fit(train_data, validation_data=validation_data,
