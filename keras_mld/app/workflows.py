@@ -18,12 +18,20 @@ from keras_mld.recipes import load_recipe, model_arguments
 
 
 def load_source(path, class_names=None):
-    """A labelled image source from a path: COCO ``.json``, ``.csv`` or an image-folder root."""
+    """A labelled image source from a path: COCO ``.json``, ``.csv``, a folder of TFRecord
+    shards (``keras-mld data pack``; its classes must then equal ``class_names``) or an
+    image-folder root."""
     from keras_mld.data.coco import load_coco
     from keras_mld.data.csv import load_csv
     from keras_mld.data.folders import load_image_folder
+    from keras_mld.data.tfrecords import SIDECAR, load_tfrecords
 
     path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, SIDECAR)):
+        source = load_tfrecords(path)
+        if class_names is not None and list(source.class_names) != list(class_names):
+            raise ValueError(f"data: the classes of {path!r} differ from {list(class_names)}")
+        return source
     if os.path.isdir(path):
         return load_image_folder(path, class_names=class_names)
     if path.endswith(".json"):
@@ -85,6 +93,15 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     return distribute.distributed_fit(lambda: build(**kwargs), train_ds, val_ds,
                                       recipe=train_recipe, run_dir=out, strategy=strategy,
                                       verbose=verbose)[1]
+
+
+def pack(data, out, num_shards=8, overwrite=False):
+    """``keras-mld data pack``: the dataset at ``data`` (COCO ``.json``, ``.csv``, image
+    folder) written as TFRecord shards into ``out``; returns the
+    :class:`keras_mld.data.TFRecordSource`."""
+    from keras_mld.data.tfrecords import pack_tfrecords
+
+    return pack_tfrecords(load_source(data), out, num_shards=num_shards, overwrite=overwrite)
 
 
 def load_classifier(path):
