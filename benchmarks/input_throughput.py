@@ -31,7 +31,6 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args(argv)
 
-    import numpy as np
     import tensorflow as tf
     from PIL import Image
 

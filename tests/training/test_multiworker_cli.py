@@ -195,8 +195,12 @@ def test_two_workers_train_the_single_device_model(runs):
     run, single = _log(runs["run"]), _log(runs["single"])
     assert len(run) == len(single) == EPOCHS
     for a, b in zip(run, single):
-        for key in ("loss", "val_loss", "val_ema_loss", "mAP", "val_mAP", "val_ema_mAP"):
+        for key in ("loss", "val_loss", "val_ema_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), (a["epoch"], key)
+        # mAP is rank based: float-rounding differences may swap two nearly tied scores,
+        # which moves the AP of 64 (32) images by up to ~1e-3
+        for key in ("mAP", "val_mAP", "val_ema_mAP"):
+            assert a[key] == pytest.approx(b[key], abs=3e-3), (a["epoch"], key)
     # final weights: differences at float-rounding level against the training's moves
     _, w_run = _weights(runs["run"] / "final.keras")
     _, w_single = _weights(runs["single"] / "final.keras")
