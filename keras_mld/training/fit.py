@@ -30,6 +30,7 @@ epochs only; ``log.csv`` has them all).
 """
 import contextlib
 import importlib.util
+import json
 import os
 import warnings
 
@@ -225,7 +226,6 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     resuming = os.path.isdir(os.path.join(run_dir, "backup"))
     if r["lr"] == "auto":
         if resuming and os.path.exists(saved_path):
-            import json
             with open(saved_path) as f:
                 r["lr"] = json.load(f)["lr"]
         else:
@@ -238,22 +238,24 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     return r
 
 
-class _ReplayDataOrder(keras.callbacks.Callback):
-    """After ``BackupAndRestore`` resumed at epoch ``k``: creates (and drops) ``k``
-    iterators of the training ``tf.data.Dataset``, so that the resumed epochs read the
-    data in the order an uninterrupted run reads them. A seeded pipeline that reshuffles
-    every iteration (``make_dataset(training=True, seed=...)``) draws its shuffle and
-    augmentation seeds per iterator; a fresh process would start again at the first
-    epoch's order. No element is read (no decoding); the distributed copy of the
-    dataset that Keras iterates shares those seed generators."""
-
-    def __init__(self, dataset):
-        super().__init__()
-        self.dataset = dataset
-
-    def on_train_begin(self, logs=None):
-        for _ in range(int(getattr(self.model, "_initial_epoch", None) or 0)):
-            iter(self.dataset)
+def _replay_data_order(dataset, backup_dir):
+    """Before a resumed ``fit``: creates (and drops) one iterator of ``dataset`` per epoch
+    that ``BackupAndRestore`` will skip (``backup_dir/training_metadata.json``), so that
+    the resumed epochs read the data in the order an uninterrupted run reads them. A
+    seeded pipeline that reshuffles every iteration (``make_dataset(training=True,
+    seed=...)``) draws its shuffle and augmentation seeds per iterator, and a fresh process
+    would start again at the first epoch's order. No element is read (no decoding). Done
+    before Keras distributes the dataset: the distributed copy starts from that state."""
+    if not isinstance(dataset, tf.data.Dataset):
+        return 0
+    try:
+        with open(os.path.join(backup_dir, "training_metadata.json"), encoding="utf-8") as f:
+            epoch = int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    for _ in range(max(0, min(epoch, 100_000))):
+        iter(dataset)
+    return epoch
 
 
 @contextlib.contextmanager
@@ -378,9 +380,8 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     cbs.append(keras.callbacks.TerminateOnNaN())
     cbs.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
                                                 double_checkpoint=True))
-    if isinstance(train_data, tf.data.Dataset):
-        cbs.append(_ReplayDataOrder(train_data))  # after BackupAndRestore: knows the epoch
     cbs.extend(callbacks)
+    _replay_data_order(train_data, os.path.join(run_dir, "backup"))
     with symbolic_build_from_spec(train_model):
         history = train_model.fit(train_data, validation_data=validation_data,
                                   epochs=r["epochs"], steps_per_epoch=steps_per_epoch,
