@@ -98,9 +98,8 @@ def pack_tfrecords(source, out, num_shards=8, overwrite=False,
     Returns:
         the :class:`TFRecordSource` of the written folder.
     """
-    from keras_mld.data.pipeline import LabelledImages
-
-    if not isinstance(source, LabelledImages):
+    # duck-typed (keras_mld.data.pipeline imports this module, not the other way round)
+    if not all(hasattr(source, a) for a in ("paths", "labels", "class_names", "task")):
         raise ValueError("pack_tfrecords: source must be a LabelledImages (load_csv, "
                          f"load_coco, load_image_folder), got {type(source).__name__}")
     if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)) \
