@@ -238,6 +238,9 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     return r
 
 
+_ITERATORS_PER_EPOCH = 2
+
+
 def _replay_data_order(dataset, backup_dir):
     """Before a resumed ``fit``: creates (and drops) one iterator of ``dataset`` per epoch
     that ``BackupAndRestore`` will skip (``backup_dir/training_metadata.json``), so that
@@ -253,7 +256,10 @@ def _replay_data_order(dataset, backup_dir):
             epoch = int(json.load(f)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
-    for _ in range(max(0, min(epoch, 100_000))):
+    # Keras' epoch iterator (keras/src/trainers/epoch_iterator.py, ``_enumerate_iterator``,
+    # ``steps_per_epoch=None``) creates two iterators per epoch: one when the epoch starts
+    # and one, unused, when it has seen all its batches
+    for _ in range(max(0, min(epoch, 100_000)) * _ITERATORS_PER_EPOCH):
         iter(dataset)
     return epoch
 
