@@ -18,7 +18,8 @@
   (``run_dir/log.csv``, appended on resume), ``TensorBoard`` (``run_dir/tensorboard``;
   recipe ``tensorboard: "auto"`` enables it when the ``tensorboard`` package is installed),
   ``TerminateOnNaN``, ``BackupAndRestore`` (``run_dir/backup``: a killed run started
-  again with the same arguments resumes at the last finished epoch), then the caller's
+  again with the same arguments resumes at the last finished epoch, the training data's
+  per-epoch shuffles replayed first so that it ends as the uninterrupted run), then the caller's
   ``callbacks`` (they run after the backup is written). Keras progress bars (``verbose``).
 - the final inner model is written atomically to ``run_dir/final.keras``. It holds what
   ``model`` holds after Keras' ``fit``: with EMA, Keras ends ``fit`` by copying the EMA
