@@ -82,6 +82,28 @@ def _run_train(args):
     return 0
 
 
+def _add_data(sub):
+    d = sub.add_parser("data", help="dataset tools: pack a dataset into TFRecord shards")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("pack", help="write a dataset as TFRecord shards (FILE sharding "
+                                     "across workers; make_dataset and train read the folder)")
+    p.add_argument("--data", required=True, help="COCO instances .json, .csv or image folder")
+    p.add_argument("--out", required=True, help="the shard folder to create")
+    p.add_argument("--num-shards", type=int, default=8,
+                   help="number of shards (at least the number of workers; default 8)")
+    p.add_argument("--overwrite", action="store_true")
+    d.set_defaults(handler=_run_data)
+
+
+def _run_data(args):
+    from keras_mld.app import workflows
+    packed = workflows.pack(args.data, args.out, num_shards=args.num_shards,
+                            overwrite=args.overwrite)
+    print(f"{args.out}: {len(packed)} images in {len(packed.files)} shards, "
+          f"{packed.num_classes} classes")
+    return 0
+
+
 def _add_evaluate(sub):
     e = sub.add_parser("evaluate", help="multi-label report of a .keras model on a dataset")
     e.add_argument("--model", required=True)
@@ -222,7 +244,7 @@ def _run_bench(args):
     return bench_main(args.extra_args)
 
 
-COMMANDS = (_add_demo, _add_train, _add_evaluate, _add_export, _add_predict, _add_convert,
+COMMANDS = (_add_demo, _add_train, _add_data, _add_evaluate, _add_export, _add_predict, _add_convert,
             _add_bench)
 
 

@@ -18,12 +18,20 @@ from keras_mld.recipes import load_recipe, model_arguments
 
 
 def load_source(path, class_names=None):
-    """A labelled image source from a path: COCO ``.json``, ``.csv`` or an image-folder root."""
+    """A labelled image source from a path: COCO ``.json``, ``.csv``, a folder of TFRecord
+    shards (``keras-mld data pack``; its classes must then equal ``class_names``) or an
+    image-folder root."""
     from keras_mld.data.coco import load_coco
     from keras_mld.data.csv import load_csv
     from keras_mld.data.folders import load_image_folder
+    from keras_mld.data.tfrecords import SIDECAR, load_tfrecords
 
     path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, SIDECAR)):
+        source = load_tfrecords(path)
+        if class_names is not None and list(source.class_names) != list(class_names):
+            raise ValueError(f"data: the classes of {path!r} differ from {list(class_names)}")
+        return source
     if os.path.isdir(path):
         return load_image_folder(path, class_names=class_names)
     if path.endswith(".json"):
@@ -41,7 +49,10 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     Writes the fit recipe's files (``best.keras``, ``final.keras``, ``log.csv``,
     ``backup/``...); the saved models carry the data's class names and task. Returns the
     History.
-    ``strategy``: a name of :data:`keras_mld.training.distribute.STRATEGIES` or a
+    ``seed`` seeds the initial weights (``keras.utils.set_random_seed``), the shuffling
+    and the augmentation: the same seed and global batch give the same model on one device
+    and on several workers (dropout draws its masks per replica, so only a model without
+    dropout is reproduced to float rounding). ``strategy``: a name of :data:`keras_mld.training.distribute.STRATEGIES` or a
     ``tf.distribute.Strategy``; ``batch_size`` is global (all replicas); ``lr_scaling``
     (``none``/``linear``/``sqrt``) scales the recipe's lr from its reference batch
     (``data.reference_batch_size``, else ``data.batch_size``). See the README section "Distributed and extreme-scale training".
@@ -61,6 +72,9 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op
     if isinstance(strategy, str):
         strategy = distribute.make_strategy(strategy)
+    # --seed fixes the model's initial weights (and, through TensorFlow's global seed, the
+    # pipeline's op seeds): one process and every worker of a cluster start alike
+    keras.utils.set_random_seed(int(seed))
     recipe = load_recipe(recipe) if not isinstance(recipe, dict) else recipe
     source = load_source(data)
     val_source = load_source(val_data, class_names=source.class_names) if val_data else None
@@ -125,6 +139,15 @@ def _label_mask_data(options, kwargs, train_ds, val_ds, seed):
         val_ds = ctran_label_mask_dataset(val_ds, seed=seed, num_known=0,
                                           rerandomize_each_iteration=False).map(named)
     return train_ds, val_ds
+
+
+def pack(data, out, num_shards=8, overwrite=False):
+    """``keras-mld data pack``: the dataset at ``data`` (COCO ``.json``, ``.csv``, image
+    folder) written as TFRecord shards into ``out``; returns the
+    :class:`keras_mld.data.TFRecordSource`."""
+    from keras_mld.data.tfrecords import pack_tfrecords
+
+    return pack_tfrecords(load_source(data), out, num_shards=num_shards, overwrite=overwrite)
 
 
 def load_classifier(path):

@@ -14,10 +14,12 @@ from keras_mld.data.image import decode_and_resize, resize
 from keras_mld.data.label_mask import ctran_label_mask, ctran_label_mask_dataset
 from keras_mld.data.pipeline import LabelledImages, SkippedImagesWarning, check_images, \
     make_dataset
+from keras_mld.data.tfrecords import TFRecordSource, load_tfrecords, pack_tfrecords
 
 __all__ = [
     "AUGMENTS", "ctran_label_mask", "ctran_label_mask_dataset", "make_augmenter",
     "DIGIT_NAMES", "DigitsDataset", "IMAGE_EXTENSIONS", "LabelledImages",
     "SkippedImagesWarning", "check_images", "decode_and_resize", "load_coco", "load_csv",
-    "load_image_folder", "load_source_digits", "make_dataset", "make_digits_dataset", "resize",
+    "load_image_folder", "load_source_digits", "load_tfrecords", "make_dataset",
+    "make_digits_dataset", "pack_tfrecords", "resize", "TFRecordSource",
 ]

@@ -49,6 +49,7 @@ from keras_mld.data.multi_hot import MultiHotLabels
 from keras_mld.data.image import (DEFAULT_MAX_IMAGE_PIXELS, check_limit, decode_and_resize,
                                    image_shape_from_header)
 from keras_mld.atomic import write_json
+from keras_mld.data.tfrecords import TFRecordSource, parse_record
 from keras_mld.metadata import TASKS
 from keras_mld.untrusted import read_json
 from keras_mld.validation import check_choice, check_int
@@ -319,9 +320,10 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
         a ``tf.data.Dataset`` of ``ceil`` (or ``floor`` with ``drop_remainder``) of
         ``usable images / batch_size`` batches per epoch; its cardinality is known.
     """
-    if not isinstance(source, LabelledImages):
+    if not isinstance(source, (LabelledImages, TFRecordSource)):
         raise ValueError("make_dataset: source must be a LabelledImages (see load_coco, "
-                         f"load_csv, load_image_folder), got {type(source).__name__}")
+                         "load_csv, load_image_folder) or a TFRecordSource (load_tfrecords), "
+                         f"got {type(source).__name__}")
     size = _image_size(image_size)
     batch_size = check_int("make_dataset", "batch_size", batch_size, minimum=1)
     check_choice("make_dataset", "augment", augment, AUGMENTS)
@@ -334,6 +336,14 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
                          f"got {cache!r}")
     shuffle = training if shuffle is None else bool(shuffle)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
+    if isinstance(source, TFRecordSource):
+        try:
+            max_image_pixels = check_limit(max_image_pixels)
+        except ValueError as e:
+            raise ValueError(f"make_dataset: {e}") from None
+        return _records_dataset(source, size, batch_size, training, augment, seed, shuffle,
+                                cache, drop_remainder, shuffle_buffer, num_parallel_calls,
+                                max_image_pixels)
 
     cache_file = (_default_cache_file(source.paths) if check_cache is True
                   else (os.fspath(check_cache) if check_cache else None))
@@ -385,6 +395,12 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
             ds = ds.shuffle(shuffle_buffer or min(n, 2048),
                             seed=None if seed is None else seed + 1,
                             reshuffle_each_iteration=True)
+    return _finish(ds, size, batch_size, training, augment, seed, drop_remainder,
+                   num_parallel_calls, det)
+
+
+def _finish(ds, size, batch_size, training, augment, seed, drop_remainder, num_parallel_calls,
+            det):
     if training and augment is not None:
         apply = make_augmenter(augment, size)
         seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 2,
@@ -394,3 +410,49 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
             num_parallel_calls=num_parallel_calls, deterministic=det)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _records_dataset(source, size, batch_size, training, augment, seed, shuffle, cache,
+                     drop_remainder, shuffle_buffer, num_parallel_calls, max_image_pixels):
+    """make_dataset over TFRecord shards: the file list (reshuffled every epoch when
+    ``shuffle``) feeds an ``interleave`` whose function reads one shard with
+    ``TFRecordDataset`` (records shuffled within the shard by a buffer of undecoded
+    records), decodes and resizes as the file list's images are, and drops a bad image
+    (logged). Everything per record happens inside the interleave so that
+    ``tf.distribute``'s FILE auto-sharding, which walks back from the output to the file
+    list, finds it (it cannot walk through ``ignore_errors``)."""
+    n = len(source)
+    if drop_remainder and n < batch_size:
+        raise ValueError(f"make_dataset: only {n} records, fewer than batch_size="
+                         f"{batch_size} with drop_remainder=True (no batch at all)")
+    det = True if seed is not None else None
+    num_classes, task = source.num_classes, source.task
+    per_file = shuffle_buffer or max(1, min(2048, -(-n // len(source.files))))
+
+    def load(record):
+        data, label = parse_record(record, num_classes, task)
+        return decode_and_resize(data, size, max_image_pixels), label
+
+    def read(path):
+        records = tf.data.TFRecordDataset(path)
+        if shuffle and cache is False:
+            records = records.shuffle(per_file, seed=None if seed is None else seed + 1)
+        return records.map(load, num_parallel_calls=num_parallel_calls,
+                           deterministic=det).ignore_errors(log_warning=True)
+
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(source.files, tf.string))
+    if shuffle:
+        files = files.shuffle(len(source.files), seed=seed, reshuffle_each_iteration=True)
+    ds = files.interleave(read, cycle_length=min(len(source.files), 16),
+                          num_parallel_calls=num_parallel_calls, deterministic=det)
+    if cache is not False:
+        prefix = "" if cache is True else os.fspath(cache)
+        if prefix:
+            os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+        ds = ds.cache(prefix)
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer or min(n, 2048),
+                            seed=None if seed is None else seed + 1,
+                            reshuffle_each_iteration=True)
+    return _finish(ds, size, batch_size, training, augment, seed, drop_remainder,
+                   num_parallel_calls, det)

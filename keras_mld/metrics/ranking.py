@@ -125,6 +125,16 @@ def mean_average_precision(y_true, y_score, return_per_class=False):
     return (m, ap) if return_per_class else m
 
 
+def _gather_replicas(*tensors):
+    """The tensors of all ``tf.distribute`` replicas, concatenated (TensorFlow backend; other
+    backends run on one replica here)."""
+    if keras.backend.backend() != "tensorflow":
+        return tensors
+    from keras_mld.metrics.replicas import all_gather_replicas
+
+    return all_gather_replicas(*tensors)
+
+
 @keras.saving.register_keras_serializable(package="keras_mld")
 class MeanAveragePrecision(keras.metrics.Metric):
     """Exact streaming mAP as a Keras metric; ``keras.ops`` only (TF and JAX, jit).
@@ -150,6 +160,13 @@ class MeanAveragePrecision(keras.metrics.Metric):
     skipped while the metric is empty or overflowed) and Keras calls it after every batch,
     so keep ``capacity`` close to the evaluation-set size.
 
+    Replicas (``tf.distribute``, TensorFlow backend): every replica all-gathers its batch
+    before storing it (:mod:`keras_mld.metrics.replicas`), so each replica of each worker
+    holds the rows of the whole global batch in the single-device order, and the state
+    variables are read from the first replica (``aggregation="only_first_replica"``): the
+    logged mAP of a replicated run is the mAP of all its samples, not a sum or a mean of
+    per-replica values. ``capacity`` counts the samples of all replicas.
+
     Args:
         num_classes: number of classes ``N`` (int >= 1).
         capacity: maximum number of samples accumulated between resets (int >= 1).
@@ -174,11 +191,14 @@ class MeanAveragePrecision(keras.metrics.Metric):
         self.num_classes = int(num_classes)
         self.capacity = int(capacity)
         shape = (self.capacity, self.num_classes)
+        # every replica holds the same (gathered) rows: read the first, never sum them
+        first = "only_first_replica"
         self.scores = self.add_variable(shape=shape, initializer="zeros", dtype=self.dtype,
-                                        name="scores")
+                                        name="scores", aggregation=first)
         self.labels = self.add_variable(shape=shape, initializer=keras.initializers.Constant(-1.0),
-                                        dtype=self.dtype, name="labels")
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
+                                        dtype=self.dtype, name="labels", aggregation=first)
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32",
+                                       name="count", aggregation=first)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.reshape(ops.cast(y_pred, self.dtype), (-1, self.num_classes))
@@ -189,6 +209,7 @@ class MeanAveragePrecision(keras.metrics.Metric):
                 w = ops.expand_dims(w, -1)
             y_true = ops.where(ops.broadcast_to(ops.equal(w, 0), ops.shape(y_true)),
                                ops.cast(-1, self.dtype), y_true)
+        y_true, y_pred = _gather_replicas(y_true, y_pred)
         batch = ops.cast(ops.shape(y_pred)[0], "int32")
         # A batch larger than the whole buffer is truncated; the counter still records every
         # sample, so the overflow is visible in result() (NaN). On overflow the rows are

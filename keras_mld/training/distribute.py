@@ -28,6 +28,12 @@ multi-worker rules. Typical use (``keras-mld train --strategy ...`` does exactly
   ``model.distribute_strategy.scope()``). SAM all-reduces its first-pass gradient (see
   :mod:`.sam`), Keras' EMA variables are mirrored and updated once per step from the
   all-reduced gradient: both equal the single-device run on the same global batch.
+  BatchNormalization is synchronized across replicas by default
+  (:func:`synchronized_batchnorm`), the exact mAP gathers its rows across replicas
+  (:mod:`keras_mld.metrics.replicas`), and ``fit`` builds the model from the data's
+  element spec (:func:`keras_mld.training.fit.symbolic_build_from_spec`; Keras otherwise
+  spends one reshuffle of the seeded pipeline under a strategy): with the same seed and
+  global batch a replicated run trains, and logs, the single-device model.
 - Files (:func:`worker_run_dir`): the chief (task ``chief``, or ``worker`` 0 without a
   chief) writes ``run_dir`` (``best.keras``, ``final.keras``, ``log.csv``,
   ``backup/``...). Every other worker runs the same callbacks (they may hold collective
@@ -49,7 +55,8 @@ from keras_mld.untrusted import parse_json
 
 __all__ = ["STRATEGIES", "LR_SCALING", "SHARD_POLICIES", "make_strategy", "is_chief",
            "worker_run_dir", "with_shard_policy", "reads_files", "per_replica_batch_size",
-           "scale_learning_rate", "reference_batch_size", "distributed_fit"]
+           "scale_learning_rate", "reference_batch_size", "synchronized_batchnorm",
+           "distributed_fit"]
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 LR_SCALING = ("none", "linear", "sqrt")
@@ -265,15 +272,55 @@ def scale_learning_rate(lr, global_batch_size, reference_batch_size, rule="none"
     return float(lr) * (ratio if rule == "linear" else math.sqrt(ratio))
 
 
+# ---------------------------------------------------------------- batch normalisation
+def _batchnorm_layers(model):
+    return [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@contextlib.contextmanager
+def synchronized_batchnorm(model):
+    """Context manager: every ``keras.layers.BatchNormalization`` of ``model`` computes its
+    training-time batch statistics over the *global* batch (all replicas of all workers:
+    an all-reduce of the sums, Keras' ``synchronized=True`` code path), so a replicated run
+    normalises, and updates its moving statistics, as one device on the same global batch
+    would (up to float rounding: sum of squares minus squared mean instead of the
+    two-pass variance). The layers' configs are untouched (a model saved inside still
+    loads everywhere, JAX included); the original behaviour is back on exit."""
+    layers = [layer for layer in _batchnorm_layers(model) if not layer.synchronized]
+
+    def synced(layer):
+        plain = layer._moments  # pylint: disable=protected-access
+
+        def moments(inputs, mask):
+            if mask is not None:
+                return plain(inputs, mask)
+            return keras.ops.moments(inputs, axes=layer._reduction_axes,  # pylint: disable=protected-access
+                                     synchronized=True)
+        return moments
+
+    for layer in layers:
+        layer._moments = synced(layer)  # pylint: disable=protected-access
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            del layer._moments  # pylint: disable=protected-access
+
+
 # ---------------------------------------------------------------- training
 def distributed_fit(model_fn, train_data, validation_data=None, recipe=None,
-                    run_dir="runs/default", strategy=None, shard_policy="auto", **fit_kwargs):
+                    run_dir="runs/default", strategy=None, shard_policy="auto",
+                    sync_batchnorm="auto", **fit_kwargs):
     """Builds ``model_fn()`` in ``strategy.scope()`` and trains it with
     :func:`keras_mld.training.fit` (compiled in the same scope).
 
     Datasets get an explicit shard policy (:func:`with_shard_policy`); files follow
-    :func:`worker_run_dir`. Batch sizes of the datasets are global. Returns
-    ``(model, history)``.
+    :func:`worker_run_dir`. Batch sizes of the datasets are global. ``sync_batchnorm``:
+    ``"auto"`` (default) = :func:`synchronized_batchnorm` when the strategy has more
+    than one replica (BatchNorm then sees the global batch, as on one device), True,
+    or False (per-replica statistics; moving statistics then differ between workers).
+    Returns ``(model, history)``.
     """
     from keras_mld.training.fit import fit
 
@@ -288,7 +335,13 @@ def distributed_fit(model_fn, train_data, validation_data=None, recipe=None,
                          f"{type(model).__name__}")
     train_data = with_shard_policy(train_data, shard_policy)
     validation_data = with_shard_policy(validation_data, shard_policy)
-    with worker_run_dir(run_dir, strategy) as directory:
+    if sync_batchnorm not in ("auto", True, False):
+        raise ValueError(f"distributed_fit: sync_batchnorm must be 'auto', True or False, "
+                         f"got {sync_batchnorm!r}")
+    if sync_batchnorm == "auto":
+        sync_batchnorm = strategy.num_replicas_in_sync > 1
+    sync = synchronized_batchnorm(model) if sync_batchnorm else contextlib.nullcontext()
+    with worker_run_dir(run_dir, strategy) as directory, sync:
         history = fit(model, train_data, validation_data, recipe=recipe, run_dir=directory,
                       **fit_kwargs)
     return model, history

@@ -18,7 +18,8 @@
   (``run_dir/log.csv``, appended on resume), ``TensorBoard`` (``run_dir/tensorboard``;
   recipe ``tensorboard: "auto"`` enables it when the ``tensorboard`` package is installed),
   ``TerminateOnNaN``, ``BackupAndRestore`` (``run_dir/backup``: a killed run started
-  again with the same arguments resumes at the last finished epoch), then the caller's
+  again with the same arguments resumes at the last finished epoch, the training data's
+  per-epoch shuffles replayed first so that it ends as the uninterrupted run), then the caller's
   ``callbacks`` (they run after the backup is written). Keras progress bars (``verbose``).
 - the final inner model is written atomically to ``run_dir/final.keras``. It holds what
   ``model`` holds after Keras' ``fit``: with EMA, Keras ends ``fit`` by copying the EMA
@@ -50,7 +51,8 @@ from keras_mld.training.weight_decay import configure_weight_decay
 from keras_mld.untrusted import MAX_STATE_BYTES, finite_number, read_json
 
 __all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "mixed_precision_scope",
-           "onecycle_warmup_epochs", "resolve_jit_compile", "resolve_mixed_precision"]
+           "onecycle_warmup_epochs", "resolve_jit_compile", "resolve_mixed_precision",
+           "symbolic_build_from_spec"]
 
 #: ML-Decoder MS-COCO recipe (Ridnik et al., arXiv:2111.12933, appendix C), plus OneCycle
 #: and early stopping.
@@ -340,6 +342,74 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     return r
 
 
+_ITERATORS_PER_EPOCH = 2
+
+
+def _replay_data_order(dataset, backup_dir):
+    """Before a resumed ``fit``: creates (and drops) one iterator of ``dataset`` per epoch
+    that ``BackupAndRestore`` will skip (``backup_dir/training_metadata.json``), so that
+    the resumed epochs read the data in the order an uninterrupted run reads them. A
+    seeded pipeline that reshuffles every iteration (``make_dataset(training=True,
+    seed=...)``) draws its shuffle and augmentation seeds per iterator, and a fresh process
+    would start again at the first epoch's order. No element is read (no decoding). Done
+    before Keras distributes the dataset: the distributed copy starts from that state."""
+    if not isinstance(dataset, tf.data.Dataset):
+        return 0
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    where = f"fit: resume: {path!r}"  # untrusted: damaged -> ValueError naming it
+    state = read_json(path, where, max_bytes=MAX_STATE_BYTES)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= 1_000_000:
+        raise ValueError(f"{where}: expected an object with an integer 'epoch' in "
+                         f"[0, 1000000], got {epoch!r} (delete the run folder's backup/ to "
+                         "start afresh)")
+    # Keras' epoch iterator (keras/src/trainers/epoch_iterator.py, ``_enumerate_iterator``,
+    # ``steps_per_epoch=None``) creates two iterators per epoch: one when the epoch starts
+    # and one, unused, when it has seen all its batches
+    for _ in range(epoch * _ITERATORS_PER_EPOCH):
+        iter(dataset)
+    return epoch
+
+
+@contextlib.contextmanager
+def symbolic_build_from_spec(model):
+    """Context manager: ``model`` builds itself from its data's element spec, not a batch.
+
+    Keras 3's TensorFlow trainer, under a ``tf.distribute`` strategy (a model built in
+    ``strategy.scope()``), starts every ``fit`` / ``evaluate`` by building the model
+    symbolically from the first batch of a *fresh iterator* of the data
+    (``_maybe_symbolic_build`` in ``keras/src/backend/tensorflow/trainer.py``), which it then
+    throws away; on one device without a strategy it does not. A seeded pipeline that
+    reshuffles every iteration (``make_dataset(training=True, seed=...)``) draws its next
+    shuffle seeds for that extra iterator, so every epoch of a replicated run saw the order
+    of the *next* epoch of the single-device run (measured: issue 22). Inside this
+    context the build uses the data's ``element_spec`` only (no iterator, no decoding).
+    """
+    original = getattr(model, "_maybe_symbolic_build", None)
+    if original is None or getattr(model, "_distribute_strategy", None) is None:
+        yield model
+        return
+
+    def from_spec(iterator=None, data_batch=None):
+        if data_batch is None and iterator is not None:
+            adapter = getattr(iterator, "data_adapter", None)
+            dataset = adapter.get_tf_dataset() if adapter is not None else None
+            if isinstance(dataset, tf.data.Dataset):
+                data_batch = tf.nest.map_structure(
+                    lambda spec: tf.TensorSpec([None] + list(spec.shape[1:]), spec.dtype),
+                    dataset.element_spec)
+                return original(data_batch=data_batch)
+        return original(iterator=iterator, data_batch=data_batch)
+
+    model._maybe_symbolic_build = from_spec  # pylint: disable=protected-access
+    try:
+        yield model
+    finally:
+        del model._maybe_symbolic_build
+
+
 def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/default",
         callbacks=(), steps_per_epoch=None, validation_steps=None, verbose="auto"):
     """Train ``model`` (built, uncompiled) with ``recipe``; returns the ``History``.
@@ -472,10 +542,13 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     cbs.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
                                                 double_checkpoint=True))
     cbs.extend(callbacks)
-    history = train_model.fit(train_data, validation_data=validation_data, epochs=r["epochs"],
-                              steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                              callbacks=cbs, verbose=verbose,
-                              shuffle=not isinstance(train_data, tf.data.Dataset))
+    _replay_data_order(train_data, os.path.join(run_dir, "backup"))
+    with symbolic_build_from_spec(train_model):
+        history = train_model.fit(train_data, validation_data=validation_data,
+                                  epochs=r["epochs"], steps_per_epoch=steps_per_epoch,
+                                  validation_steps=validation_steps, callbacks=cbs,
+                                  verbose=verbose,
+                                  shuffle=not isinstance(train_data, tf.data.Dataset))
     save_model(model, os.path.join(run_dir, "final.keras"))
     if ema is not None:
         with ema.swapped():

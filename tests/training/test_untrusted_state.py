@@ -63,6 +63,21 @@ def test_a_damaged_resumed_recipe_names_the_file(tmp_path):
             fit(_model(), (x, y), recipe={"lr": "auto", "epochs": 1}, run_dir=str(tmp_path))
 
 
+def test_a_damaged_backup_epoch_names_the_file(tmp_path):
+    """The data-order replay of a resumed run reads Keras' ``training_metadata.json``."""
+    import tensorflow as tf
+
+    (tmp_path / "backup").mkdir()
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 3), np.float32), np.zeros((4, 2), np.float32))).batch(2)
+    for content in (b"", b"{\"epoch\": -1}", b"{\"epoch\": 1.5}", b"{\"epoch\": true}",
+                    b"[1]", b"{\"epoch\": 10000000000}", b"[" * 100_000):
+        (tmp_path / "backup" / "training_metadata.json").write_bytes(content)
+        with pytest.raises(ValueError, match=r"fit: resume: .*training_metadata\.json"):
+            fit(_model(), data, recipe={"lr": 1e-3, "epochs": 1, "schedule": "constant"},
+                run_dir=str(tmp_path))
+
+
 def test_a_damaged_ema_state_names_the_file(tmp_path):
     path = tmp_path / "ema.npz"
     model = _model()
