@@ -23,7 +23,10 @@ from keras_mld.models.builder import build
 from keras_mld.recipes import load_recipe, model_arguments
 
 # a run that checks the whole path in seconds (used by the test suite)
-TINY = {"num_train": 96, "num_val": 64, "batch_size": 16, "epochs": 1}
+# --tiny: 96 steps (512 images x 6 epochs) at twice the recipe's peak lr: enough to learn
+# clearly above chance (measured at seeds 0-2: 9-10 points over the chance row with GAP,
+# 5-8 with ML-Decoder) in about 15 s of training per head on 2 CPU cores.
+TINY = {"num_train": 512, "num_val": 64, "batch_size": 32, "epochs": 6, "lr": 4e-3}
 
 
 def _datasets(out, cfg, seed):
@@ -145,8 +148,8 @@ def run_demo(out="runs/demo", recipe="demo", tiny=False, seed=0, export=True, ve
     cfg = {"input_size": int(recipe["model"]["input_size"]), **recipe["data"]}
     train_cfg = dict(recipe["train"])
     if tiny:
-        cfg.update({k: v for k, v in TINY.items() if k != "epochs"})
-        train_cfg["epochs"] = TINY["epochs"]
+        cfg.update({k: v for k, v in TINY.items() if k not in ("epochs", "lr")})
+        train_cfg.update(epochs=TINY["epochs"], lr=TINY["lr"])
     keras.utils.set_random_seed(seed)
     os.makedirs(out, exist_ok=True)
     train_src, val_src, train_ds, val_ds = _datasets(out, cfg, seed)

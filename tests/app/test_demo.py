@@ -51,13 +51,26 @@ def _val_label_frequencies(out):
 
 def test_demo_reports_its_chance_row(demo_run):
     """The chance row is the mAP of constant scores: the mean label frequency per class,
-    computed here from the validation json. (The tiny run's 6 steps do not learn: no floor
-    above it is asserted; the full demo's figures are in the README.)"""
+    computed here from the validation json."""
     out, stdout = demo_run
     report = json.loads((out / "report.json").read_text())
     chance = float(_val_label_frequencies(out).mean())
     assert report["chance_mAP"] == pytest.approx(chance, abs=1e-9)
     assert "chance" in report["table"] and "chance" in stdout
+
+
+def test_tiny_demo_learns_above_chance(demo_run):
+    """Both heads beat the chance row by 5 points of mAP (the report's exact mAP, which
+    tests/metrics check against scikit-learn). Scores that carry nothing sit at the chance
+    row within about 2 points on these 64 validation images; the former tiny run (6 steps)
+    reached +3.7 (GAP) and +6.8 (ML-Decoder) at seed 0, this one (96 steps) +9.6 / +8.2,
+    and at seeds 1-2 at least +9.0 / +5.3."""
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    chance = float(_val_label_frequencies(out).mean())
+    for head, r in report["results"].items():
+        assert r["report"]["at_0.5"]["mAP"] >= chance + 0.05, (head, r["report"]["at_0.5"],
+                                                                 chance)
 
 
 def test_demo_exports_a_servable_model(demo_run):
