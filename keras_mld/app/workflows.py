@@ -67,7 +67,8 @@ def train(recipe, data, out, val_data=None, backbone=None, head=None, epochs=Non
     """
     from keras_mld.data.pipeline import make_dataset
     from keras_mld.training import distribute
-    from keras_mld.training.fit import DEFAULT_RECIPE, mixed_precision_scope
+    from keras_mld.training.fit import DEFAULT_RECIPE
+    from keras_mld.training.precision import mixed_precision_scope
 
     # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op
     if isinstance(strategy, str):

@@ -13,13 +13,15 @@ the :func:`fit` recipe helper.
 """
 from keras_mld.training.callbacks import (  # noqa: F401
     BestModelCheckpoint, EarlyStoppingRule, EMAEarlyStopping, EMAEvaluation, ema_variables,
-    Query2LabelEarlyStopping, Query2LabelStopRule, swapped_ema_weights)
+    swapped_ema_weights)
 from keras_mld.training.freeze import freeze_layers  # noqa: F401
-from keras_mld.training.fit import (  # noqa: F401
-    DEFAULT_RECIPE, fit, make_loss, make_optimizer, mixed_precision_scope,
-    resolve_mixed_precision)
+from keras_mld.training.fit import DEFAULT_RECIPE, fit, make_loss, make_optimizer  # noqa: F401
+from keras_mld.training.precision import (  # noqa: F401
+    mixed_precision_scope, resolve_mixed_precision)
 from keras_mld.training.lr_finder import lr_range_test  # noqa: F401
 from keras_mld.training.plateau import TorchReduceLROnPlateau  # noqa: F401
+from keras_mld.training.query2label_stop import (  # noqa: F401
+    Query2LabelEarlyStopping, Query2LabelStopRule)
 from keras_mld.training.sam import SAMModel, sam_gradients  # noqa: F401
 from keras_mld.training.ema import ModelStateEMA  # noqa: F401
 from keras_mld.training.schedules import OneCycle, OneCycleMomentum  # noqa: F401

@@ -31,7 +31,7 @@ multi-worker rules. Typical use (``keras-mld train --strategy ...`` does exactly
   BatchNormalization is synchronized across replicas by default
   (:func:`synchronized_batchnorm`), the exact mAP gathers its rows across replicas
   (:mod:`keras_mld.metrics.replicas`), and ``fit`` builds the model from the data's
-  element spec (:func:`keras_mld.training.fit.symbolic_build_from_spec`; Keras otherwise
+  element spec (:func:`keras_mld.training.data_order.symbolic_build_from_spec`; Keras otherwise
   spends one reshuffle of the seeded pipeline under a strategy): with the same seed and
   global batch a replicated run trains, and logs, the single-device model.
 - Files (:func:`worker_run_dir`): the chief (task ``chief``, or ``worker`` 0 without a

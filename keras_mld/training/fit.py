@@ -38,21 +38,22 @@ import keras
 import tensorflow as tf
 
 from keras_mld.atomic import save_model, write_json
-from keras_mld.training.callbacks import (BestModelCheckpoint, EMAEarlyStopping, EMAEvaluation,
-                                          Query2LabelEarlyStopping)
+from keras_mld.training.callbacks import BestModelCheckpoint, EMAEarlyStopping, EMAEvaluation
+from keras_mld.training.data_order import replay_data_order, symbolic_build_from_spec
 from keras_mld.training.ema import ModelStateEMA
 from keras_mld.training.freeze import freeze_layers
 from keras_mld.training.lr_finder import lr_range_test
 from keras_mld.training.plateau import TorchReduceLROnPlateau
+from keras_mld.training.precision import check_policy, resolve_mixed_precision
+from keras_mld.training.query2label_stop import Query2LabelEarlyStopping
 from keras_mld.training.sam import SAMModel
 from keras_mld.training.schedules import OneCycle, OneCycleMomentum
 from keras_mld.training.torch_optimizers import TorchAdam, TorchSGD
 from keras_mld.training.weight_decay import configure_weight_decay
 from keras_mld.untrusted import MAX_STATE_BYTES, finite_number, read_json
 
-__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "mixed_precision_scope",
-           "onecycle_warmup_epochs", "resolve_jit_compile", "resolve_mixed_precision",
-           "symbolic_build_from_spec"]
+__all__ = ["DEFAULT_RECIPE", "fit", "make_loss", "make_optimizer", "onecycle_warmup_epochs",
+           "resolve_jit_compile"]
 
 #: ML-Decoder MS-COCO recipe (Ridnik et al., arXiv:2111.12933, appendix C), plus OneCycle
 #: and early stopping.
@@ -77,60 +78,6 @@ DEFAULT_RECIPE = {
     # optimizer in a LossScaleOptimizer); "auto": mixed_float16 where a GPU is present
     "mixed_precision": None,
 }
-
-MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-
-
-def resolve_mixed_precision(value):
-    """``mixed_precision`` of a recipe -> a Keras dtype policy name, or None.
-
-    ``None``: nothing imposed (the model's policy as built). ``"auto"``: ``mixed_float16``
-    where TensorFlow sees a GPU (float16 compute, float32 weights, dynamic loss scaling:
-    the official loops' ``autocast`` + ``GradScaler``), ``float32`` on a CPU (float16 is
-    slower there). ``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"``: that policy.
-    """
-    if value is None:
-        return None
-    if value not in MIXED_PRECISION:
-        raise ValueError(f"fit: mixed_precision must be None or one of {MIXED_PRECISION}, "
-                         f"got {value!r}")
-    if value == "auto":
-        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
-    return value
-
-
-@contextlib.contextmanager
-def mixed_precision_scope(recipe):
-    """Builds inside this context get the dtype policy of ``recipe``'s ``mixed_precision``
-    (a train section or its value; the global policy is restored on exit). A layer's
-    policy is fixed when it is created, so the model that :func:`fit` trains with a
-    ``mixed_precision`` recipe must be built inside it (``keras-mld train`` does)."""
-    value = recipe.get("mixed_precision") if isinstance(recipe, dict) else recipe
-    policy = resolve_mixed_precision(value)
-    previous = keras.config.dtype_policy()
-    if policy is not None:
-        keras.config.set_dtype_policy(policy)
-    try:
-        yield policy
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _check_policy(model, policy):
-    """The model's layers must compute in the recipe's dtype (fixed when they were built):
-    under a mixed policy some layers compute in it (others, e.g. the logits, may stay
-    float32), under float32 all of them."""
-    if policy is None:
-        return
-    want = keras.dtype_policies.get(policy).compute_dtype
-    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") \
-        else []
-    computing = sorted({layer.compute_dtype for layer in layers if layer.weights})
-    if computing and (want not in computing if want != "float32" else computing != [want]):
-        raise ValueError(f"fit: the recipe's mixed_precision resolves to {policy!r}, but the "
-                         f"model's layers compute in {computing}; build the model inside "
-                         f"keras_mld.training.mixed_precision_scope(recipe) (a layer's dtype "
-                         f"policy is fixed when it is created)")
 
 def resolve_jit_compile(value):
     """``jit_compile`` of a recipe: True, False, or ``"auto"`` = True where TensorFlow sees a
@@ -342,74 +289,6 @@ def _resolve_recipe(recipe, run_dir, model, train_data, loss):
     return r
 
 
-_ITERATORS_PER_EPOCH = 2
-
-
-def _replay_data_order(dataset, backup_dir):
-    """Before a resumed ``fit``: creates (and drops) one iterator of ``dataset`` per epoch
-    that ``BackupAndRestore`` will skip (``backup_dir/training_metadata.json``), so that
-    the resumed epochs read the data in the order an uninterrupted run reads them. A
-    seeded pipeline that reshuffles every iteration (``make_dataset(training=True,
-    seed=...)``) draws its shuffle and augmentation seeds per iterator, and a fresh process
-    would start again at the first epoch's order. No element is read (no decoding). Done
-    before Keras distributes the dataset: the distributed copy starts from that state."""
-    if not isinstance(dataset, tf.data.Dataset):
-        return 0
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    where = f"fit: resume: {path!r}"  # untrusted: damaged -> ValueError naming it
-    state = read_json(path, where, max_bytes=MAX_STATE_BYTES)
-    epoch = state.get("epoch") if isinstance(state, dict) else None
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= 1_000_000:
-        raise ValueError(f"{where}: expected an object with an integer 'epoch' in "
-                         f"[0, 1000000], got {epoch!r} (delete the run folder's backup/ to "
-                         "start afresh)")
-    # Keras' epoch iterator (keras/src/trainers/epoch_iterator.py, ``_enumerate_iterator``,
-    # ``steps_per_epoch=None``) creates two iterators per epoch: one when the epoch starts
-    # and one, unused, when it has seen all its batches
-    for _ in range(epoch * _ITERATORS_PER_EPOCH):
-        iter(dataset)
-    return epoch
-
-
-@contextlib.contextmanager
-def symbolic_build_from_spec(model):
-    """Context manager: ``model`` builds itself from its data's element spec, not a batch.
-
-    Keras 3's TensorFlow trainer, under a ``tf.distribute`` strategy (a model built in
-    ``strategy.scope()``), starts every ``fit`` / ``evaluate`` by building the model
-    symbolically from the first batch of a *fresh iterator* of the data
-    (``_maybe_symbolic_build`` in ``keras/src/backend/tensorflow/trainer.py``), which it then
-    throws away; on one device without a strategy it does not. A seeded pipeline that
-    reshuffles every iteration (``make_dataset(training=True, seed=...)``) draws its next
-    shuffle seeds for that extra iterator, so every epoch of a replicated run saw the order
-    of the *next* epoch of the single-device run (measured: issue 22). Inside this
-    context the build uses the data's ``element_spec`` only (no iterator, no decoding).
-    """
-    original = getattr(model, "_maybe_symbolic_build", None)
-    if original is None or getattr(model, "_distribute_strategy", None) is None:
-        yield model
-        return
-
-    def from_spec(iterator=None, data_batch=None):
-        if data_batch is None and iterator is not None:
-            adapter = getattr(iterator, "data_adapter", None)
-            dataset = adapter.get_tf_dataset() if adapter is not None else None
-            if isinstance(dataset, tf.data.Dataset):
-                data_batch = tf.nest.map_structure(
-                    lambda spec: tf.TensorSpec([None] + list(spec.shape[1:]), spec.dtype),
-                    dataset.element_spec)
-                return original(data_batch=data_batch)
-        return original(iterator=iterator, data_batch=data_batch)
-
-    model._maybe_symbolic_build = from_spec  # pylint: disable=protected-access
-    try:
-        yield model
-    finally:
-        del model._maybe_symbolic_build
-
-
 def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/default",
         callbacks=(), steps_per_epoch=None, validation_steps=None, verbose="auto"):
     """Train ``model`` (built, uncompiled) with ``recipe``; returns the ``History``.
@@ -443,7 +322,7 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     ``reduce_lr_on_plateau``: None, or the arguments of
     :class:`~keras_mld.training.plateau.TorchReduceLROnPlateau` (PyTorch's rules; needs
     ``schedule: constant``). ``early_stopping: {rule: query2label, patience: 8}``:
-    Query2Label's rule (:class:`~keras_mld.training.callbacks.Query2LabelEarlyStopping`,
+    Query2Label's rule (:class:`~keras_mld.training.query2label_stop.Query2LabelEarlyStopping`,
     on ``val_mAP`` and ``val_ema_mAP``). ``freeze_layers`` (layer-name prefixes) and
     ``freeze_batchnorm``: :func:`~keras_mld.training.freeze.freeze_layers` before
     compiling (Query2Label's frozen BatchNorm, stem and first stage);
@@ -465,7 +344,7 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     if r["monitor"].startswith(("val_ema_", "val_max_")) and not r["ema_momentum"]:
         raise ValueError(f"fit: monitor {r['monitor']!r} needs ema_momentum")
     policy = resolve_mixed_precision(r["mixed_precision"])
-    _check_policy(model, policy)
+    check_policy(model, policy)
     steps = _steps_per_epoch(train_data, steps_per_epoch)
     strategy = getattr(model, "distribute_strategy", None)  # None: JAX backend
     jit = resolve_jit_compile(r["jit_compile"])
@@ -542,7 +421,7 @@ def fit(model, train_data, validation_data=None, recipe=None, run_dir="runs/defa
     cbs.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
                                                 double_checkpoint=True))
     cbs.extend(callbacks)
-    _replay_data_order(train_data, os.path.join(run_dir, "backup"))
+    replay_data_order(train_data, os.path.join(run_dir, "backup"))
     with symbolic_build_from_spec(train_model):
         history = train_model.fit(train_data, validation_data=validation_data,
                                   epochs=r["epochs"], steps_per_epoch=steps_per_epoch,

@@ -40,7 +40,7 @@ from keras_mld.convert import convert_ctran_state_dict, convert_query2label_stat
 from keras_mld.models.ctran.convert import load_ctran_state_dict
 from keras_mld.models.query2label.convert import load_query2label_state_dict
 from keras_mld.recipes import load_recipe
-from keras_mld.training.callbacks import Query2LabelEarlyStopping, Query2LabelStopRule
+from keras_mld.training.query2label_stop import Query2LabelEarlyStopping, Query2LabelStopRule
 from keras_mld.training.fit import fit
 from tests.support.official import FIXTURES
 
