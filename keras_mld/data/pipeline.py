@@ -386,17 +386,24 @@ def make_dataset(source, image_size, batch_size, training=False, augment=None, s
     # safety net: an image failing now is dropped (and logged) and replaced by the first
     # image of the next pass, so an epoch keeps n images and a known cardinality
     ds = ds.ignore_errors(log_warning=True).repeat().take(n)
-    if cache is not False:
-        prefix = "" if cache is True else os.fspath(cache)
-        if prefix:
-            os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-        ds = ds.cache(prefix)
-        if shuffle:
-            ds = ds.shuffle(shuffle_buffer or min(n, 2048),
-                            seed=None if seed is None else seed + 1,
-                            reshuffle_each_iteration=True)
+    ds = _cache_and_reshuffle(ds, cache, shuffle, shuffle_buffer, n, seed)
     return _finish(ds, size, batch_size, training, augment, seed, drop_remainder,
                    num_parallel_calls, det)
+
+
+def _cache_and_reshuffle(ds, cache, shuffle, shuffle_buffer, n, seed):
+    """``cache``: False, True (memory) or a file prefix; after a cache the decoded images
+    are reshuffled every epoch (the order before the cache is fixed by it)."""
+    if cache is False:
+        return ds
+    prefix = "" if cache is True else os.fspath(cache)
+    if prefix:
+        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    ds = ds.cache(prefix)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer or min(n, 2048), seed=None if seed is None else seed + 1,
+                        reshuffle_each_iteration=True)
+    return ds
 
 
 def _finish(ds, size, batch_size, training, augment, seed, drop_remainder, num_parallel_calls,
@@ -445,14 +452,6 @@ def _records_dataset(source, size, batch_size, training, augment, seed, shuffle,
         files = files.shuffle(len(source.files), seed=seed, reshuffle_each_iteration=True)
     ds = files.interleave(read, cycle_length=min(len(source.files), 16),
                           num_parallel_calls=num_parallel_calls, deterministic=det)
-    if cache is not False:
-        prefix = "" if cache is True else os.fspath(cache)
-        if prefix:
-            os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-        ds = ds.cache(prefix)
-        if shuffle:
-            ds = ds.shuffle(shuffle_buffer or min(n, 2048),
-                            seed=None if seed is None else seed + 1,
-                            reshuffle_each_iteration=True)
+    ds = _cache_and_reshuffle(ds, cache, shuffle, shuffle_buffer, n, seed)
     return _finish(ds, size, batch_size, training, augment, seed, drop_remainder,
                    num_parallel_calls, det)

@@ -27,6 +27,17 @@ from keras_mld.models.tresnet.tresnet import tresnet
 PREFIX = "head.decoder."
 
 
+def _load_decoder_layers(loader, head, p):
+    """The official ``TransformerDecoderLayerOptimal`` weights under ``{p}layers.{i}.``."""
+    for i, layer in enumerate(head.decoder_layers):
+        q = f"{p}layers.{i}."
+        loader.mha(layer.attention, q + "multihead_attn", head.embed_dim, head.num_heads)
+        for name in ("linear1", "linear2"):
+            loader.dense(getattr(layer, name), q + name)
+        for name in ("norm1", "norm2", "norm3"):
+            loader.layer_norm(getattr(layer, name), q + name)
+
+
 def infer_head_config(state, prefix=PREFIX):
     """``{"num_classes", "num_groups", "embed_dim", "ff_dim", "num_layers", "in_features"}``
     of an official ML-Decoder head in ``state``."""
@@ -79,13 +90,7 @@ def load_ml_decoder_weights(head, state, prefix=PREFIX, allow_nonfinite=False):
     loader.dense(head.embed, p + "embed_standart")
     loader.assign(head.queries.queries, loader.get(p + "query_embed.weight"),
                   p + "query_embed.weight")
-    for i, layer in enumerate(head.decoder_layers):
-        q = f"{p}layers.{i}."
-        loader.mha(layer.attention, q + "multihead_attn", head.embed_dim, head.num_heads)
-        for name in ("linear1", "linear2"):
-            loader.dense(getattr(layer, name), q + name)
-        for name in ("norm1", "norm2", "norm3"):
-            loader.layer_norm(getattr(layer, name), q + name)
+    _load_decoder_layers(loader, head, p)
     loader.assign(head.group_dense.kernel, loader.get(p + "duplicate_pooling"),
                   p + "duplicate_pooling")
     loader.assign(head.group_dense.bias, loader.get(p + "duplicate_pooling_bias"),
@@ -114,13 +119,7 @@ def load_zsl_ml_decoder_weights(head, state, prefix="head.", allow_nonfinite=Fal
     p = prefix + "decoder."
     loader.dense(head.word_queries.projection, prefix + "wordvec_proj")
     loader.dense(head.embed, p + "embed_standart")
-    for i, layer in enumerate(head.decoder_layers):
-        q = f"{p}layers.{i}."
-        loader.mha(layer.attention, q + "multihead_attn", head.embed_dim, head.num_heads)
-        for name in ("linear1", "linear2"):
-            loader.dense(getattr(layer, name), q + name)
-        for name in ("norm1", "norm2", "norm3"):
-            loader.layer_norm(getattr(layer, name), q + name)
+    _load_decoder_layers(loader, head, p)
     pool = loader.get(p + "duplicate_pooling")
     if pool.ndim != 2 or pool.shape[1] != 1:
         raise ValueError(f"checkpoint: {p}duplicate_pooling has shape {pool.shape}; the "
