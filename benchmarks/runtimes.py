@@ -19,7 +19,9 @@ options and ``compile_config`` the export recorded, ``--rounds`` times round-rob
 load from other jobs on the machine falls on all runtimes alike. Per round: ``--warmup``
 untimed calls, then ``--reps`` timed calls on the same ``[batch, H, W, 3]`` batch; img/s =
 batch / median call time; the table gives the median over rounds and the ratio to
-TensorFlow. With ``--data`` each process also scores the whole validation set, and the
+TensorFlow. ``--busy N`` keeps N processes spinning on the CPU during the timings (a
+machine whose cores other jobs share, made reproducible). With ``--data`` each process
+also scores the whole validation set, and the
 table gives its mAP (``keras_mld.metrics.mean_average_precision``) next to the mAP the
 export recorded in its metadata.
 """
@@ -111,6 +113,9 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--busy", type=int, default=0,
+                   help="processes spinning on the CPU during the timings (a machine whose "
+                        "cores other jobs share, made reproducible)")
     p.add_argument("--markdown", help="append the table to this file")
     return p.parse_args(argv)
 
@@ -123,6 +128,31 @@ NAMES = {"tensorflow": "TensorFlow SavedModel f32 (`serving_default`)",
          "onnxruntime-int8": "ONNX Runtime int8 (QDQ)",
          "openvino-f32": "OpenVINO CPU f32", "openvino-bf16": "OpenVINO CPU bf16",
          "openvino-int8": "OpenVINO CPU int8 (NNCF)"}
+
+
+def time_all(args, paths, tmp, env, with_scores):
+    """``--rounds`` round-robin rounds over :data:`RUNTIMES`, each file in a fresh child:
+    ``(medians per runtime, validation scores per runtime, load averages seen)``."""
+    import numpy as np
+
+    medians = {r: [] for r in RUNTIMES}
+    scores = {}
+    load = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for runtime in RUNTIMES:
+            out = os.path.join(tmp, f"{runtime}.npy")
+            proc = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "time", runtime,
+                 paths[runtime], os.path.join(tmp, "x.npy"), str(args.warmup),
+                 str(args.reps), out], capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{runtime}: {proc.stderr[-2000:]}")
+            medians[runtime].append(json.loads(proc.stdout.strip().splitlines()[-1])
+                                    ["median_s"])
+            if with_scores:
+                scores[runtime] = np.load(out)
+            load.append(os.getloadavg()[0])
+    return medians, scores, load
 
 
 def main(argv=None):
@@ -190,26 +220,19 @@ def main(argv=None):
         np.save(os.path.join(tmp, "x.npy"), x.astype(np.float32))
         if val_x is not None:
             np.save(os.path.join(tmp, "val.npy"), val_x.astype(np.float32))
-        medians = {r: [] for r in RUNTIMES}
-        scores = {}
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        for _ in range(args.rounds):
-            for runtime in RUNTIMES:
-                out = os.path.join(tmp, f"{runtime}.npy")
-                proc = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), "time", runtime,
-                     paths[runtime], os.path.join(tmp, "x.npy"), str(args.warmup),
-                     str(args.reps), out], capture_output=True, text=True, env=env)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{runtime}: {proc.stderr[-2000:]}")
-                medians[runtime].append(json.loads(proc.stdout.strip().splitlines()[-1])
-                                        ["median_s"])
-                if val_x is not None:
-                    scores[runtime] = np.load(out)
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(args.busy)]
+        try:
+            medians, scores, load = time_all(args, paths, tmp, env, val_x is not None)
+        finally:
+            for proc in busy:
+                proc.kill()
     cores = len(os.sched_getaffinity(0))
     rate = {r: args.batch / statistics.median(v) for r, v in medians.items()}
+    shared = f", {args.busy} busy processes" if args.busy else ""
     lines = [f"### Runtimes on CPU: {title}, {height}px, N={len(labels)}, batch {args.batch}, "
-             f"{cores} CPU cores (shared)", "",
+             f"{cores} CPU cores{shared}", "",
              "| runtime | img/s | ratio to TF | mAP (this run) | mAP recorded in the file "
              "(drop vs f32, points) | max abs score diff vs TF |", "|---|---|---|---|---|---|"]
     for r in RUNTIMES:
@@ -226,7 +249,10 @@ def main(argv=None):
                      f"| {rec} | {diff} |")
     lines += ["", "Export time: " + ", ".join(f"{k} {v:.0f} s" for k, v in export_s.items())
               + f". Medians of {args.reps} calls per round, {args.rounds} rounds round-robin, "
-              "each runtime in its own fresh process."]
+              "each runtime in its own fresh process. Load average (1 min) during the "
+              f"timings: {min(load):.1f}-{max(load):.1f} on {cores} cores"
+              + (f", with {args.busy} processes spinning beside them (--busy)"
+                 if args.busy else "") + "."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:

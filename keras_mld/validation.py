@@ -125,6 +125,29 @@ def check_divisible(owner, name, value, divisor, divisor_name=None):
     return value
 
 
+def check_token_width(owner, input_name, input_shape, width, width_name, projected,
+                      projection_hint, num_heads):
+    """The attention width of a transformer head over ``input_shape`` (``[B, H, W, C]`` or
+    ``[B, T, C]``, ``C`` known): ``width``, or ``C`` when ``width`` is None; it must equal
+    ``C`` unless the head projects its input (``projected``; ``projection_hint`` says how to
+    ask for it) and be divisible by ``num_heads``."""
+    if len(input_shape) not in (3, 4):
+        raise ValueError(f"{owner}: {input_name} must have rank 4 [batch, height, width, "
+                         f"channels] or rank 3 [batch, tokens, channels], got shape "
+                         f"{tuple(input_shape)}")
+    c = input_shape[-1]
+    if c is None:
+        raise ValueError(f"{owner}: the channel dimension of {input_name} must be known, got "
+                         f"shape {tuple(input_shape)}")
+    d = c if width is None else width
+    if not projected and d != c:
+        raise ValueError(f"{owner}: {width_name}={d} differs from the channels of "
+                         f"{input_name} ({c}): pass {projection_hint} or {width_name}=None")
+    check_divisible(owner, f"{width_name} (None: the channels of {input_name})", d, num_heads,
+                    "num_heads")
+    return int(d)
+
+
 def check_float_array(owner, name, value, ndim):
     """A finite, non-empty float32 numpy array of rank ``ndim`` (from anything array-like:
     lists, numpy arrays, TensorFlow or JAX tensors)."""

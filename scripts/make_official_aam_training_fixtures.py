@@ -68,44 +68,14 @@ import numpy as np
 import torch
 import yaml
 
+from official_source import load_defs, load_methods, parse
+
 EMA_DECAY, STEPS_PER_EPOCH, BATCH, CLASSES, SIZE = 0.9, 2, 8, 10, 32
 CONFIG = "configs/EfficientNetV2_small_mld.yml"
 # validation scores for the early-stopping comparison: a drop during the warm-up (which
 # would stop a rule that counts from the start), a rise, then a plateau
 SCORES = [0.30, 0.29, 0.28, 0.27, 0.26, 0.25, 0.24, 0.23, 0.22, 0.50, 0.60, 0.65, 0.66,
           0.655, 0.66, 0.64, 0.62, 0.62, 0.61, 0.60, 0.60, 0.59]
-
-
-def _parse(path):
-    with open(path, encoding="utf-8") as f:
-        return ast.parse(f.read(), path)
-
-
-def _load_defs(path, names, namespace):
-    """Executes the top-level definitions ``names`` of the official file ``path``."""
-    tree = _parse(path)
-    nodes = [n for n in tree.body if getattr(n, "name", None) in names
-             or (isinstance(n, ast.Assign) and any(getattr(t, "id", None) in names
-                                                  for t in n.targets))]
-    found = {getattr(n, "name", None) for n in nodes} | {
-        t.id for n in nodes if isinstance(n, ast.Assign) for t in n.targets}
-    missing = set(names) - found
-    if missing:
-        raise SystemExit(f"{path}: no {sorted(missing)}")
-    exec(compile(ast.Module(body=nodes, type_ignores=[]), path, "exec"), namespace)
-    return namespace
-
-
-def _load_methods(path, cls, names, namespace):
-    """The methods ``names`` of class ``cls`` in ``path``, as plain functions."""
-    tree = _parse(path)
-    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
-    nodes = [n for n in body if isinstance(n, ast.FunctionDef) and n.name in names]
-    if {n.name for n in nodes} != set(names):
-        raise SystemExit(f"{path}: {cls} lacks {sorted(set(names) - {n.name for n in nodes})}")
-    ns = dict(namespace)
-    exec(compile(ast.Module(body=nodes, type_ignores=[]), path, "exec"), ns)
-    return {name: ns[name] for name in names}
 
 
 class Tiny(torch.nn.Module):
@@ -157,18 +127,18 @@ def main():
           "optim": torch.optim, "_LRScheduler": _LRScheduler,
           "Parameter": torch.nn.Parameter, "F": torch.nn.functional,
           "deepcopy": __import__("copy").deepcopy, "np": np}
-    _load_defs(path("torchreid/optim/sam.py"), ["SAM"], ns)
+    load_defs(path("torchreid/optim/sam.py"), ["SAM"], ns)
     ns.update(RAdam=None, get_compression_parameter=lambda: None,
               get_model_attr=lambda model, attr: getattr(model, attr))
-    _load_defs(path("torchreid/optim/optimizer.py"),
-               ["AVAI_OPTIMS", "build_optimizer", "_build_optim"], ns)
-    _load_defs(path("torchreid/optim/lr_scheduler.py"),
-               ["AVAI_SCH", "build_lr_scheduler", "_build_scheduler", "CosineAnnealingCycleRestart",
-                "WarmupScheduler", "ReduceLROnPlateauV2", "OneCycleLR"], ns)
-    _load_defs(path("torchreid/losses/asl.py"), ["AMBinaryLoss", "filter_input",
-                                                 "label_smoothing"], ns)
-    _load_defs(path("torchreid/losses/am_softmax.py"), ["AngleSimpleLinear"], ns)
-    tt = _parse(path("torchreid/utils/torchtools.py"))
+    load_defs(path("torchreid/optim/optimizer.py"),
+              ["AVAI_OPTIMS", "build_optimizer", "_build_optim"], ns)
+    load_defs(path("torchreid/optim/lr_scheduler.py"),
+              ["AVAI_SCH", "build_lr_scheduler", "_build_scheduler", "CosineAnnealingCycleRestart",
+               "WarmupScheduler", "ReduceLROnPlateauV2", "OneCycleLR"], ns)
+    load_defs(path("torchreid/losses/asl.py"), ["AMBinaryLoss", "filter_input",
+                                                "label_smoothing"], ns)
+    load_defs(path("torchreid/losses/am_softmax.py"), ["AngleSimpleLinear"], ns)
+    tt = parse(path("torchreid/utils/torchtools.py"))
     ema_cls = [n for n in tt.body if getattr(n, "name", None) == "ModelEmaV2"]
     exec(compile(ast.Module(body=ema_cls, type_ignores=[]), "torchtools.py", "exec"), ns)
 
@@ -207,9 +177,9 @@ def main():
     metrics = types.SimpleNamespace(accuracy_multilabel=lambda logits, targets: torch.tensor(0.))
     eng_ns = {**ns, "torch": torch, "autocast": autocast, "metrics": metrics, "SAM": ns["SAM"]}
     ml_path = path("torchreid/engine/image/multilabel.py")
-    methods = _load_methods(ml_path, "MultilabelEngine",
-                            ["forward_backward", "_forward_model", "_single_model_losses",
-                             "exit_on_plateau_and_choose_best", "ema_smooth"], eng_ns)
+    methods = load_methods(ml_path, "MultilabelEngine",
+                           ["forward_backward", "_forward_model", "_single_model_losses",
+                            "exit_on_plateau_and_choose_best", "ema_smooth"], eng_ns)
 
     class Engine:  # the attributes MultilabelEngine.__init__ / Engine.__init__ set
         pass

@@ -56,7 +56,6 @@ the last step), ``x`` [S, B, H, W, 3] NHWC and ``y`` [S, B, N] (the fixed batche
 ``loss`` [steps] and ``lr`` [steps], and a JSON ``config``.
 """
 import argparse
-import ast
 import contextlib
 import json
 import os
@@ -67,6 +66,8 @@ import types
 import numpy as np
 import torch
 
+from official_source import load_defs
+
 LR, EMA_DECAY, STEPS_PER_EPOCH, BATCH, CLASSES, GROUPS, SIZE = 1e-4, 0.9, 2, 8, 10, 4, 32
 EPOCHS = 40  # hard-coded in the official train_multi_label_coco and train_multi_label_zsl
 ZSL_SIZE, ZSL_FF, ZSL_TEST_LABELS = 16, 64, 12
@@ -75,18 +76,6 @@ ZSL_SIZE, ZSL_FF, ZSL_TEST_LABELS = 16, 64, 12
 # differently in the two frameworks, and that unit's 17 weights part by 1e-2 of the update
 # (every loss still within 1e-4); seed 1 has no such tie.
 ZSL_SEED = int(os.environ.get("ZSL_SEED", 1))
-
-
-def _load_defs(path, names, namespace):
-    """Executes the top-level definitions ``names`` of the official file ``path``."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    nodes = [n for n in tree.body if getattr(n, "name", None) in names]
-    missing = set(names) - {n.name for n in nodes}
-    if missing:
-        raise SystemExit(f"{path}: no {sorted(missing)}")
-    exec(compile(ast.Module(body=nodes, type_ignores=[]), path, "exec"), namespace)
-    return namespace
 
 
 def _drop_causal_kwargs(layer):
@@ -164,9 +153,9 @@ def main():
             losses.append(float(loss))
             return loss
 
-    helpers = _load_defs(os.path.join(root, "src_files/helper_functions/helper_functions.py"),
-                         ["ModelEma", "add_weight_decay", "update_wordvecs"], {"torch": torch,
-                                                            "deepcopy": __import__("copy").deepcopy})
+    helpers = load_defs(os.path.join(root, "src_files/helper_functions/helper_functions.py"),
+                        ["ModelEma", "add_weight_decay", "update_wordvecs"], {"torch": torch,
+                                                           "deepcopy": __import__("copy").deepcopy})
 
     def model_ema(m, decay):
         return helpers["ModelEma"](m, EMA_DECAY)
@@ -195,7 +184,7 @@ def main():
           "update_wordvecs": helpers["update_wordvecs"]}
     official, function = ("train_zsl_nus.py", "train_multi_label_zsl") if zsl else \
         ("train.py", "train_multi_label_coco")
-    _load_defs(os.path.join(root, official), [function], ns)
+    load_defs(os.path.join(root, official), [function], ns)
     torch.Tensor.cuda = lambda self, *a, **kw: self
     torch.optim.Adam.step = step
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):

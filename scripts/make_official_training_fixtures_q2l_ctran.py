@@ -69,22 +69,11 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_official_fixtures_q2l_ctran as forward_fixtures  # noqa: E402
+from official_source import load_defs  # noqa: E402
 
 Q2L_COMMIT = forward_fixtures.Q2L_COMMIT
 CTRAN_COMMIT = forward_fixtures.CTRAN_COMMIT
 BATCH, SIZE, CLASSES, STEPS = 8, 32, 10, 2
-
-
-def _load_defs(path, names, namespace):
-    """Executes the top-level definitions ``names`` of the official file ``path``."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    nodes = [n for n in tree.body if getattr(n, "name", None) in names]
-    missing = set(names) - {n.name for n in nodes}
-    if missing:
-        raise SystemExit(f"{path}: no {sorted(missing)}")
-    exec(compile(ast.Module(body=nodes, type_ignores=[]), path, "exec"), namespace)
-    return namespace
 
 
 def _state(module):
@@ -153,10 +142,10 @@ class DDP(nn.Module):
 
 
 def _q2l_model(root, q2l, args, calibration):
-    bb = _load_defs(os.path.join(root, "lib/models/backbone.py"),
-                    ["FrozenBatchNorm2d", "BackboneBase", "Joiner"],
-                    {"torch": torch, "nn": nn, "Tensor": torch.Tensor, "Dict": dict,
-                     "List": list, "IntermediateLayerGetter": IntermediateLayerGetter})
+    bb = load_defs(os.path.join(root, "lib/models/backbone.py"),
+                   ["FrozenBatchNorm2d", "BackboneBase", "Joiner"],
+                   {"torch": torch, "nn": nn, "Tensor": torch.Tensor, "Dict": dict,
+                    "List": list, "IntermediateLayerGetter": IntermediateLayerGetter})
     frozen_bn = bb["FrozenBatchNorm2d"]
 
     def block(cin, cout, stride):
@@ -255,9 +244,9 @@ def run_q2l(root, model_factory, args, loader, maps, record):
           "SummaryWriter": lambda **k: types.SimpleNamespace(add_scalar=lambda *a: None,
                                                              close=lambda: None),
           "best_mAP": 0, "List": list}
-    _load_defs(os.path.join(root, "main_mlc.py"),
-               ["main_worker", "train", "ModelEma", "add_weight_decay", "AverageMeter",
-                "AverageMeterHMS", "ProgressMeter", "kill_process"], ns)
+    load_defs(os.path.join(root, "main_mlc.py"),
+              ["main_worker", "train", "ModelEma", "add_weight_decay", "AverageMeter",
+               "AverageMeterHMS", "ProgressMeter", "kill_process"], ns)
     real_step = torch.optim.AdamW.step
 
     def step(self, *a, **kw):  # records the lr and beta1 each update uses
@@ -418,10 +407,10 @@ def make_ctran(root, out):
             states["final"] = _state(model)
             return 0, 0
 
-    run_epoch = _load_defs(os.path.join(root, "run_epoch.py"), ["run_epoch"],
-                           {"torch": torch, "F": torch.nn.functional,
-                            "tqdm": lambda data, **kw: data,
-                            "custom_replace": sys.modules["models.utils"].custom_replace})
+    run_epoch = load_defs(os.path.join(root, "run_epoch.py"), ["run_epoch"],
+                          {"torch": torch, "F": torch.nn.functional,
+                           "tqdm": lambda data, **kw: data,
+                           "custom_replace": sys.modules["models.utils"].custom_replace})
     ns = {"torch": torch, "nn": nn, "np": np, "math": math, "argparse": argparse,
           "get_args": lambda parser: args,
           "get_data": lambda a: (train, valid, None),

@@ -85,6 +85,24 @@ def test_check_divisible_names_both_arguments_or_the_constant():
         v.check_divisible("L", "num_channels", 6, 4)
 
 
+def test_check_token_width_takes_the_channels_or_a_projected_width():
+    args = ("hidden_dim", False, "keep_input_proj=True", 2)
+    assert v.check_token_width("H", "inputs", (None, 4, 4, 8), None, *args) == 8
+    assert v.check_token_width("H", "inputs", (None, 16, 8), 8, *args) == 8
+    assert v.check_token_width("H", "inputs", (None, 16, 6), 8, "hidden_dim", True, "-", 2) == 8
+    for shape, width, match in (
+            ((None, 8), None, "H: inputs must have rank 4 .* got shape \\(None, 8\\)"),
+            ((None, 4, 4, None), None, "channel dimension of inputs must be known"),
+            ((None, 16, 6), 8, "hidden_dim=8 differs from the channels of inputs \\(6\\): "
+                               "pass keep_input_proj=True or hidden_dim=None"),
+            ((None, 16, 3), None, "hidden_dim \\(None: the channels of inputs\\) must be "
+                                  "divisible by num_heads, got .*=3, num_heads=2")):
+        with pytest.raises(ValueError, match=match):
+            v.check_token_width("H", "inputs", shape, width, *args)
+    assert v.check_token_width("H", "inputs", (None, 16, 3), None, "hidden_dim", False, "-",
+                               3) == 3
+
+
 @pytest.mark.parametrize("cls, kwargs", [
     ("Query2LabelHead", dict(
         num_classes=np.int64(4), hidden_dim=np.int32(8), num_heads=np.int64(2),

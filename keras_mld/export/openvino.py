@@ -16,8 +16,8 @@ the model and are overridden: ``save_model`` compresses weights to float16 by de
 (here ``compress_to_fp16=False``), and the CPU plugin runs in bfloat16 on CPUs with
 AVX512-BF16/AMX (measured: ML-Decoder scores off by 2e-3, logits by 1e-2), a hint
 ``compile_model`` does not take from the IR. Compile with
-``{"INFERENCE_PRECISION_HINT": "f32"}``
-(:data:`COMPILE_CONFIG`; also written into the IR's ``rt_info`` under
+``{"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": "NO"}``
+(:data:`COMPILE_CONFIG`: f32, and threads not pinned to cores; also written into the IR's ``rt_info`` under
 ``keras_mld/compile_config`` for deployment tools to read). With ``verify=True`` (default)
 OpenVINO, compiled so, must reproduce TensorFlow's scores to 1e-4 on a sample batch before
 the directory is renamed into place.
@@ -39,10 +39,16 @@ from keras_mld.export.precision import (DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_MA
 from keras_mld.untrusted import parse_json
 
 XML, BIN = "model.xml", "model.bin"
-COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+# Threads not pinned to cores: the CPU plugin pins its threads by default, and where other
+# processes share the cores a pinned thread waits for its core instead of moving to a free
+# one. Measured (BENCHMARKS.md, "Reduced precision"): the demo's int8 model, 2 cores with 2
+# other processes spinning, 3,600 img/s unpinned vs 1,410 pinned (6,150 vs 6,110 alone).
+UNPINNED = {"ENABLE_CPU_PINNING": "NO"}
+COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", **UNPINNED}
 # the compile configuration each precision is exported (and measured) with: an int8 IR
 # runs its quantised ops in int8 and keeps every other op in f32
-COMPILE_CONFIGS = {"f32": COMPILE_CONFIG, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"},
+COMPILE_CONFIGS = {"f32": COMPILE_CONFIG,
+                   "bf16": {"INFERENCE_PRECISION_HINT": "bf16", **UNPINNED},
                    "int8": COMPILE_CONFIG}
 # kept in float in an int8 export (NNCF ignored_scope): none by default.
 # Measured on the demo's trained ML-Decoder (600 validation images): keeping the attention

@@ -105,8 +105,8 @@ def test_recorded_figures_are_what_the_file_computes_without_tensorflow(trained,
         assert 0 < got["max_abs_score_diff"] < 0.5  # reduced precision: not the f32 model
     # bf16: the compile hint is in the IR, the consumer compiles with it (the child did)
     bf16 = ov_meta(paths["ov-bf16"])
-    assert bf16["compile_config"] == {"INFERENCE_PRECISION_HINT": "bf16"}
-    assert bf16["accuracy"]["compile_config"] == {"INFERENCE_PRECISION_HINT": "bf16"}
+    want = {"INFERENCE_PRECISION_HINT": "bf16", "ENABLE_CPU_PINNING": "NO"}
+    assert bf16["compile_config"] == bf16["accuracy"]["compile_config"] == want
     assert bf16["accuracy"]["compiled_inference_precision"] in ("bf16", "f32")
     with open(os.path.join(paths["ov-bf16"], "keras_mld.json"), encoding="utf-8") as f:
         sidecar = json.load(f)

@@ -29,8 +29,6 @@ Checked:
 No parameter of the tiny model has an exactly-zero gradient (the convolutions have no
 bias before their training-mode BatchNorm), so nothing is excluded.
 """
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -40,18 +38,11 @@ from keras_mld.layers import CosineDense
 from keras_mld.recipes import load_recipe
 from keras_mld.training.callbacks import EarlyStoppingRule
 from keras_mld.training.fit import fit
-from tests.support.official import FIXTURES
+from tests.support.official_training import (StepRecord, StopAfter, assert_update_close,
+                                             biased_variance, initial_variance_left,
+                                             load_training_fixture)
 
 KINDS = ("init", "first", "first_ema", "final", "ema")
-
-
-def _fixture():
-    with np.load(FIXTURES / "train_aam_coco.npz") as z:
-        data = {k: z[k] for k in z.files}
-    config = json.loads(str(data.pop("config")))
-    states = {kind: {k[len(kind) + 1:]: v for k, v in data.items() if k.startswith(kind + "/")}
-              for kind in KINDS}
-    return config, data, states
 
 
 def _model(config):
@@ -94,19 +85,9 @@ def _values(model):
     return out
 
 
-class _StopAfter(keras.callbacks.Callback):
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= self.epochs:
-            self.model.stop_training = True
-
-
 def test_recipe_is_the_released_config():
     """The recipe's numbers are the official config's (as the fixture script read them)."""
-    config, _, _ = _fixture()
+    config, _, _ = load_training_fixture("aam_coco", ())
     for name in ("aam_coco", "aam_voc", "aam_nus_wide", "aam_vg500"):
         t = load_recipe(name)["train"]
         assert (t["lr"], t["weight_decay"], t["epochs"], t["pct_start"], t["final_div_factor"],
@@ -123,7 +104,7 @@ def test_recipe_is_the_released_config():
 
 
 def _check(tmp_path, epochs_run, final_key, ema_key):
-    config, data, states = _fixture()
+    config, data, states = load_training_fixture("aam_coco", KINDS)
     model = _model(config)
     _load(model, states["init"])
     init = _values(model)
@@ -132,40 +113,23 @@ def _check(tmp_path, epochs_run, final_key, ema_key):
     recipe.update(ema_momentum=config["ema_decay"], metrics=[], tensorboard=False,
                   jit_compile=keras.backend.backend() == "jax")
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
-    running = []
-    record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: running.append((batch, float(logs["loss"]))))
+    record = StepRecord()
     history = fit(model, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0,
-                  callbacks=[record, _StopAfter(epochs_run)])
+                  callbacks=[record, StopAfter(epochs_run)])
     steps = epochs_run * config["steps_per_epoch"]
-
-    losses, prev = [], 0.0  # Keras logs the running mean of the epoch's losses: undo it
-    for batch, mean in running:
-        losses.append((batch + 1) * mean - batch * (prev if batch else 0.0))
-        prev = mean
-    np.testing.assert_allclose(losses, data["loss"][:steps], rtol=1e-4)
+    np.testing.assert_allclose(record.losses(), data["loss"][:steps], rtol=1e-4)
 
     got = {"final": _values(model)}
     with history.ema.swapped():
         got["ema"] = _values(model)
-    ref = {"final": states[final_key], "ema": states[ema_key]}
-
     n = {8: 8 * 16 * 16, 16: 8 * 8 * 8}  # B * H * W per BatchNorm (channels -> n)
-    m, d = 0.1, config["ema_decay"]
-    # two moving-statistics updates per step (both SAM passes); the EMA follows each step
-    c_final = (1 - m) ** (2 * steps)
-    c_ema = d ** steps + sum((1 - d) * d ** (steps - k) * (1 - m) ** (2 * k)
-                             for k in range(1, steps + 1))
-    for kind, c in (("final", c_final), ("ema", c_ema)):
-        for key, keras_v in got[kind].items():
-            torch_v, start = ref[kind][key], init[key]
-            if key.endswith("running_var"):
-                torch_v = c + (torch_v - c) * (n[start.size] - 1) / n[start.size]
-            size = np.abs(torch_v - start).max()
-            assert size > 0, f"{kind} {key}: the official run did not move it"
-            ulps = 2 * np.finfo(np.float32).eps * np.abs(torch_v).max()
-            np.testing.assert_allclose(keras_v, torch_v, rtol=0, atol=1e-3 * size + ulps,
-                                       err_msg=f"{kind} {key}")
+    for kind, key in (("final", final_key), ("ema", ema_key)):
+        # two moving-statistics updates per step (both SAM passes); the EMA follows each step
+        left = initial_variance_left(steps, updates_per_step=2,
+                                     ema_decay=config["ema_decay"] if kind == "ema" else None)
+        ref = {name: states[key][name] for name in got[kind]}
+        assert_update_close(got[kind], ref, init, steps, config["lr"], kind,
+                            bn_correction=biased_variance(n, left))
 
 
 def test_aam_recipe_matches_official_loop(tmp_path):
@@ -177,7 +141,7 @@ def test_aam_early_stopping_matches_official():
     """The official stop epoch on the fixture's scores (warm-up flags of the official run)."""
     from keras_mld.training.fit import onecycle_warmup_epochs
 
-    config, data, _ = _fixture()
+    config, data, _ = load_training_fixture("aam_coco", ())
     recipe = {**load_recipe("aam_coco")["train"]}
     warmup = onecycle_warmup_epochs(recipe, config["steps_per_epoch"])
     flags = data["warmup_finished"]
@@ -203,7 +167,7 @@ def test_aam_recipe_first_epoch(tmp_path):
 
 
 def test_aam_options_refuse_bad_combinations(tmp_path):
-    config, data, _ = _fixture()
+    config, data, _ = load_training_fixture("aam_coco", ())
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
     base = {**load_recipe("aam_coco")["train"], "metrics": [], "tensorboard": False}
     for change, match in (({"optimizer": "sgd", "ema_mode": "optimizer", "cycle_momentum": False},

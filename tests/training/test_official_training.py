@@ -29,8 +29,6 @@ checks that they stay within ``steps * max_lr`` of their start. (The same holds 
 convolution bias before a training-mode BatchNorm, which is why the tiny model's
 convolutions have none: such a bias would also shift the moving means.)
 """
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -40,16 +38,11 @@ from keras_mld.layers import MLDecoder, ZSLMLDecoder
 from keras_mld.models.ml_decoder.convert import load_ml_decoder_weights, load_zsl_ml_decoder_weights
 from keras_mld.recipes import load_recipe
 from keras_mld.training.fit import fit
-from tests.support.official import FIXTURES
+from tests.support.official_training import (StepRecord, StopAfter, assert_update_close,
+                                             biased_variance, float_values,
+                                             initial_variance_left, load_training_fixture)
 
-
-def _fixture(setting="coco"):
-    with np.load(FIXTURES / f"train_mldecoder_{setting}.npz") as z:
-        data = {k: z[k] for k in z.files}
-    config = json.loads(str(data.pop("config")))
-    states = {kind: {k[len(kind) + 1:]: v for k, v in data.items() if k.startswith(kind + "/")}
-              for kind in ("init", "first", "first_ema", "final", "ema")}
-    return config, data, states
+KINDS = ("init", "first", "first_ema", "final", "ema")
 
 
 def _model(config):
@@ -88,86 +81,39 @@ def _load(model, state):
         load_ml_decoder_weights(model.layers[-1], state, prefix="head.decoder.")
 
 
-def _zero_gradient(path):
-    """The attention key biases: softmax ignores them."""
-    return "key" in path and path.endswith("bias")
-
-
-def _values(model):
-    return {v.path: keras.ops.convert_to_numpy(v) for v in model.variables
-            if "float" in str(v.dtype)}
-
-
-class _StopAfter(keras.callbacks.Callback):
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= self.epochs:
-            self.model.stop_training = True
-
-
 def _check(tmp_path, epochs_run, final_key, ema_key, setting="coco"):
-    config, data, states = _fixture(setting)
+    config, data, states = load_training_fixture(f"mldecoder_{setting}", KINDS)
     config["wordvecs_train"] = data.get("wordvecs_train")
     model = _model(config)
     _load(model, states["init"])
-    init = _values(model)
+    init = float_values(model)
 
     recipe = dict(load_recipe(f"mldecoder_{setting}")["train"])
     recipe.update(epochs=config["epochs"], lr=config["lr"], ema_momentum=config["ema_decay"],
                   metrics=[], tensorboard=False, mixed_precision="float32",
                   jit_compile=keras.backend.backend() == "jax")  # JAX: eager is slower
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
-    running = []
-    record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: running.append((batch, float(logs["loss"]))))
+    record = StepRecord()
     history = fit(model, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0,
-                  callbacks=[record, _StopAfter(epochs_run)])
+                  callbacks=[record, StopAfter(epochs_run)])
     steps = epochs_run * config["steps_per_epoch"]
+    np.testing.assert_allclose(record.losses(), data["loss"][:steps], rtol=1e-4)
 
-    # Keras logs the running mean of the epoch's losses: undo it
-    losses, prev = [], 0.0
-    for batch, mean in running:
-        losses.append((batch + 1) * mean - batch * (prev if batch else 0.0))
-        prev = mean
-    np.testing.assert_allclose(losses, data["loss"][:steps], rtol=1e-4)
-
-    ref = {}
+    got = {"final": float_values(model)}
+    with history.ema.swapped():
+        got["ema"] = float_values(model)
+    b, side = config["batch"], config["size"]
+    n = {8: b * (side // 2) ** 2, 16: b * (side // 4) ** 2}  # B * H * W per BatchNorm
     for kind, key in (("final", final_key), ("ema", ema_key)):
         twin = _model(config)
         _load(twin, states[key])
-        ref[kind] = _values(twin)
-    got = {"final": _values(model)}
-    with history.ema.swapped():
-        got["ema"] = _values(model)
-    assert len(got["final"]) == len(ref["final"]) == len(init)
-
-    b, side = config["batch"], config["size"]
-    n = {8: b * (side // 2) ** 2, 16: b * (side // 4) ** 2}  # B * H * W per BatchNorm
-    m, d = 0.1, config["ema_decay"]
-    c_final = (1 - m) ** steps
-    c_ema = d ** steps + sum((1 - d) * d ** (steps - k) * (1 - m) ** k
-                             for k in range(1, steps + 1))
-    max_lr = config["lr"]
-    for kind, c in (("final", c_final), ("ema", c_ema)):
-        for (path, keras_v), torch_v in zip(got[kind].items(), ref[kind].values()):
-            start = init[path]
-            if path.endswith("moving_variance"):
-                torch_v = c + (torch_v - c) * (n[start.size] - 1) / n[start.size]
-            if _zero_gradient(path):
-                assert np.abs(keras_v - start).max() <= steps * max_lr, path
-                continue
-            size = np.abs(torch_v - start).max()
-            if path.endswith(("queries/queries", "label_set")):  # frozen (requires_grad
-                # False) / the word vectors (no weight in torch, set by update_wordvecs); the EMA
-                np.testing.assert_allclose(keras_v, start, rtol=1e-6)  # rounds d*e+(1-d)*e
-                continue
-            assert size > 0, f"{kind} {path}: the official run did not move it"
-            ulps = 2 * np.finfo(np.float32).eps * np.abs(torch_v).max()  # the weights' rounding
-            np.testing.assert_allclose(keras_v, torch_v, rtol=0, atol=1e-3 * size + ulps,
-                                       err_msg=f"{kind} {path}")
+        left = initial_variance_left(steps, ema_decay=config["ema_decay"] if kind == "ema"
+                                     else None)
+        # frozen: the queries (requires_grad False) and the word vectors (no weight in
+        # torch, set by update_wordvecs)
+        assert_update_close(got[kind], float_values(twin), init, steps, config["lr"], kind,
+                            frozen=("queries/queries", "label_set"),
+                            bn_correction=biased_variance(n, left))
 
 
 def test_mldecoder_coco_recipe_matches_official_loop(tmp_path):

@@ -28,7 +28,6 @@ Query2Label's early stop: the official loop was also run with scripted (regular,
 mAPs; :class:`Query2LabelEarlyStopping` must stop at the same epochs. The first epoch of
 each comparison also runs on JAX (``tests/test_jax_backend.py``).
 """
-import json
 import types
 
 import keras
@@ -42,58 +41,15 @@ from keras_mld.models.query2label.convert import load_query2label_state_dict
 from keras_mld.recipes import load_recipe
 from keras_mld.training.query2label_stop import Query2LabelEarlyStopping, Query2LabelStopRule
 from keras_mld.training.fit import fit
-from tests.support.official import FIXTURES
+from tests.support.official_training import (StepRecord, StopAfter, assert_update_close,
+                                             biased_variance, float_values,
+                                             initial_variance_left, load_training_fixture)
 
 
 def _fixture(name, kinds):
-    with np.load(FIXTURES / f"train_{name}.npz") as z:
-        data = {k: z[k] for k in z.files}
-    config = json.loads(str(data.pop("config")))
-    states = {kind: {k[len(kind) + 1:].removeprefix("module."): v for k, v in data.items()
-                     if k.startswith(kind + "/")} for kind in kinds}  # module.: the DDP model
+    config, data, states = load_training_fixture(name, kinds)
     data["x"] = data["x"].astype("float32") / 255.0
     return config, data, states
-
-
-def _values(model):
-    return {v.path: keras.ops.convert_to_numpy(v) for v in model.variables
-            if "float" in str(v.dtype)}
-
-
-def _zero_gradient(path):
-    """The attention key biases: softmax ignores them."""
-    return "key" in path and path.endswith("bias")
-
-
-class _StopAfter(keras.callbacks.Callback):
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= self.epochs:
-            self.model.stop_training = True
-
-
-class _Record(keras.callbacks.Callback):
-    """Each step's loss (Keras logs the running mean of the epoch: undone) and lr."""
-
-    def __init__(self):
-        super().__init__()
-        self.running, self.lrs = [], []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.lrs.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.running.append((batch, float(logs["loss"])))
-
-    def losses(self):
-        out, prev = [], 0.0
-        for batch, mean in self.running:
-            out.append((batch + 1) * mean - batch * (prev if batch else 0.0))
-            prev = mean
-        return out
 
 
 def _conv_bn_relu(h, filters, stride, name, trainable_bn=True):
@@ -109,26 +65,6 @@ def _load_conv_bn(model, name, state, conv_key, bn_key):
     for var, key in ((bn.gamma, "weight"), (bn.beta, "bias"), (bn.moving_mean, "running_mean"),
                      (bn.moving_variance, "running_var")):
         var.assign(state[f"{bn_key}.{key}"])
-
-
-def _compare(got, ref, init, steps, max_lr, kind, bn_correction=None, decay=0.0):
-    assert len(got) == len(ref) == len(init)
-    for (path, keras_v), torch_v in zip(got.items(), ref.values()):
-        start = init[path]
-        if path.endswith("moving_variance") and bn_correction is not None:
-            torch_v = bn_correction(start, torch_v)
-        if _zero_gradient(path):
-            bound = steps * max_lr + decay * np.abs(start).max()
-            assert np.abs(keras_v - start).max() <= bound, path
-            continue
-        size = np.abs(torch_v - start).max()
-        ulps = 2 * np.finfo(np.float32).eps * np.abs(torch_v).max()
-        if size == 0:  # frozen: unchanged on both sides (the EMA rounds d*e + (1-d)*e)
-            np.testing.assert_allclose(keras_v, start, rtol=0, atol=ulps,
-                                       err_msg=f"{kind} {path} (frozen)")
-            continue
-        np.testing.assert_allclose(keras_v, torch_v, rtol=0, atol=1e-3 * size + ulps,
-                                   err_msg=f"{kind} {path}")
 
 
 # ------------------------------------------------------------------------- Query2Label
@@ -156,7 +92,7 @@ def _check_q2l(tmp_path, epochs_run, final_key, ema_key):
     config, data, states = _fixture("query2label_coco", ("init", "first", "first_ema", "final",
                                                          "ema"))
     model = _q2l_model(config, states["init"])
-    init = _values(model)
+    init = float_values(model)
 
     recipe = dict(load_recipe("query2label_coco")["train"])
     loss = dict(recipe["loss"], scale=1000.0 / config["classes"])  # the recipe's is 1000 / 80
@@ -165,9 +101,9 @@ def _check_q2l(tmp_path, epochs_run, final_key, ema_key):
                   freeze_layers=["conv1_", "layer1_"],  # the tiny network's names
                   jit_compile=keras.backend.backend() == "jax")
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
-    record = _Record()
+    record = StepRecord()
     history = fit(model, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0,
-                  callbacks=[record, _StopAfter(epochs_run)])
+                  callbacks=[record, StopAfter(epochs_run)])
     steps = epochs_run * config["steps_per_epoch"]
     # the official requires_grad: only layer2's convolution and the head (FrozenBatchNorm2d)
     frozen = [v.path for v in model.non_trainable_variables]
@@ -179,14 +115,16 @@ def _check_q2l(tmp_path, epochs_run, final_key, ema_key):
     np.testing.assert_allclose(beta1, data["beta1"][steps - 1], rtol=1e-5)
     np.testing.assert_allclose(record.losses(), data["loss"][:steps], rtol=1e-4)
 
-    got = {"final": _values(model)}
+    got = {"final": float_values(model)}
     with history.ema.swapped():
-        got["ema"] = _values(model)
+        got["ema"] = float_values(model)
     for kind, key in (("final", final_key), ("ema", ema_key)):
         twin = _q2l_model(config, states["init"])
         _load_q2l(twin, states[key])
-        _compare(got[kind], _values(twin), init, steps, config["lr"], kind,
-                 decay=steps * config["lr"] * config["weight_decay"])
+        # frozen: the stem, layer1 and every BatchNorm (FrozenBatchNorm2d)
+        assert_update_close(got[kind], float_values(twin), init, steps, config["lr"], kind,
+                            frozen=("conv1_", "layer1_", "layer2_bn"),
+                            decay=steps * config["lr"] * config["weight_decay"])
 
 
 def test_query2label_coco_recipe_matches_official_loop(tmp_path):
@@ -255,7 +193,7 @@ def _load_ctran(model, state):
 def _check_ctran(tmp_path, epochs_run, final_key):
     config, data, states = _fixture("ctran_coco", ("init", "first", "final"))
     model = _ctran_model(config, states["init"])
-    init = _values(model)
+    init = float_values(model)
     # label-mask training: the revealed labels are inputs and -1 (skipped) in the targets
     masks, y = data["masks"], data["y"]
     targets = np.where(masks != -1, -1.0, y).astype("float32")
@@ -266,9 +204,9 @@ def _check_ctran(tmp_path, epochs_run, final_key):
     recipe = dict(load_recipe("ctran_coco")["train"])
     recipe.update(epochs=config["epochs"], lr=config["lr"], metrics=[], tensorboard=False,
                   monitor="val_loss", jit_compile=keras.backend.backend() == "jax")
-    record = _Record()
+    record = StepRecord()
     history = fit(model, ds, validation_data=val, recipe=recipe, run_dir=str(tmp_path),
-                  verbose=0, callbacks=[record, _StopAfter(epochs_run)])
+                  verbose=0, callbacks=[record, StopAfter(epochs_run)])
     steps = epochs_run * config["steps_per_epoch"]
     np.testing.assert_allclose(record.lrs, data["lr"][:steps], rtol=1e-6)
     np.testing.assert_allclose(record.losses(), data["loss"][:steps], rtol=1e-4)
@@ -278,13 +216,8 @@ def _check_ctran(tmp_path, epochs_run, final_key):
     twin = _ctran_model(config, states["init"])
     _load_ctran(twin, states[final_key])
     n = {8: 8 * 16 * 16, 16: 8 * 8 * 8}  # B * H * W per BatchNorm (channels -> n)
-    c = 0.9 ** steps  # what the initial moving variance 1 has become
-
-    def unbiased_to_biased(start, torch_v):
-        return c + (torch_v - c) * (n[start.size] - 1) / n[start.size]
-
-    _compare(_values(model), _values(twin), init, steps, config["lr"], "final",
-             bn_correction=unbiased_to_biased)
+    assert_update_close(float_values(model), float_values(twin), init, steps, config["lr"],
+                        "final", bn_correction=biased_variance(n, initial_variance_left(steps)))
 
 
 def test_ctran_coco_recipe_matches_official_loop(tmp_path):

@@ -4,7 +4,8 @@ import numpy as np
 from keras import ops
 
 from keras_mld.layers.transformer import LN_EPS, TransformerEncoderLayer, flatten_tokens
-from keras_mld.validation import check_bool, check_divisible, check_int, check_rate
+from keras_mld.validation import (check_bool, check_divisible, check_int, check_rate,
+                                  check_token_width)
 
 
 @keras.saving.register_keras_serializable(package="keras_mld")
@@ -89,22 +90,9 @@ class CTranHead(keras.layers.Layer):
             check_divisible(name, "embed_dim", self.embed_dim, self.num_heads, "num_heads")
 
     def _check_input(self, input_shape):
-        name = type(self).__name__
-        if len(input_shape) not in (3, 4):
-            raise ValueError(f"{name}: features must have rank 4 [batch, height, width, "
-                             f"channels] or rank 3 [batch, tokens, channels], got shape "
-                             f"{tuple(input_shape)}")
-        c = input_shape[-1]
-        if c is None:
-            raise ValueError(f"{name}: the channel dimension of features must be known, got "
-                             f"shape {tuple(input_shape)}")
-        d = c if self.embed_dim is None else self.embed_dim
-        if not self.input_proj_enabled and d != c:
-            raise ValueError(f"{name}: embed_dim={d} differs from the feature channels {c}: "
-                             f"pass input_proj=True or embed_dim=None")
-        check_divisible(name, "embed_dim (None: the feature channels)", d, self.num_heads,
-                        "num_heads")
-        return int(d)
+        return check_token_width(type(self).__name__, "features", input_shape, self.embed_dim,
+                                 "embed_dim", self.input_proj_enabled, "input_proj=True",
+                                 self.num_heads)
 
     def _check_known(self, shape):
         n = self.num_classes

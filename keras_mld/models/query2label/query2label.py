@@ -14,7 +14,8 @@ from keras_mld.layers.positional import SinePositionalEncoding2D
 from keras_mld.layers.transformer import (LN_EPS, TransformerDecoderLayer,
                                           TransformerEncoderLayer, flatten_tokens)
 from keras_mld.validation import (check_bool, check_divisible, check_int, check_number,
-                                  check_rate)
+                                  check_rate, check_token_width)
+
 
 @keras.saving.register_keras_serializable(package="keras_mld")
 class Query2LabelHead(keras.layers.Layer):
@@ -124,21 +125,10 @@ class Query2LabelHead(keras.layers.Layer):
 
     def _dim(self, input_shape):
         name = type(self).__name__
-        if len(input_shape) not in (3, 4):
-            raise ValueError(f"{name}: inputs must have rank 4 [batch, height, width, channels] "
-                             f"or rank 3 [batch, tokens, channels], got shape "
-                             f"{tuple(input_shape)}")
-        c = input_shape[-1]
-        if c is None:
-            raise ValueError(f"{name}: the channel dimension of inputs must be known, got "
-                             f"shape {tuple(input_shape)}")
-        d = c if self.hidden_dim is None else self.hidden_dim
-        if not self.keep_input_proj and d != c:
-            raise ValueError(f"{name}: hidden_dim={d} differs from the input channels {c}: "
-                             f"pass keep_input_proj=True (a Dense projection to hidden_dim) "
-                             f"or hidden_dim=None")
-        check_divisible(name, "hidden_dim (None: the input channels)", d, self.num_heads,
-                        "num_heads")
+        d = check_token_width(name, "inputs", input_shape, self.hidden_dim, "hidden_dim",
+                              self.keep_input_proj,
+                              "keep_input_proj=True (a Dense projection to hidden_dim)",
+                              self.num_heads)
         if len(input_shape) == 4 and d % 4:
             raise ValueError(f"{name}: hidden_dim must be a multiple of 4 for spatial "
                              f"[B,H,W,C] input (sine positional encoding), got {d}")
