@@ -16,8 +16,8 @@ the model and are overridden: ``save_model`` compresses weights to float16 by de
 (here ``compress_to_fp16=False``), and the CPU plugin runs in bfloat16 on CPUs with
 AVX512-BF16/AMX (measured: ML-Decoder scores off by 2e-3, logits by 1e-2), a hint
 ``compile_model`` does not take from the IR. Compile with
-``{"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": "NO"}``
-(:data:`COMPILE_CONFIG`: f32, and threads not pinned to cores; also written into the IR's ``rt_info`` under
+``{"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": "NO"}`` (:data:`COMPILE_CONFIG`:
+f32, and threads not pinned to cores; also written into the IR's ``rt_info`` under
 ``keras_mld/compile_config`` for deployment tools to read). With ``verify=True`` (default)
 OpenVINO, compiled so, must reproduce TensorFlow's scores to 1e-4 on a sample batch before
 the directory is renamed into place.

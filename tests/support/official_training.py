@@ -77,6 +77,29 @@ class StepRecord(keras.callbacks.Callback):
         return out
 
 
+def fit_epochs(model, dataset, recipe, run_dir, epochs, validation_data=None):
+    """``keras_mld.training.fit`` of ``recipe`` (its ``train`` section) for the first
+    ``epochs`` epochs of its schedule: ``(StepRecord, history)``."""
+    from keras_mld.training.fit import fit
+
+    record = StepRecord()
+    history = fit(model, dataset, validation_data=validation_data, recipe=recipe,
+                  run_dir=str(run_dir), verbose=0, callbacks=[record, StopAfter(epochs)])
+    return record, history
+
+
+def tiny_conv_body(inputs, widths=(8, 16)):
+    """The fixtures' torch body ``(Conv2d(3x3, stride 2, padding 1, no bias), BatchNorm2d,
+    ReLU) x 2`` in Keras (torch's BatchNorm defaults)."""
+    h = inputs
+    for filters in widths:
+        h = keras.layers.ZeroPadding2D(1)(h)  # torch padding=1 (Keras "same" pads 0 / 1)
+        h = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False)(h)
+        h = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(h)
+        h = keras.layers.ReLU()(h)
+    return h
+
+
 def initial_variance_left(steps, momentum=0.1, updates_per_step=1, ema_decay=None):
     """What the initial moving variance 1 has become after ``steps`` steps of
     ``updates_per_step`` BatchNorm updates each; with ``ema_decay``, in the weights' EMA

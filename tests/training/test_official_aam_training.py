@@ -18,7 +18,7 @@ Checked:
   (``max |w_final - w_init|`` per variable) plus 2 float32 ulps of the weights;
 - BatchNorm moving statistics (updated by both SAM passes, twice per step) and their EMA:
   means likewise; variances after the documented correction of
-  ``tests/training/test_official_training.py`` (PyTorch keeps the unbiased batch variance,
+  ``tests/support/official_training.py`` (PyTorch keeps the unbiased batch variance,
   ``n / (n - 1)``): ``torch - c = n / (n - 1) * (keras - c)`` with ``c`` what the initial
   1 has become, here ``(1 - m)^(2t)`` (two updates per step);
 - the early stopping: the official ``exit_on_plateau_and_choose_best``, fed a fixed score
@@ -38,21 +38,16 @@ from keras_mld.layers import CosineDense
 from keras_mld.recipes import load_recipe
 from keras_mld.training.callbacks import EarlyStoppingRule
 from keras_mld.training.fit import fit
-from tests.support.official_training import (StepRecord, StopAfter, assert_update_close,
-                                             biased_variance, initial_variance_left,
-                                             load_training_fixture)
+from tests.support.official_training import (assert_update_close, biased_variance, fit_epochs,
+                                             initial_variance_left, load_training_fixture,
+                                             tiny_conv_body)
 
 KINDS = ("init", "first", "first_ema", "final", "ema")
 
 
 def _model(config):
     inp = keras.Input((config["size"], config["size"], 3))
-    h = inp
-    for filters in (8, 16):
-        h = keras.layers.ZeroPadding2D(1)(h)  # torch padding=1
-        h = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False)(h)
-        h = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(h)  # torch defaults
-        h = keras.layers.ReLU()(h)
+    h = tiny_conv_body(inp)
     h = keras.layers.GlobalAveragePooling2D()(h)
     return keras.Model(inp, CosineDense(config["classes"])(h))
 
@@ -113,9 +108,7 @@ def _check(tmp_path, epochs_run, final_key, ema_key):
     recipe.update(ema_momentum=config["ema_decay"], metrics=[], tensorboard=False,
                   jit_compile=keras.backend.backend() == "jax")
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
-    record = StepRecord()
-    history = fit(model, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0,
-                  callbacks=[record, StopAfter(epochs_run)])
+    record, history = fit_epochs(model, ds, recipe, tmp_path, epochs_run)
     steps = epochs_run * config["steps_per_epoch"]
     np.testing.assert_allclose(record.losses(), data["loss"][:steps], rtol=1e-4)
 

@@ -7,27 +7,18 @@ of 2 fixed batches, OneCycle peak at step 15) on a tiny conv-BN-ReLU x2 + offici
 ML-Decoder model; and ``train_multi_label_zsl`` (``train_zsl_nus.py``) likewise on the same
 body (16x16 input) with the official zero-shot head (word-vector queries, shared projection;
 feed-forward 64 wide), whose ``add_weight_decay`` decays the shared ``duplicate_pooling
-[D, 1]`` (kept ``[D]`` here: ``GroupDense.matrix_variables``). Here ``keras_mld.training.fit`` runs the recipe's ``train`` section on
-the same model (weights copied), the same batches, with the same three overrides (epochs,
-lr, EMA decay) and no validation data (on JAX: the first epoch, run by
-``tests/test_jax_backend.py``). Checked:
+[D, 1]`` (kept ``[D]`` here: ``GroupDense.matrix_variables``). Here
+``keras_mld.training.fit`` runs the recipe's ``train`` section on the same model (weights
+copied), the same batches, with the same three overrides (epochs, lr, EMA decay) and no
+validation data (on JAX: the first epoch, run by ``tests/test_jax_backend.py``). Checked:
 
 - the loss of every step, within 1e-4 relative;
-- the final weights and the EMA weights, within 1e-3 of the size of the official update
-  (``max |w_final - w_init|`` of each variable) plus 2 float32 ulps of the weights (after
-  the first epoch the update is ~1e-5, a few ulps);
-- BatchNorm moving statistics and their EMA: the moving means likewise; the moving
-  variances after the one documented correction: PyTorch keeps the *unbiased* batch
-  variance (``n / (n - 1)``, ``n = B * H * W``), Keras the biased one. Both start at 1 and
-  average the same batch variances, so ``torch - c = n / (n - 1) * (keras - c)`` exactly,
-  with ``c`` what the initial 1 has become (``(1 - m)^t``, and for the EMA its own average).
-
-Excluded: the attention *key* biases, whose exact gradient is 0 (softmax is invariant to
-them). Adam turns their float-noise gradients (~1e-10) into steps of ~lr on both sides,
-differently; they change no output (the losses and all other weights agree), and the test
-checks that they stay within ``steps * max_lr`` of their start. (The same holds for a
-convolution bias before a training-mode BatchNorm, which is why the tiny model's
-convolutions have none: such a bias would also shift the moving means.)
+- the final weights, the EMA weights, the BatchNorm moving statistics and their EMA, as
+  ``tests/support/official_training.py`` compares them: within 1e-3 of the size of the
+  official update plus 2 float32 ulps, the moving variances after PyTorch's unbiased-variance
+  correction, the attention key biases (exact gradient 0) only bounded. (A convolution
+  bias before a training-mode BatchNorm would also have an exact gradient 0 and shift the
+  moving means, which is why the tiny model's convolutions have none.)
 """
 import keras
 import numpy as np
@@ -37,22 +28,16 @@ import tensorflow as tf
 from keras_mld.layers import MLDecoder, ZSLMLDecoder
 from keras_mld.models.ml_decoder.convert import load_ml_decoder_weights, load_zsl_ml_decoder_weights
 from keras_mld.recipes import load_recipe
-from keras_mld.training.fit import fit
-from tests.support.official_training import (StepRecord, StopAfter, assert_update_close,
-                                             biased_variance, float_values,
-                                             initial_variance_left, load_training_fixture)
+from tests.support.official_training import (assert_update_close, biased_variance, fit_epochs,
+                                             float_values, initial_variance_left,
+                                             load_training_fixture, tiny_conv_body)
 
 KINDS = ("init", "first", "first_ema", "final", "ema")
 
 
 def _model(config):
     inp = keras.Input((config["size"], config["size"], 3))
-    h = inp
-    for filters in (8, 16):
-        h = keras.layers.ZeroPadding2D(1)(h)  # torch padding=1 (Keras "same" pads 0 / 1)
-        h = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False)(h)
-        h = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(h)  # torch defaults
-        h = keras.layers.ReLU()(h)
+    h = tiny_conv_body(inp)
     if config.get("setting") == "nus_zsl":  # the seen labels' word vectors as the label set
         head = ZSLMLDecoder(300, embed_dim=config["embed_dim"], num_heads=config["num_heads"],
                             ff_dim=config["ff_dim"], dropout=0.0,
@@ -93,9 +78,7 @@ def _check(tmp_path, epochs_run, final_key, ema_key, setting="coco"):
                   metrics=[], tensorboard=False, mixed_precision="float32",
                   jit_compile=keras.backend.backend() == "jax")  # JAX: eager is slower
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
-    record = StepRecord()
-    history = fit(model, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0,
-                  callbacks=[record, StopAfter(epochs_run)])
+    record, history = fit_epochs(model, ds, recipe, tmp_path, epochs_run)
     steps = epochs_run * config["steps_per_epoch"]
     np.testing.assert_allclose(record.losses(), data["loss"][:steps], rtol=1e-4)
 

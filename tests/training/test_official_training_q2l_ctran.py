@@ -11,7 +11,7 @@ ReduceLROnPlateau on the validation loss, reduced once after epoch 7) for 20 ste
 a tiny conv-BN-ReLU network + the official head. Here ``keras_mld.training.fit`` runs each
 recipe's ``train`` section on the same model (weights copied) and batches, with the same
 overrides (epochs, lr; Query2Label: EMA decay, the tiny network's layer names to freeze
-and the loss scale 1000 / N for N = 10). Checked, as in ``test_official_training.py``:
+and the loss scale 1000 / N for N = 10). Checked (``tests/support/official_training.py``):
 
 - the loss of every step, within 1e-4 relative; the lr of every step (OneCycle / plateau);
 - the final weights (Query2Label: and the EMA weights), within 1e-3 of the size of the
@@ -40,10 +40,9 @@ from keras_mld.models.ctran.convert import load_ctran_state_dict
 from keras_mld.models.query2label.convert import load_query2label_state_dict
 from keras_mld.recipes import load_recipe
 from keras_mld.training.query2label_stop import Query2LabelEarlyStopping, Query2LabelStopRule
-from keras_mld.training.fit import fit
-from tests.support.official_training import (StepRecord, StopAfter, assert_update_close,
-                                             biased_variance, float_values,
-                                             initial_variance_left, load_training_fixture)
+from tests.support.official_training import (assert_update_close, biased_variance, fit_epochs,
+                                             float_values, initial_variance_left,
+                                             load_training_fixture)
 
 
 def _fixture(name, kinds):
@@ -101,9 +100,7 @@ def _check_q2l(tmp_path, epochs_run, final_key, ema_key):
                   freeze_layers=["conv1_", "layer1_"],  # the tiny network's names
                   jit_compile=keras.backend.backend() == "jax")
     ds = tf.data.Dataset.from_tensor_slices((data["x"], data["y"]))
-    record = StepRecord()
-    history = fit(model, ds, recipe=recipe, run_dir=str(tmp_path), verbose=0,
-                  callbacks=[record, StopAfter(epochs_run)])
+    record, history = fit_epochs(model, ds, recipe, tmp_path, epochs_run)
     steps = epochs_run * config["steps_per_epoch"]
     # the official requires_grad: only layer2's convolution and the head (FrozenBatchNorm2d)
     frozen = [v.path for v in model.non_trainable_variables]
@@ -204,9 +201,7 @@ def _check_ctran(tmp_path, epochs_run, final_key):
     recipe = dict(load_recipe("ctran_coco")["train"])
     recipe.update(epochs=config["epochs"], lr=config["lr"], metrics=[], tensorboard=False,
                   monitor="val_loss", jit_compile=keras.backend.backend() == "jax")
-    record = StepRecord()
-    history = fit(model, ds, validation_data=val, recipe=recipe, run_dir=str(tmp_path),
-                  verbose=0, callbacks=[record, StopAfter(epochs_run)])
+    record, history = fit_epochs(model, ds, recipe, tmp_path, epochs_run, validation_data=val)
     steps = epochs_run * config["steps_per_epoch"]
     np.testing.assert_allclose(record.lrs, data["lr"][:steps], rtol=1e-6)
     np.testing.assert_allclose(record.losses(), data["loss"][:steps], rtol=1e-4)
