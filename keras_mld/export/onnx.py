@@ -33,12 +33,13 @@ from keras_mld.untrusted import parse_json
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 # The session options every file was verified (f32) and measured (int8) with, written into
 # it (``keras_mld.session_options``) for a consumer to apply (README, "ONNX Runtime").
-# Measured (efficientnetv2_s + ML-Decoder 224, batch 8, 2 shared cores; BENCHMARKS.md):
-# ORT_ENABLE_ALL (its NCHWc convolutions; the graph from tf2onnx keeps only the input and
-# feature-map Transposes of the NHWC contract) runs 1.2x faster than ORT_ENABLE_EXTENDED, and
-# intra-op threads that sleep instead of spin-waiting between ops ran 15% faster on a
-# machine whose cores other processes share (spinning threads take their time), and no
-# slower on a quiet one (tresnet_m: 0.58 vs 0.60 of TensorFlow's speed).
+# Measured (batch 8, 2 cores; BENCHMARKS.md, "Reduced precision"): ORT_ENABLE_ALL (its NCHWc
+# convolutions; the graph from tf2onnx keeps only the input and feature-map Transposes of the
+# NHWC contract) runs 1.2x faster than ORT_ENABLE_EXTENDED on efficientnetv2_s + ML-Decoder.
+# Intra-op threads that sleep instead of spin-waiting between ops keep the speed when other
+# processes share the cores (2 processes spinning beside it: the demo model 2.47x TensorFlow
+# vs 1.37x spinning, tresnet_m 1.07x vs 1.00x) and cost a little on a machine the model has
+# to itself (1.68x vs 1.83x, 1.02x vs 1.09x).
 SESSION_OPTIONS = {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 0,
                    "execution_mode": "ORT_SEQUENTIAL",
                    "session_configs": {"session.intra_op.allow_spinning": "0"},
