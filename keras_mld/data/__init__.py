@@ -12,8 +12,8 @@ from keras_mld.data.digits import DIGIT_NAMES, DigitsDataset, load_source_digits
 from keras_mld.data.folders import IMAGE_EXTENSIONS, load_image_folder
 from keras_mld.data.image import decode_and_resize, resize
 from keras_mld.data.label_mask import ctran_label_mask, ctran_label_mask_dataset
-from keras_mld.data.pipeline import LabelledImages, SkippedImagesWarning, check_images, \
-    make_dataset
+from keras_mld.data.checks import SkippedImagesWarning, check_images
+from keras_mld.data.pipeline import LabelledImages, make_dataset
 from keras_mld.data.tfrecords import TFRecordSource, load_tfrecords, pack_tfrecords
 
 __all__ = [

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_mld.data import pipeline
+from keras_mld.data import checks
 from keras_mld.data.pipeline import LabelledImages, SkippedImagesWarning, check_images, \
     make_dataset
 
@@ -99,17 +99,17 @@ def test_check_cache_file_reused_and_invalidated(tmp_path, monkeypatch):
     cache = str(tmp_path / "checks.json")
     assert check_images(paths, cache_file=cache) == [None] * 3
     assert os.path.isfile(cache)
-    monkeypatch.setattr(pipeline, "_MEMO", {})
+    monkeypatch.setattr(checks, "_MEMO", {})
 
     def no_decode(paths):
         raise AssertionError(f"decoded again: {paths}")
 
-    monkeypatch.setattr(pipeline, "_decode_failures", no_decode)
+    monkeypatch.setattr(checks, "_decode_failures", no_decode)
     assert check_images(paths, cache_file=cache) == [None] * 3  # from the file
     with open(paths[1], "r+b") as f:  # changed file: checked again
         f.truncate(40)
     monkeypatch.undo()
-    monkeypatch.setattr(pipeline, "_MEMO", {})
+    monkeypatch.setattr(checks, "_MEMO", {})
     reasons = check_images(paths, cache_file=cache)
     assert reasons[0] is None and "decoded" in reasons[1]
 
