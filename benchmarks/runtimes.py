@@ -21,9 +21,9 @@ untimed calls, then ``--reps`` timed calls on the same ``[batch, H, W, 3]`` batc
 batch / median call time; the table gives the median over rounds and the ratio to
 TensorFlow. ``--busy N`` keeps N processes spinning on the CPU during the timings (a
 machine whose cores other jobs share, made reproducible). With ``--data`` each process
-also scores the whole validation set, and the
-table gives its mAP (``keras_mld.metrics.mean_average_precision``) next to the mAP the
-export recorded in its metadata.
+also scores the whole validation set, and the table gives its mAP
+(``keras_mld.metrics.mean_average_precision``) next to the mAP the export recorded in its
+metadata.
 """
 import argparse
 import json

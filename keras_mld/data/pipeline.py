@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mld.data.augment import AUGMENTS, make_augmenter
+# (check_images and SkippedImagesWarning stay importable from here, where they were first)
 from keras_mld.data.checks import (CHECKS, SkippedImagesWarning, check_images,
                                    default_cache_file)
 from keras_mld.data.image import DEFAULT_MAX_IMAGE_PIXELS, check_limit, decode_and_resize
@@ -39,8 +40,6 @@ from keras_mld.data.tfrecords import TFRecordSource, parse_record
 from keras_mld.metadata import TASKS
 from keras_mld.validation import check_choice, check_int
 
-# re-exported: they were defined here before keras_mld.data.checks
-__all__ = ["CHECKS", "LabelledImages", "SkippedImagesWarning", "check_images", "make_dataset"]
 
 @dataclasses.dataclass(eq=False)
 class LabelledImages:
