@@ -1,7 +1,8 @@
 """The ``query2label_coco`` and ``ctran_coco`` recipes train as the official loops train, step
 for step.
 
-Fixtures: ``scripts/make_official_training_fixtures_q2l_ctran.py`` runs the official
+Fixtures: ``scripts/make_official_training_fixtures_query2label.py`` and
+``scripts/make_official_training_fixtures_ctran.py`` run the official
 Query2Label ``main_worker`` (SlongLiu/query2labels ``main_mlc.py``: AdamW over all trainable
 parameters, OneCycleLR with beta1 cycling, ``AsymmetricLossOptimized`` with the focal
 gradient off, ``ModelEma`` of the whole state, frozen BatchNorm / stem / ``layer1``) for

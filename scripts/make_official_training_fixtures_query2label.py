@@ -1,14 +1,14 @@
-"""Write ``tests/fixtures/train_query2label_coco.npz`` and ``train_ctran_coco.npz``: the
-OFFICIAL Query2Label and C-Tran training loops run on tiny models, for the step-by-step
-tests of the ``query2label_coco`` and ``ctran_coco`` recipes
+"""Write ``tests/fixtures/train_query2label_coco.npz``: the OFFICIAL Query2Label training
+loop run on a tiny model, for the step-by-step test of the ``query2label_coco`` recipe
 (``tests/training/test_official_training_q2l_ctran.py``).
 
-Run with a Python that has torch (CI does not need it: the tests read the fixtures)::
+Run with a Python that has torch (CI does not need it: the tests read the fixture)::
 
-    python scripts/make_official_training_fixtures_q2l_ctran.py \
-        --q2l /path/to/query2labels --ctran /path/to/C-Tran --out tests/fixtures
+    python scripts/make_official_training_fixtures_query2label.py \
+        --q2l /path/to/query2labels --out tests/fixtures
 
-Nothing official is copied into keras-mld; the files are read at run time.
+Nothing official is copied into keras-mld; the files are read at run time. The shared
+pieces (fixed batches, state dump) are in ``official_training_common.py``.
 
 **Query2Label** (github.com/SlongLiu/query2labels, commit
 55eb05064f4badbe03423b79e5c9d143da2dff2e). ``main_mlc.py``: the functions ``main_worker``
@@ -33,25 +33,12 @@ averages nothing visible in 24 steps), ``--epochs``, ``--dropout 0``, tiny width
 Early stopping: ``main_worker`` is also run with scripted (regular, EMA) mAP sequences
 and the epoch where the official loop breaks is stored.
 
-**C-Tran** (github.com/QData/C-Tran, commit 560cf6f47a7021b9993d63c78f61565840786c24).
-``main.py`` itself (its statements, read with ``ast``, imports replaced by the names
-below), ``run_epoch.py`` ``run_epoch``, ``models/CTran.py`` ``CTranModel`` (width
-``hidden = 16``; the ResNet-101 ``Backbone`` replaced by two conv3x3(stride 2, no
-bias)-BatchNorm-ReLU blocks 3 -> 8 -> 16, input 32x32), with the README's flags
-``--batch_size 16 --lr 0.00001 --optim adam --layers 3 --dataset coco --use_lmt`` (so
-``loss_labels = 'unk'``), ``--dropout 0``, batch 8, ``--epochs 10`` and lr 1e-3 (a
-reduction by ReduceLROnPlateau inside 10 epochs). Stand-ins: ``get_data`` returns fixed
-batches with fixed label masks (the official loader redraws the masks every epoch; the
-test feeds the same fixed masks), the validation set holds the training images with
-complemented labels (its loss rises, so the plateau rule reduces the lr);
-``evaluate.compute_metrics`` and the loggers record instead of computing metrics.
-
-Stored (each file): ``init/<state key>``, ``first/<key>`` (after the first epoch),
-``final/<key>`` (Query2Label also ``first_ema/``, ``ema/``), the fixed batches, ``loss``
+Stored: ``init/<state key>``, ``first/<key>`` (after the first epoch),
+``final/<key>``, ``first_ema/``, ``ema/`` (the EMA states), the fixed batches, the
+scripted early-stop sequences and where the official loop stopped, ``loss``
 and ``lr`` per step and a JSON ``config``.
 """
 import argparse
-import ast
 import contextlib
 import copy
 import json
@@ -70,44 +57,12 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_official_fixtures_q2l_ctran as forward_fixtures  # noqa: E402
 from official_source import load_defs  # noqa: E402
+from official_training_common import (BATCH, CLASSES, SIZE, STEPS, batches,  # noqa: E402
+                                      images, patched, state)
 
 Q2L_COMMIT = forward_fixtures.Q2L_COMMIT
-CTRAN_COMMIT = forward_fixtures.CTRAN_COMMIT
-BATCH, SIZE, CLASSES, STEPS = 8, 32, 10, 2
 
 
-def _state(module):
-    """Floating-point state, without Query2Label's constant sine-encoding buffer."""
-    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()
-            if v.dtype.is_floating_point and not k.endswith(".pe")}
-
-
-def _batches(seed):
-    rs = np.random.RandomState(seed)
-    # 16 grey levels per channel: the fixture stays small (zlib), the images random
-    x = (17 * rs.randint(0, 16, (STEPS, BATCH, SIZE, SIZE, 3))).astype("uint8")
-    y = (rs.rand(STEPS, BATCH, CLASSES) < 0.3).astype("float32")
-    return x, y
-
-
-def _images(xb):
-    """NHWC uint8 -> NCHW float32 in [0, 1] (the tests divide by 255 likewise)."""
-    return torch.from_numpy(xb.astype("float32") / 255.0).permute(0, 3, 1, 2).contiguous()
-
-
-@contextlib.contextmanager
-def _patched(*triples):
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in triples]
-    for obj, name, value in triples:
-        setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        for obj, name, value in saved:
-            setattr(obj, name, value)
-
-
-# ------------------------------------------------------------------------- Query2Label
 class IntermediateLayerGetter(nn.ModuleDict):
     """Stand-in for torchvision's: the children up to the last returned one, in order."""
 
@@ -224,12 +179,12 @@ def run_q2l(root, model_factory, args, loader, maps, record):
         calls.append(kind)
         if kind == "regular":
             if "first" not in states:
-                states["first"] = _state(m)
-            states["final"] = _state(m)
+                states["first"] = state(m)
+            states["final"] = state(m)
         else:
             if "first_ema" not in states:
-                states["first_ema"] = _state(m)
-            states["ema"] = _state(m)
+                states["first_ema"] = state(m)
+            states["ema"] = state(m)
         return 0.5, float(maps[epoch][0 if kind == "regular" else 1])
 
     quiet = types.SimpleNamespace(info=lambda *a, **k: None)
@@ -261,7 +216,7 @@ def run_q2l(root, model_factory, args, loader, maps, record):
         def set_epoch(self, epoch):
             pass
 
-    with _patched((torch.Tensor, "cuda", lambda self, *a, **k: self),
+    with patched((torch.Tensor, "cuda", lambda self, *a, **k: self),
                   (nn.Module, "cuda", lambda self, *a, **k: self),
                   (torch.cuda, "max_memory_allocated", lambda *a: 0),
                   (torch.cuda, "empty_cache", lambda: None),
@@ -278,10 +233,10 @@ def make_q2l(root, out):
     q2l = forward_fixtures.load_q2l(root)
     sys.modules["models.aslloss"] = __import__("importlib").import_module("models.aslloss")
     args = q2l_args()
-    x, y = _batches(0)
-    loader = [(_images(xb), torch.from_numpy(yb)) for xb, yb in zip(x, y)]
+    x, y = batches(0)
+    loader = [(images(xb), torch.from_numpy(yb)) for xb, yb in zip(x, y)]
     model = _q2l_model(root, q2l, args, loader[0][0])
-    init = _state(model)
+    init = state(model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     record = {"loss": [], "lr": [], "beta1": [], "states": {}}
     rising = [(0.1 + 0.01 * e, 0.1 + 0.01 * e + 0.005) for e in range(args.epochs)]
@@ -322,144 +277,14 @@ def make_q2l(root, out):
           record["loss"][-1], "; stops", stops)
 
 
-# ------------------------------------------------------------------------------ C-Tran
-def _main_statements(path):
-    """``main.py``'s statements without its imports and its ``get_args`` call."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    body = [n for n in tree.body if not isinstance(n, (ast.Import, ast.ImportFrom))]
-    return compile(ast.Module(body=body, type_ignores=[]), path, "exec")
-
-
-class _Dataset(list):
-    epoch = 0
-
-
-def make_ctran(root, out):
-    forward_fixtures.CTRAN["hidden"] = 16
-    ctran = forward_fixtures.load_ctran(root)
-
-    class Backbone(nn.Module):  # stands in for the ResNet-101
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),
-                nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(16), nn.ReLU())
-
-        def forward(self, images):
-            return self.body(images)
-
-    ctran.Backbone = Backbone
-    args = argparse.Namespace(
-        dataset="coco", batch_size=BATCH, lr=1e-3, optim="adam", layers=3, heads=4,
-        dropout=0.0, pos_emb=False, use_lmt=True, no_x_features=False, num_labels=CLASSES,
-        loss_labels="unk", train_known_labels=100, test_known_labels=0, grad_ac_steps=1,
-        epochs=10, warmup_scheduler=False, scheduler_type="plateau", scheduler_step=1000,
-        scheduler_gamma=0.1, freeze_backbone=False, inference=False, max_samples=-1,
-        aux_loss=0.0, model_name="tiny")
-    torch.manual_seed(0)
-    model = ctran.CTranModel(CLASSES, True, False, 3, 4, 0.0, False)
-    init = _state(model)
-
-    x, y = _batches(1)
-    rs = np.random.RandomState(2)
-    masks = np.full_like(y, -1.0)  # the official LMT draw: k ~ U{0..0.75 N} revealed labels
-    for s in range(STEPS):
-        for b in range(BATCH):
-            k = rs.randint(0, int(CLASSES * 0.75) + 1)
-            known = rs.choice(CLASSES, k, replace=False)
-            masks[s, b, known] = y[s, b, known]
-
-    def batch(xb, yb, mb):
-        return {"image": _images(xb),
-                "labels": torch.from_numpy(yb), "mask": torch.from_numpy(mb),
-                "imageIDs": [""] * len(xb)}
-
-    train = _Iterable([batch(x[s], y[s], masks[s]) for s in range(STEPS)])
-    valid = _Iterable([batch(x[0], 1 - y[0], np.full_like(y[0], -1.0))])
-    losses, lrs, states, valid_losses = [], [], {}, []
-    real_backward, real_step = torch.Tensor.backward, torch.optim.Adam.step
-
-    def backward(self, *a, **kw):
-        losses.append(float(self))
-        return real_backward(self, *a, **kw)
-
-    def step(self, *a, **kw):
-        lrs.append(self.param_groups[0]["lr"])
-        return real_step(self, *a, **kw)
-
-    class LossLogger:
-        def __init__(self, name):
-            pass
-
-        def log_losses(self, file, epoch, loss, metrics, loss_unk):
-            if file == "valid.log":
-                valid_losses.append(loss_unk)
-
-    class MetricsLogger:
-        def __init__(self, a):
-            pass
-
-        def evaluate(self, *a, **kw):
-            if "first" not in states:
-                states["first"] = _state(model)
-            states["final"] = _state(model)
-            return 0, 0
-
-    run_epoch = load_defs(os.path.join(root, "run_epoch.py"), ["run_epoch"],
-                          {"torch": torch, "F": torch.nn.functional,
-                           "tqdm": lambda data, **kw: data,
-                           "custom_replace": sys.modules["models.utils"].custom_replace})
-    ns = {"torch": torch, "nn": nn, "np": np, "math": math, "argparse": argparse,
-          "get_args": lambda parser: args,
-          "get_data": lambda a: (train, valid, None),
-          "CTranModel": lambda *a: model, "CTranModelCub": None,
-          "evaluate": types.SimpleNamespace(compute_metrics=lambda *a: {}),
-          "logger": types.SimpleNamespace(Logger=MetricsLogger, LossLogger=LossLogger),
-          "WarmupLinearSchedule": None, "run_epoch": run_epoch["run_epoch"],
-          "stop": None, "print": lambda *a, **k: None}
-    with _patched((torch.Tensor, "cuda", lambda self, *a, **k: self),
-                  (nn.Module, "cuda", lambda self, *a, **k: self),
-                  (torch.Tensor, "backward", backward), (torch.optim.Adam, "step", step)):
-        exec(_main_statements(os.path.join(root, "main.py")), ns)
-    assert min(lrs) < max(lrs), "no ReduceLROnPlateau reduction: pick other data"
-    config = {"lr": args.lr, "epochs": args.epochs, "steps_per_epoch": STEPS, "batch": BATCH,
-              "classes": CLASSES, "size": SIZE, "hidden": 16, "layers": 3, "heads": 4,
-              "torch": torch.__version__, "official_commit": CTRAN_COMMIT}
-    arrays = {"config": json.dumps(config), "x": x, "y": y, "masks": masks,
-              "loss": np.array(losses), "lr": np.array(lrs),
-              "valid_loss": np.array(valid_losses)}
-    arrays.update({f"init/{k}": v for k, v in init.items()})
-    for kind in ("first", "final"):
-        arrays.update({f"{kind}/{k}": v.astype(np.float32) for k, v in states[kind].items()})
-    path = os.path.join(out, "train_ctran_coco.npz")
-    np.savez_compressed(path, **arrays)
-    print(path, len(losses), "steps; loss", losses[0], "->", losses[-1], "; lr", lrs,
-          "; valid", valid_losses)
-
-
-class _Iterable(list):
-    """A fixed list of batches with what ``run_epoch`` and ``main.py`` read of a loader."""
-
-    def __init__(self, batches):
-        super().__init__(batches)
-        self.batch_size = BATCH
-        self.dataset = _Dataset([0] * sum(len(b["labels"]) for b in batches))
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--q2l", required=True, help="a SlongLiu/query2labels checkout")
-    ap.add_argument("--ctran", required=True, help="a QData/C-Tran checkout")
     ap.add_argument("--out", default="tests/fixtures")
-    ap.add_argument("--only", choices=["q2l", "ctran"])
     a = ap.parse_args()
     torch.set_num_threads(1)
-    if a.only != "ctran":
-        make_q2l(os.path.abspath(a.q2l), a.out)
-    if a.only != "q2l":
-        make_ctran(os.path.abspath(a.ctran), a.out)
+    make_q2l(os.path.abspath(a.q2l), a.out)
 
 
 if __name__ == "__main__":
